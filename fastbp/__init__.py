@@ -1,0 +1,16 @@
+"""fastbp: fully connected networks trained with backpropagation and SGD.
+
+Algorithm 6.1 of Lindholm et al. (ch. 6) on hand-written Numba kernels.
+"""
+
+from . import datasets, reference
+from .errors import DataError, DivergenceError
+from .history import History
+from .network import Network, load
+from .train import train
+from .api import backprop
+
+__version__ = "0.1.0"
+
+__all__ = ["Network", "load", "train", "backprop", "History", "DataError",
+           "DivergenceError", "datasets", "reference", "__version__"]

@@ -1,0 +1,28 @@
+"""Work buffers for the compiled kernels, allocated once per call or run.
+
+Kernels never allocate; this module sizes everything they write into.
+"""
+
+import numpy as np
+
+
+def batch_buffers(sizes, n_rows, dtype):
+    """Per-layer buffers for batches of up to ``n_rows`` samples.
+
+    Returns tuples (Zs, Qs, dZs, dQs) with one (n_rows, U_l) array per layer
+    and row_loss (n_rows,). Qs[-1] is Zs[-1] (the last layer has no h) and
+    dQs[-1] is an unused empty array, so that all tuples have L entries.
+    """
+    outs = sizes[1:]
+    Zs = tuple(np.zeros((n_rows, u), dtype) for u in outs)
+    Qs = tuple(np.zeros((n_rows, u), dtype) for u in outs[:-1]) + (Zs[-1],)
+    dZs = tuple(np.zeros((n_rows, u), dtype) for u in outs)
+    dQs = tuple(np.zeros((n_rows, u), dtype) for u in outs[:-1]) + (np.zeros((0, 0), dtype),)
+    return Zs, Qs, dZs, dQs, np.zeros(n_rows, dtype)
+
+
+def gradient_buffers(layers):
+    """(dWs, dbs): one zeroed array shaped like each W and b."""
+    layers = list(layers)
+    return (tuple(np.zeros_like(W) for W, _ in layers),
+            tuple(np.zeros_like(b) for _, b in layers))

@@ -1,0 +1,56 @@
+"""Training checkpoints: weights, position in the run, history, settings.
+
+The shuffle of epoch e is drawn from (seed, e) alone, so "where we are"
+(epoch, step) is the whole RNG state: resuming replays exactly the batches
+an uninterrupted run would have seen.
+"""
+
+from .errors import DataError
+from .history import History
+from .network import network_from
+from .storage import CHECKPOINT_FORMAT, atomic_save_npz, load_npz
+
+VERSION = 1
+
+
+def save_checkpoint(path, net, settings, epoch, step, history):
+    """Write a checkpoint atomically: after ``epoch`` full epochs and ``step``
+    further iterations, with the training ``settings`` that must match on resume."""
+    arrays = net.weight_arrays()
+    arrays.update(history.to_arrays())
+    meta = {"format": CHECKPOINT_FORMAT, "version": VERSION, "network": net.metadata(),
+            "settings": settings, "epoch": epoch, "step": step,
+            "steps_per_epoch": history.steps_per_epoch}
+    atomic_save_npz(path, arrays, meta)
+
+
+def load_checkpoint(path, net, settings):
+    """Read ``path`` for resuming ``net`` with ``settings``.
+
+    Returns (network, epoch, step, history). Raises ValueError naming the
+    first setting or network property that differs from the checkpoint's,
+    and DataError when the file is damaged.
+    """
+    arrays, meta = load_npz(path, (CHECKPOINT_FORMAT,))
+    if meta.get("version") != VERSION:
+        raise DataError(f"{path}: unsupported checkpoint version {meta.get('version')!r}")
+    saved_net = network_from(arrays, meta.get("network") or {}, path)
+    for key in ("sizes", "activation", "loss"):
+        if getattr(saved_net, key) != getattr(net, key):
+            raise ValueError(f"cannot resume from {path}: the checkpoint's {key} is "
+                             f"{getattr(saved_net, key)!r}, this network's is "
+                             f"{getattr(net, key)!r}")
+    if saved_net.dtype != net.dtype:
+        raise ValueError(f"cannot resume from {path}: the checkpoint's dtype is "
+                         f"{saved_net.dtype.name}, this network's is {net.dtype.name}")
+    saved = meta.get("settings") or {}
+    for key, value in settings.items():
+        if saved.get(key) != value:
+            raise ValueError(f"cannot resume from {path}: it was trained with "
+                             f"{key}={saved.get(key)!r}, this run asks for {key}={value!r}")
+    try:
+        epoch, step = int(meta["epoch"]), int(meta["step"])
+        history = History.from_arrays(arrays, int(meta["steps_per_epoch"]))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: checkpoint is incomplete ({exc})") from None
+    return saved_net, epoch, step, history

@@ -1,0 +1,20 @@
+"""Exceptions of fastbp's public API (DESIGN.md, "Errors")."""
+
+
+class DataError(ValueError):
+    """A data or model file is unreadable, truncated or inconsistent.
+
+    The message names the file.
+    """
+
+
+class DivergenceError(RuntimeError):
+    """Training stopped because the cost turned non-finite (NaN or inf).
+
+    The network is left at its last finite weights; ``iteration`` is the
+    1-based iteration whose cost was non-finite.
+    """
+
+    def __init__(self, message, iteration=None):
+        super().__init__(message)
+        self.iteration = iteration

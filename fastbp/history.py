@@ -1,0 +1,58 @@
+"""History: what a training run measured, per iteration and per evaluation."""
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+_SERIES = ("epoch_seconds", "batch_cost", "batch_error", "val_iteration", "val_cost",
+           "val_error")
+
+
+@dataclass
+class History:
+    """Curves of Example 6.2 (Figures 6.7/6.8) and timings.
+
+    batch_cost, batch_error : per iteration, on that iteration's mini-batch
+        (blue curves); batch_error is the misclassification rate (NaN for
+        regression).
+    val_iteration, val_cost, val_error : every ``eval_every`` iterations, on
+        the whole validation set (red curves); val_iteration is 1-based.
+    epoch_seconds : wall time of each completed epoch.
+    steps_per_epoch : iterations per epoch, ceil(n / batch_size).
+    """
+
+    steps_per_epoch: int = 0
+    epoch_seconds: list = field(default_factory=list)
+    batch_cost: list = field(default_factory=list)
+    batch_error: list = field(default_factory=list)
+    val_iteration: list = field(default_factory=list)
+    val_cost: list = field(default_factory=list)
+    val_error: list = field(default_factory=list)
+
+    @property
+    def iterations(self):
+        """Number of SGD iterations recorded."""
+        return len(self.batch_cost)
+
+    @property
+    def epochs(self):
+        """Number of completed epochs."""
+        return len(self.epoch_seconds)
+
+    def epoch_cost(self, epoch):
+        """Mean mini-batch cost over the iterations of ``epoch`` (0-based)."""
+        k = self.steps_per_epoch
+        return float(np.mean(self.batch_cost[epoch * k:(epoch + 1) * k]))
+
+    def to_arrays(self):
+        """name -> float64/int64 array, for saving in a checkpoint."""
+        arrays = {f"history_{name}": np.asarray(getattr(self, name), np.float64)
+                  for name in _SERIES if name != "val_iteration"}
+        arrays["history_val_iteration"] = np.asarray(self.val_iteration, np.int64)
+        return arrays
+
+    @classmethod
+    def from_arrays(cls, arrays, steps_per_epoch):
+        """Inverse of ``to_arrays``; raises KeyError when a series is missing."""
+        values = {name: arrays[f"history_{name}"].tolist() for name in _SERIES}
+        return cls(steps_per_epoch=steps_per_epoch, **values)

@@ -1,0 +1,263 @@
+"""Network: the L-layer fully connected model of (6.11) and (6.16)."""
+
+import math
+import numbers
+
+import numpy as np
+
+from . import validation
+from .buffers import batch_buffers
+from .errors import DataError
+from .kernels import codes, cpu
+from .storage import CHECKPOINT_FORMAT, NETWORK_FORMAT, atomic_save_npz, load_npz
+
+DTYPES = ("float32", "float64")
+FORMAT_VERSION = 1
+# Rows per forward call in predict/evaluate: bounds buffer memory on big inputs.
+CHUNK_ROWS = 8192
+
+
+class Network:
+    """A fully connected network trained with Algorithm 6.1.
+
+    Parameters
+    ----------
+    sizes : sequence of int
+        ``[p, U_1, ..., U_{L-1}, M]``: inputs, hidden units per layer, outputs.
+        ``[784, 10]`` is logistic regression, ``[784, 200, 10]`` Example 6.2.
+    activation : "relu" | "sigmoid" | "tanh" | "identity"
+        h of every hidden layer (the last layer has none, (6.24c)).
+    loss : "cross_entropy" | "squared_error"
+        Softmax cross-entropy for M-class classification (6.20; M >= 2), or
+        squared error for regression with M outputs (6.19).
+    dtype : "float32" | "float64"
+    seed : int
+        Seed of the initial weights.
+
+    Initialisation: small random weights, zero biases. Layers followed by a
+    ReLU use He-normal, std sqrt(2 / fan_in), which keeps the variance of
+    activations constant through ReLUs; the others (sigmoid, tanh, identity
+    and the output layer) use Glorot-normal, std sqrt(2 / (fan_in + fan_out)),
+    which keeps sigmoid and tanh in their non-saturated range. Weights are
+    drawn in float64 and then cast, so float32 and float64 nets start alike.
+    """
+
+    def __init__(self, sizes, activation="relu", loss="cross_entropy",
+                 dtype="float32", seed=0):
+        self.sizes = _check_sizes(sizes)
+        self.activation = validation.choice("activation", activation, tuple(codes.ACTIVATIONS))
+        self.loss = validation.choice("loss", loss, tuple(codes.LOSSES))
+        self.dtype = np.dtype(validation.choice("dtype", _dtype_name(dtype), DTYPES))
+        if self.loss == "cross_entropy" and self.sizes[-1] < 2:
+            raise ValueError(
+                f"sizes[-1] = {self.sizes[-1]}: cross_entropy needs at least 2 classes"
+            )
+        self.seed = validation.positive_int("seed", seed, minimum=0)
+        self.layers = self._initial_layers()
+
+    def _initial_layers(self):
+        rng = np.random.default_rng(self.seed)
+        layers = []
+        last = len(self.sizes) - 2
+        for index, (fan_in, fan_out) in enumerate(zip(self.sizes[:-1], self.sizes[1:])):
+            if self.activation == "relu" and index < last:
+                std = math.sqrt(2.0 / fan_in)
+            else:
+                std = math.sqrt(2.0 / (fan_in + fan_out))
+            W = rng.normal(0.0, std, size=(fan_out, fan_in)).astype(self.dtype)
+            layers.append((W, np.zeros(fan_out, self.dtype)))
+        return layers
+
+    # --- description -------------------------------------------------------
+
+    @property
+    def n_params(self):
+        """Number of trainable parameters: sum of U_l (U_{l-1} + 1)."""
+        return sum(a * b + b for a, b in zip(self.sizes[:-1], self.sizes[1:]))
+
+    @property
+    def n_inputs(self):
+        return self.sizes[0]
+
+    @property
+    def n_outputs(self):
+        return self.sizes[-1]
+
+    @property
+    def is_classifier(self):
+        return self.loss == "cross_entropy"
+
+    def __repr__(self):
+        return (f"Network({self.sizes}, activation={self.activation!r}, "
+                f"loss={self.loss!r}, dtype={self.dtype.name!r})")
+
+    def checked_layers(self):
+        """(Ws, bs) tuples for the kernels, after checking that ``layers`` still
+        has the right shapes, dtype, contiguity and finite values."""
+        if len(self.layers) != len(self.sizes) - 1:
+            raise ValueError(
+                f"net.layers has {len(self.layers)} layers; sizes {self.sizes} need "
+                f"{len(self.sizes) - 1}"
+            )
+        Ws, bs = [], []
+        for index, pair in enumerate(self.layers):
+            W, b = pair
+            shape_W = (self.sizes[index + 1], self.sizes[index])
+            shape_b = (self.sizes[index + 1],)
+            for name, a, shape in ((f"layers[{index}] W", W, shape_W),
+                                   (f"layers[{index}] b", b, shape_b)):
+                if not isinstance(a, np.ndarray) or a.shape != shape or a.dtype != self.dtype:
+                    got = (a.shape, a.dtype) if isinstance(a, np.ndarray) else type(a).__name__
+                    raise ValueError(
+                        f"net.{name} must be a {self.dtype.name} array of shape {shape}; got {got}"
+                    )
+                if not a.flags.c_contiguous or not a.flags.writeable:
+                    raise ValueError(f"net.{name} must be a C-contiguous writable array")
+                if not np.isfinite(a).all():
+                    raise ValueError(f"net.{name} contains non-finite values")
+            Ws.append(W)
+            bs.append(b)
+        return tuple(Ws), tuple(bs)
+
+    # --- inference ---------------------------------------------------------
+
+    def forward(self, X):
+        """Z_L, the network's output (6.24): logits, or regression outputs.
+
+        X : (n, p) numbers (any real dtype, any memory order). Returns (n, M).
+        """
+        X = validation.features("X", X, self.n_inputs, self.dtype)
+        Ws, bs = self.checked_layers()
+        out = np.empty((X.shape[0], self.n_outputs), self.dtype)
+        act = codes.ACTIVATIONS[self.activation]
+        Zs, Qs, _, _, _ = batch_buffers(self.sizes, min(CHUNK_ROWS, X.shape[0]), self.dtype)
+        for start in range(0, X.shape[0], CHUNK_ROWS):
+            chunk = X[start:start + CHUNK_ROWS]
+            cpu.forward_all(Zs, Qs, chunk, Ws, bs, act)
+            out[start:start + chunk.shape[0]] = Zs[-1][:chunk.shape[0]]
+        return out
+
+    def predict_proba(self, X):
+        """softmax(Z_L) (6.16d): class probabilities, (n, M). Classification only."""
+        if not self.is_classifier:
+            raise ValueError("predict_proba needs loss='cross_entropy'; this net does regression")
+        Z = self.forward(X)
+        E = np.exp(Z - Z.max(axis=1, keepdims=True))
+        return E / E.sum(axis=1, keepdims=True)
+
+    def predict(self, X):
+        """Classes (argmax of the logits, int64 (n,)), or Z_L (n, M) for regression."""
+        Z = self.forward(X)
+        return Z.argmax(axis=1) if self.is_classifier else Z
+
+    def evaluate(self, X, y):
+        """(cost, error) on a data set: the mean cost J (6.18) and the
+        misclassification rate (NaN for regression)."""
+        X = validation.features("X", X, self.n_inputs, self.dtype)
+        Ws, bs = self.checked_layers()
+        y = self.check_targets("y", y, X.shape[0])
+        return evaluate_prepared(self, Ws, bs, X, y)
+
+    def check_targets(self, name, y, n_samples):
+        """Labels (cross_entropy) or targets (squared_error), checked and converted."""
+        if self.is_classifier:
+            return validation.labels(name, y, n_samples, self.n_outputs)
+        return validation.targets(name, y, n_samples, self.n_outputs, self.dtype)
+
+    # --- persistence -------------------------------------------------------
+
+    def metadata(self):
+        return {"format": NETWORK_FORMAT, "version": FORMAT_VERSION, "sizes": self.sizes,
+                "activation": self.activation, "loss": self.loss,
+                "dtype": self.dtype.name, "seed": self.seed}
+
+    def weight_arrays(self):
+        """name -> array for every parameter: W0, b0, W1, b1, ..."""
+        arrays = {}
+        for index, (W, b) in enumerate(self.layers):
+            arrays[f"W{index}"] = W
+            arrays[f"b{index}"] = b
+        return arrays
+
+    def save(self, path):
+        """Write the network to ``path`` (.npz + JSON metadata), atomically."""
+        self.checked_layers()
+        atomic_save_npz(path, self.weight_arrays(), self.metadata())
+
+
+def evaluate_prepared(net, Ws, bs, X, y):
+    """(cost, error) for checked, converted X and y, in CHUNK_ROWS pieces."""
+    n = X.shape[0]
+    rows = min(CHUNK_ROWS, n)
+    Zs, Qs, dZs, _, row_loss = batch_buffers(net.sizes, rows, net.dtype)
+    act = codes.ACTIVATIONS[net.activation]
+    total_cost, wrong = 0.0, 0
+    for start in range(0, n, CHUNK_ROWS):
+        Xc, yc = X[start:start + CHUNK_ROWS], y[start:start + CHUNK_ROWS]
+        m = Xc.shape[0]
+        cpu.forward_all(Zs, Qs, Xc, Ws, bs, act)
+        if net.is_classifier:
+            J = cpu.softmax_cross_entropy(dZs[-1][:m], row_loss[:m], Zs[-1][:m], yc)
+            wrong += cpu.count_misclassified(Zs[-1][:m], yc)
+        else:
+            J = cpu.squared_error(dZs[-1][:m], row_loss[:m], Zs[-1][:m], yc)
+        total_cost += float(J) * m
+    error = wrong / n if net.is_classifier else math.nan
+    return total_cost / n, error
+
+
+def load(path):
+    """Read a network written by ``Network.save``, or the weights of a
+    training checkpoint; raises DataError naming the file if it is damaged."""
+    arrays, meta = load_npz(path, (NETWORK_FORMAT, CHECKPOINT_FORMAT))
+    if meta["format"] == CHECKPOINT_FORMAT:
+        meta = meta.get("network")
+        if not isinstance(meta, dict):
+            raise DataError(f"{path}: checkpoint has no network metadata")
+    return network_from(arrays, meta, path)
+
+
+def network_from(arrays, meta, path):
+    """Rebuild a Network from saved arrays and metadata, validating both."""
+    if meta.get("version") != FORMAT_VERSION:
+        raise DataError(f"{path}: unsupported format version {meta.get('version')!r} "
+                        f"(this fastbp reads version {FORMAT_VERSION})")
+    try:
+        net = Network(meta["sizes"], meta["activation"], meta["loss"], meta["dtype"],
+                      meta.get("seed", 0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: invalid network metadata ({exc})") from None
+    layers = []
+    for index, (W0, b0) in enumerate(net.layers):
+        pair = []
+        for name, like in ((f"W{index}", W0), (f"b{index}", b0)):
+            a = arrays.get(name)
+            if a is None or a.shape != like.shape or a.dtype != like.dtype:
+                got = None if a is None else (a.shape, a.dtype.name)
+                raise DataError(f"{path}: array {name} should be {like.dtype.name} "
+                                f"{like.shape}; found {got}")
+            if not np.isfinite(a).all():
+                raise DataError(f"{path}: array {name} contains non-finite values")
+            pair.append(np.ascontiguousarray(a))
+        layers.append(tuple(pair))
+    net.layers = layers
+    return net
+
+
+def _check_sizes(sizes):
+    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+        raise ValueError(f"sizes must be a list of layer widths like [784, 200, 10]; got {sizes!r}")
+    sizes = list(sizes)
+    if len(sizes) < 2:
+        raise ValueError(f"sizes needs at least an input and an output width; got {sizes!r}")
+    for index, u in enumerate(sizes):
+        if isinstance(u, bool) or not isinstance(u, numbers.Integral) or u < 1:
+            raise ValueError(f"sizes[{index}] must be a positive integer; got {u!r}")
+    return [int(u) for u in sizes]
+
+
+def _dtype_name(dtype):
+    try:
+        return np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+    except TypeError:
+        return repr(dtype)

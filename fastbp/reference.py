@@ -1,0 +1,130 @@
+"""The NumPy oracle: Algorithm 6.1 of the seed written plainly.
+
+Every kernel is tested against this module. It favours clarity over speed:
+one line per equation, equation numbers in the comments, no in-place tricks.
+"""
+
+import numpy as np
+
+ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
+LOSSES = ("cross_entropy", "squared_error")
+
+
+def activation(Z, name):
+    """h(Z) element-wise (6.3)."""
+    if name == "relu":
+        return np.maximum(Z, 0)
+    if name == "sigmoid":
+        return 1 / (1 + np.exp(-Z))
+    if name == "tanh":
+        return np.tanh(Z)
+    if name == "identity":
+        return Z
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def activation_derivative(Z, name):
+    """h'(Z) element-wise, as used in (6.27a)."""
+    if name == "relu":
+        return (Z > 0).astype(Z.dtype)
+    if name == "sigmoid":
+        s = 1 / (1 + np.exp(-Z))
+        return s * (1 - s)
+    if name == "tanh":
+        return 1 - np.tanh(Z) ** 2
+    if name == "identity":
+        return np.ones_like(Z)
+    raise ValueError(f"activation must be one of {ACTIVATIONS}, got {name!r}")
+
+
+def forward(layers, X, activation_name):
+    """Forward propagation (6.24), batched as in Alg. 6.1 lines 1-6.
+
+    Returns (Zs, Qs): Zs[l] = Q_{l-1} W_l^T + b_l, Qs[0] = X, Qs[l] = h(Zs[l-1]).
+    The last Z is the network's output (logits or regression outputs).
+    """
+    Qs = [X]
+    Zs = []
+    for index, (W, b) in enumerate(layers):
+        Z = Qs[-1] @ W.T + b  # Alg. 6.1 line 4
+        Zs.append(Z)
+        if index < len(layers) - 1:
+            Qs.append(activation(Z, activation_name))  # line 5, not for l = L
+    return Zs, Qs
+
+
+def softmax(Z):
+    """softmax (6.15) row-wise, max-shifted so large logits do not overflow."""
+    E = np.exp(Z - Z.max(axis=1, keepdims=True))
+    return E / E.sum(axis=1, keepdims=True)
+
+
+def cost_and_output_gradient(Z, y, loss):
+    """J and dZ_L for a batch (Alg. 6.1 lines 7-13).
+
+    cross_entropy: y holds integer labels (n,); J = mean(-z_y + log sum exp z)
+    (6.20), dZ = softmax(Z) - onehot(y) (6.26b).
+    squared_error: y holds targets (n,) or (n, M); J = mean ||y - z||^2 (6.19),
+    dZ = -2 (y - Z) (6.26a).
+    """
+    n = Z.shape[0]
+    if loss == "cross_entropy":
+        m = Z.max(axis=1, keepdims=True)
+        log_sum_exp = m[:, 0] + np.log(np.exp(Z - m).sum(axis=1))
+        J = np.mean(log_sum_exp - Z[np.arange(n), y])  # line 12
+        dZ = softmax(Z)
+        dZ[np.arange(n), y] -= 1  # line 13
+        return J, dZ
+    if loss == "squared_error":
+        Y = np.asarray(y, dtype=Z.dtype).reshape(n, -1)
+        R = Y - Z
+        J = np.mean(np.sum(R * R, axis=1))  # line 9
+        return J, -2 * R  # line 10
+    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+
+
+def backprop(layers, X, y, activation, loss):
+    """Algorithm 6.1: cost J and gradients of one mini-batch.
+
+    Parameters
+    ----------
+    layers : list of (W, b), W : (U_l, U_{l-1}), b : (U_l,)
+    X : (n_b, p) inputs, one row per sample (6.13)
+    y : (n_b,) int labels for cross_entropy; (n_b,) or (n_b, M) targets
+        for squared_error
+    activation : "relu" | "sigmoid" | "tanh" | "identity" (hidden layers)
+    loss : "cross_entropy" | "squared_error"
+
+    Returns
+    -------
+    J : float, the mean cost over the batch
+    grads : list of (dW, db) per layer, shaped like ``layers``
+    """
+    J, grads, _ = backprop_with_output(layers, X, y, activation, loss)
+    return J, grads
+
+
+def backprop_with_output(layers, X, y, activation, loss):
+    """``backprop`` that also returns Z_L, the output of the forward pass."""
+    act_name = activation
+    n = X.shape[0]
+    Zs, Qs = forward(layers, X, act_name)
+    J, dZ = cost_and_output_gradient(Zs[-1], y, loss)
+    grads = [None] * len(layers)
+    for index in range(len(layers) - 1, -1, -1):
+        W, _ = layers[index]
+        if index < len(layers) - 1:
+            dZ = dQ * activation_derivative(Zs[index], act_name)  # (6.27a), line 16
+        dW = dZ.T @ Qs[index] / n  # (6.27c), line 18
+        db = dZ.sum(axis=0) / n  # (6.27d), line 19
+        grads[index] = (dW, db)
+        if index > 0:
+            dQ = dZ @ W  # (6.27b), line 17; never for the input layer
+    return float(J), grads, Zs[-1]
+
+
+def sgd_step(layers, grads, lr):
+    """Parameter update (6.23a/b) in place: W -= lr dW, b -= lr db."""
+    for (W, b), (dW, db) in zip(layers, grads):
+        W -= lr * dW
+        b -= lr * db

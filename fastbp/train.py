@@ -1,0 +1,191 @@
+"""Mini-batch SGD (6.21/6.23) around Algorithm 6.1, with Example 6.2's schedule."""
+
+import contextlib
+import math
+import os
+import signal
+import threading
+import time
+
+import numpy as np
+
+from . import backends
+from . import validation as check
+from .checkpoint import load_checkpoint, save_checkpoint
+from .errors import DivergenceError
+from .history import History
+from .network import Network, evaluate_prepared
+
+# Iterations per compiled call at most: bounds how late progress reports and
+# Ctrl-C are seen, at a cost of one call (~tens of microseconds) per chunk.
+MAX_CHUNK = 50
+
+
+def epoch_order(seed, epoch, n):
+    """The shuffle of epoch ``epoch``: a permutation of range(n) drawn from
+    (seed, epoch) alone, so any epoch can be replayed without earlier ones."""
+    return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
+
+
+def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_every=100,
+          seed=0, device="auto", checkpoint=None, resume=False, progress=None):
+    """Train ``net`` in place with mini-batch SGD; return its History.
+
+    Parameters
+    ----------
+    net : Network
+    X : (n, p) inputs; y : (n,) labels (cross_entropy) or (n,) / (n, M)
+        targets (squared_error). Any real dtype and memory order.
+    lr : float > 0, the learning rate gamma of (6.23).
+    batch_size : int >= 1, n_b. Every epoch reshuffles and cuts the data into
+        ceil(n / n_b) mini-batches; the last one holds the remaining
+        n mod n_b samples when n_b does not divide n, so every sample is used
+        once per epoch. A batch_size larger than n means full-batch gradient
+        descent (one batch of all n samples per epoch).
+    epochs : int >= 1, passes over the data.
+    validation : (Xv, yv) or None. Evaluated on the whole set every
+        ``eval_every`` iterations, as in Example 6.2 (0 or None: never).
+    seed : int >= 0, seed of the shuffles (epoch e uses (seed, e)).
+    device : "auto" | "cpu" | "cuda" | "numpy" (the NumPy reference).
+    checkpoint : path or None. Saved (atomically) after every epoch, and on
+        Ctrl-C before the KeyboardInterrupt is re-raised.
+    resume : continue from ``checkpoint`` up to ``epochs``; gives the very same
+        weights as one uninterrupted run with the same arguments.
+    progress : callable(epoch, step, steps_per_epoch, history) or None, called
+        after every chunk of at most MAX_CHUNK iterations (epoch 0-based, step
+        = iterations done in that epoch).
+
+    Raises
+    ------
+    ValueError for bad arguments; DivergenceError when a mini-batch cost turns
+    non-finite (the network keeps its last finite weights).
+    """
+    if not isinstance(net, Network):
+        raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
+    lr = check.positive_float("lr", lr)
+    batch_size = check.positive_int("batch_size", batch_size)
+    epochs = check.positive_int("epochs", epochs)
+    eval_every = 0 if eval_every is None else check.positive_int(
+        "eval_every", eval_every, minimum=0)
+    seed = check.positive_int("seed", seed, minimum=0)
+    device = backends.resolve_device(device)
+    X = check.features("X", X, net.n_inputs, net.dtype)
+    y = net.check_targets("y", y, X.shape[0])
+    val = _check_validation(net, validation)
+    if resume and checkpoint is None:
+        raise ValueError("resume=True needs checkpoint=PATH")
+    if progress is not None and not callable(progress):
+        raise ValueError(f"progress must be callable or None; got {progress!r}")
+
+    n = X.shape[0]
+    batch_size = min(batch_size, n)
+    settings = {"lr": lr, "batch_size": batch_size, "seed": seed, "n_samples": n,
+                "eval_every": eval_every}
+    history = History(steps_per_epoch=math.ceil(n / batch_size))
+    epoch, step = 0, 0
+    if resume:
+        if not os.path.exists(checkpoint):
+            raise ValueError(f"resume=True but the checkpoint {os.fspath(checkpoint)!r} "
+                             "does not exist")
+        saved, epoch, step, history = load_checkpoint(checkpoint, net, settings)
+        net.layers = saved.layers
+    Ws, bs = net.checked_layers()
+    stepper = backends.make_stepper(device, net, Ws, bs, X, y, batch_size)
+    run = _Run(net, Ws, bs, stepper, history, lr, eval_every, val)
+
+    with _deferred_interrupt(checkpoint is not None) as interrupted:
+        while epoch < epochs:
+            order = epoch_order(seed, epoch, n)
+            started = time.perf_counter()
+            while step < history.steps_per_epoch:
+                step = run.chunk(order, epoch, step)
+                if progress is not None:
+                    progress(epoch, step, history.steps_per_epoch, history)
+                if interrupted() and step < history.steps_per_epoch:
+                    save_checkpoint(checkpoint, net, settings, epoch, step, history)
+                    raise KeyboardInterrupt
+            history.epoch_seconds.append(time.perf_counter() - started)
+            epoch, step = epoch + 1, 0
+            if checkpoint is not None:
+                save_checkpoint(checkpoint, net, settings, epoch, step, history)
+            if interrupted():
+                raise KeyboardInterrupt
+    return history
+
+
+class _Run:
+    """One training run's state: runs chunks of iterations and evaluations."""
+
+    def __init__(self, net, Ws, bs, stepper, history, lr, eval_every, val):
+        self.net, self.Ws, self.bs, self.stepper = net, Ws, bs, stepper
+        self.history, self.lr, self.eval_every, self.val = history, lr, eval_every, val
+
+    def chunk(self, order, epoch, step):
+        """Run iterations from ``step`` up to the next evaluation point, the
+        end of the epoch, or MAX_CHUNK of them; return the new step."""
+        h = self.history
+        done_before = epoch * h.steps_per_epoch + step
+        size = min(h.steps_per_epoch - step, MAX_CHUNK)
+        if self.eval_every:
+            size = min(size, self.eval_every - done_before % self.eval_every)
+        costs, errors = np.empty(size), np.empty(size)
+        snapshot = [(W.copy(), b.copy()) for W, b in zip(self.Ws, self.bs)]
+        done = self.stepper.run(order, step, size, self.lr, costs, errors)
+        if done < size:
+            self._diverged(snapshot, done_before + done + 1, costs[:done + 1],
+                           errors[:done + 1])
+        h.batch_cost.extend(costs.tolist())
+        h.batch_error.extend(errors.tolist())
+        iteration = done_before + size
+        if self.val is not None and self.eval_every and iteration % self.eval_every == 0:
+            cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val)
+            h.val_iteration.append(iteration)
+            h.val_cost.append(cost)
+            h.val_error.append(error)
+        return step + size
+
+    def _diverged(self, snapshot, iteration, costs, errors):
+        """Keep the last finite weights, record the bad step, and raise."""
+        if not all(np.isfinite(W).all() and np.isfinite(b).all()
+                   for W, b in zip(self.Ws, self.bs)):
+            for (W, b), (W0, b0) in zip(zip(self.Ws, self.bs), snapshot):
+                W[...] = W0
+                b[...] = b0
+        self.history.batch_cost.extend(costs.tolist())
+        self.history.batch_error.extend(errors.tolist())
+        raise DivergenceError(
+            f"training diverged: the mini-batch cost at iteration {iteration} is "
+            f"{costs[-1]}; the network keeps its last finite weights. "
+            f"Try a smaller learning rate than lr={self.lr}.", iteration=iteration)
+
+
+def _check_validation(net, val):
+    if val is None:
+        return None
+    if not isinstance(val, (tuple, list)) or len(val) != 2:
+        raise ValueError("validation must be a pair (X_val, y_val) or None")
+    Xv = check.features("validation X", val[0], net.n_inputs, net.dtype)
+    yv = net.check_targets("validation y", val[1], Xv.shape[0])
+    return Xv, yv
+
+
+@contextlib.contextmanager
+def _deferred_interrupt(enabled):
+    """While active (and enabled, in the main thread), the first Ctrl-C only
+    sets a flag, so training can stop between chunks with a consistent
+    checkpoint; a second Ctrl-C interrupts at once."""
+    flag = []
+    if not enabled or threading.current_thread() is not threading.main_thread():
+        yield lambda: False
+        return
+
+    def handler(signum, frame):
+        if flag:
+            raise KeyboardInterrupt
+        flag.append(signum)
+
+    previous = signal.signal(signal.SIGINT, handler)
+    try:
+        yield lambda: bool(flag)
+    finally:
+        signal.signal(signal.SIGINT, previous)

@@ -1,0 +1,108 @@
+"""Argument checks shared by every public entry point.
+
+They run in Python before any compiled code, so bad input gets a clear
+``ValueError`` that names the argument and the offending value, never a
+crash or a silent wrong answer inside a kernel.
+"""
+
+import math
+import numbers
+
+import numpy as np
+
+
+def choice(name, value, choices):
+    """Return ``value`` if it is one of ``choices``, else raise naming them."""
+    if not isinstance(value, str) or value not in choices:
+        raise ValueError(f"{name} must be one of {', '.join(choices)}; got {value!r}")
+    return value
+
+
+def positive_int(name, value, minimum=1):
+    """An integer >= minimum (bools and floats such as 2.5 are refused)."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral):
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    if value < minimum:
+        raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
+    return int(value)
+
+
+def positive_float(name, value):
+    """A finite real number > 0."""
+    if isinstance(value, bool) or not isinstance(value, numbers.Real):
+        raise ValueError(f"{name} must be a positive number; got {value!r}")
+    value = float(value)
+    if not math.isfinite(value) or value <= 0:
+        raise ValueError(f"{name} must be a finite number > 0; got {value!r}")
+    return value
+
+
+def features(name, X, n_features, dtype):
+    """Inputs as a C-contiguous (n, n_features) array of ``dtype``.
+
+    Integer, Fortran-order and strided arrays are accepted and converted, so
+    they give exactly the result of the equivalent contiguous float array.
+    """
+    try:
+        A = np.asarray(X)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise ValueError(f"{name} could not be read as an array: {exc}") from None
+    if A.dtype == object or not (np.issubdtype(A.dtype, np.number) or A.dtype == bool):
+        raise ValueError(f"{name} must hold numbers; got dtype {A.dtype}")
+    if np.issubdtype(A.dtype, np.complexfloating):
+        raise ValueError(f"{name} must be real; got dtype {A.dtype}")
+    if A.ndim != 2:
+        raise ValueError(f"{name} must be 2-D (n_samples, {n_features}); got shape {A.shape}")
+    if A.shape[0] == 0:
+        raise ValueError(f"{name} is empty (0 samples)")
+    if A.shape[1] != n_features:
+        raise ValueError(
+            f"{name} has {A.shape[1]} features per sample but the network expects {n_features}"
+        )
+    A = np.ascontiguousarray(A, dtype=dtype)
+    if not np.isfinite(A).all():
+        row = int(np.argwhere(~np.isfinite(A))[0, 0])
+        raise ValueError(f"{name} contains a non-finite value (NaN or inf) in row {row}")
+    return A
+
+
+def labels(name, y, n_samples, n_classes):
+    """Class labels as a C-contiguous int64 (n,) array with values in [0, n_classes)."""
+    a = np.asarray(y)
+    if a.ndim != 1:
+        raise ValueError(f"{name} must be 1-D class labels; got shape {a.shape}")
+    if a.shape[0] != n_samples:
+        raise ValueError(f"{name} has {a.shape[0]} labels but X has {n_samples} samples")
+    if np.issubdtype(a.dtype, np.floating):
+        if not np.isfinite(a).all() or not (a == np.round(a)).all():
+            bad = int(np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))[0])
+            raise ValueError(f"{name} must hold integer class labels; {name}[{bad}] = {a[bad]!r}")
+    elif not np.issubdtype(a.dtype, np.integer):
+        raise ValueError(f"{name} must hold integer class labels; got dtype {a.dtype}")
+    out_of_range = (a < 0) | (a >= n_classes)
+    if out_of_range.any():
+        bad = int(np.flatnonzero(out_of_range)[0])
+        raise ValueError(
+            f"{name}[{bad}] = {a[bad]!r} is not a class label in 0..{n_classes - 1}"
+        )
+    return np.ascontiguousarray(a, dtype=np.int64)
+
+
+def targets(name, y, n_samples, n_outputs, dtype):
+    """Regression targets as a C-contiguous (n, n_outputs) array of ``dtype``."""
+    a = np.asarray(y)
+    if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
+        raise ValueError(f"{name} must hold real numbers; got dtype {a.dtype}")
+    if a.ndim == 1 and n_outputs == 1:
+        a = a.reshape(-1, 1)
+    if a.ndim != 2 or a.shape[1] != n_outputs:
+        raise ValueError(
+            f"{name} must have shape (n_samples, {n_outputs}); got shape {a.shape}"
+        )
+    if a.shape[0] != n_samples:
+        raise ValueError(f"{name} has {a.shape[0]} rows but X has {n_samples} samples")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    if not np.isfinite(a).all():
+        row = int(np.argwhere(~np.isfinite(a))[0, 0])
+        raise ValueError(f"{name} contains a non-finite value (NaN or inf) in row {row}")
+    return a

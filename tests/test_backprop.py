@@ -1,0 +1,85 @@
+"""Algorithm 6.1 end to end: kernels against the reference, and both against
+central finite differences."""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import reference
+
+from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, SIZES, rel_err, targets_for
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("sizes", [[1, 7, 2], [7, 1, 33], [33, 129, 7], [129, 33, 7, 1 + 1],
+                                   [7, 2], [SIZES[2], SIZES[3], SIZES[1], SIZES[0], 3]])
+def test_backprop_cpu_matches_reference(sizes, n, act, loss, dtype):
+    net = fastbp.Network(sizes, activation=act, loss=loss, dtype=dtype, seed=n)
+    rng = np.random.default_rng(sum(sizes) + n)
+    for W, b in net.layers:  # non-zero biases so their gradient path is exercised
+        b[:] = rng.normal(size=b.shape) * 0.1
+    X = rng.normal(size=(n, sizes[0]))
+    y = targets_for(loss, rng, n, sizes[-1])
+    J, grads = fastbp.backprop(net, X, y, device="cpu")
+    layers64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in net.layers]
+    X64 = X.astype(dtype).astype(np.float64)
+    J_ref, grads_ref = reference.backprop(layers64, X64, y, act, loss)
+    assert rel_err(J, J_ref) <= RTOL[dtype]
+    for index, ((dW, db), (dW_ref, db_ref)) in enumerate(zip(grads, grads_ref)):
+        assert dW.shape == dW_ref.shape and db.shape == db_ref.shape
+        assert rel_err(dW, dW_ref) <= RTOL[dtype], f"dW of layer {index}"
+        assert rel_err(db, db_ref) <= RTOL[dtype], f"db of layer {index}"
+
+
+def _numeric_gradient(cost, layers, eps=1e-6):
+    """Central differences of cost() over every parameter of ``layers``."""
+    grads = []
+    for W, b in layers:
+        pair = []
+        for a in (W, b):
+            g = np.zeros_like(a)
+            flat, gflat = a.reshape(-1), g.reshape(-1)
+            for k in range(flat.size):
+                old = flat[k]
+                flat[k] = old + eps
+                up = cost()
+                flat[k] = old - eps
+                down = cost()
+                flat[k] = old
+                gflat[k] = (up - down) / (2 * eps)
+            pair.append(g)
+        grads.append(tuple(pair))
+    return grads
+
+
+@pytest.mark.parametrize("device", ["numpy", "cpu"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+def test_gradient_matches_finite_differences(act, loss, device):
+    sizes = [3, 5, 4, 3]
+    net = fastbp.Network(sizes, activation=act, loss=loss, dtype="float64", seed=1)
+    rng = np.random.default_rng(7)
+    for W, b in net.layers:
+        b[:] = rng.normal(size=b.shape) * 0.1
+    X = rng.normal(size=(9, 3))
+    y = targets_for(loss, rng, 9, 3)
+    J, grads = fastbp.backprop(net, X, y, device=device)
+    numeric = _numeric_gradient(lambda: fastbp.backprop(net, X, y, device=device)[0],
+                                net.layers)
+    for index, ((dW, db), (nW, nb)) in enumerate(zip(grads, numeric)):
+        assert rel_err(dW, nW) <= 1e-6, f"dW of layer {index}"
+        assert rel_err(db, nb) <= 1e-6, f"db of layer {index}"
+
+
+def test_gradient_check_detects_a_wrong_gradient():
+    """The finite-difference check is able to fail: a perturbed gradient is caught."""
+    net = fastbp.Network([3, 4, 2], activation="tanh", dtype="float64", seed=2)
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(5, 3)), rng.integers(0, 2, 5)
+    _, grads = fastbp.backprop(net, X, y)
+    numeric = _numeric_gradient(lambda: fastbp.backprop(net, X, y)[0], net.layers)
+    wrong = grads[0][0] * 1.001
+    assert rel_err(wrong, numeric[0][0]) > 1e-6

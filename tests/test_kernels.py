@@ -1,0 +1,142 @@
+"""Every CPU kernel against fastbp.reference on seeded random inputs."""
+
+import numpy as np
+import pytest
+
+from fastbp import reference
+from fastbp.kernels import codes, cpu
+
+from conftest import ACTIVATIONS, BATCHES, RTOL, SIZES, rel_err
+
+DTYPES = ("float64", "float32")
+
+
+def data(seed, *shapes, dtype="float64"):
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=shape).astype(dtype) for shape in shapes]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 7), (7, 1), (33, 129), (129, 33)])
+def test_dense_forward(P, U, n, act, dtype):
+    Q_prev, W, b = data(n * 1000 + P + U, (n, P), (U, P), (U,), dtype=dtype)
+    Z = np.full((n, U), np.nan, dtype)
+    Q = np.full((n, U), np.nan, dtype)
+    cpu.dense_forward(Z, Q, Q_prev, W, b, codes.ACTIVATIONS[act])
+    Z_ref = Q_prev.astype(np.float64) @ W.T.astype(np.float64) + b
+    assert rel_err(Z, Z_ref) <= RTOL[dtype]
+    assert rel_err(Q, reference.activation(Z_ref, act)) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n,U", [(1, 1), (7, 33), (100, 129)])
+def test_activation_backward(n, U, act, dtype):
+    dQ, Z = data(U + n, (n, U), (n, U), dtype=dtype)
+    Q = reference.activation(Z, act).astype(dtype)
+    dZ = np.full_like(Z, np.nan)
+    cpu.activation_backward(dZ, dQ, Z, Q, codes.ACTIVATIONS[act])
+    expected = dQ.astype(np.float64) * reference.activation_derivative(Z.astype(np.float64), act)
+    assert rel_err(dZ, expected) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 1), (7, 33), (129, 7), (33, 129)])
+def test_dense_backward_weights(P, U, n, dtype):
+    dZ, Q_prev = data(3 * n + P + U, (n, U), (n, P), dtype=dtype)
+    dZ[dZ < -0.5] = 0  # exercise the kernel's zero-skipping path
+    dW = np.full((U, P), np.nan, dtype)
+    db = np.full(U, np.nan, dtype)
+    cpu.dense_backward_weights(dW, db, dZ, Q_prev)
+    dZ64, Q64 = dZ.astype(np.float64), Q_prev.astype(np.float64)
+    assert rel_err(dW, dZ64.T @ Q64 / n) <= RTOL[dtype]
+    assert rel_err(db, dZ64.sum(axis=0) / n) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 1), (7, 33), (129, 7), (33, 129)])
+def test_dense_backward_input(P, U, n, dtype):
+    dZ, W = data(5 * n + P + U, (n, U), (U, P), dtype=dtype)
+    dZ[dZ < -0.5] = 0
+    dQ_prev = np.full((n, P), np.nan, dtype)
+    cpu.dense_backward_input(dQ_prev, dZ, W)
+    assert rel_err(dQ_prev, dZ.astype(np.float64) @ W.astype(np.float64)) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("M", [2, 7, 33])
+def test_softmax_cross_entropy(n, M, dtype):
+    rng = np.random.default_rng(n * M)
+    Z = (rng.normal(size=(n, M)) * 10).astype(dtype)  # large logits: needs the max-shift
+    labels = rng.integers(0, M, n)
+    dZ = np.full_like(Z, np.nan)
+    row_loss = np.full(n, np.nan, dtype)
+    J = cpu.softmax_cross_entropy(dZ, row_loss, Z, labels)
+    J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64), labels,
+                                                       "cross_entropy")
+    assert rel_err(J, J_ref) <= RTOL[dtype]
+    assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("M", [1, 7, 33])
+def test_squared_error(n, M, dtype):
+    Z, Y = data(n + 7 * M, (n, M), (n, M), dtype=dtype)
+    dZ = np.full_like(Z, np.nan)
+    row_loss = np.full(n, np.nan, dtype)
+    J = cpu.squared_error(dZ, row_loss, Z, Y)
+    J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64),
+                                                       Y.astype(np.float64), "squared_error")
+    assert rel_err(J, J_ref) <= RTOL[dtype]
+    assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("n,M", [(1, 2), (7, 10), (129, 33)])
+def test_count_misclassified(n, M):
+    rng = np.random.default_rng(n)
+    Z = rng.normal(size=(n, M))
+    Z[0, :] = 1.0  # a tie: the first maximum (class 0) wins, as np.argmax
+    labels = rng.integers(0, M, n)
+    assert cpu.count_misclassified(Z, labels) == int(np.sum(Z.argmax(axis=1) != labels))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("P,U", [(1, 1), (7, 33), (129, 7)])
+def test_sgd_update(P, U, dtype):
+    W, b, dW, db = data(P * U, (U, P), (U,), (U, P), (U,), dtype=dtype)
+    W_ref, b_ref = W.astype(np.float64), b.astype(np.float64)
+    reference.sgd_step([(W_ref, b_ref)], [(dW.astype(np.float64), db.astype(np.float64))], 0.3)
+    cpu.sgd_update(W, b, dW, db, 0.3)
+    assert rel_err(W, W_ref) <= RTOL[dtype]
+    assert rel_err(b, b_ref) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("n", BATCHES)
+def test_gather_rows(n):
+    (src,) = data(n, (129, 7))
+    rows = np.random.default_rng(n).permutation(129)[:n]
+    out = np.full((n, 7), np.nan)
+    cpu.gather_rows(out, src, rows)
+    assert np.array_equal(out, src[rows])
+
+
+def test_kernels_are_deterministic():
+    """Same inputs, same bits: no reduction depends on thread timing."""
+    Q_prev, W, dZ = data(1, (100, 129), (33, 129), (100, 33), dtype="float32")
+    outs = []
+    for _ in range(3):
+        Z = np.empty((100, 33), np.float32)
+        dW = np.empty((33, 129), np.float32)
+        db = np.empty(33, np.float32)
+        cpu.dense_forward(Z, Z, Q_prev, W, np.zeros(33, np.float32), codes.IDENTITY)
+        cpu.dense_backward_weights(dW, db, dZ, Q_prev)
+        outs.append((Z, dW, db))
+    for other in outs[1:]:
+        for a, b in zip(outs[0], other):
+            assert np.array_equal(a, b)
