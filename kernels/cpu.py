@@ -474,6 +474,20 @@ def bias_sgd_update(b, dZ, lr):
 
 
 @njit(**_PARALLEL)
+def count_nonzero(A):
+    """Number of non-zero entries of A (n, P); an exact integer reduction."""
+    n, P = A.shape
+    total = 0
+    # Race-free: the only shared value is an integer prange reduction.
+    for i in prange(n):
+        c = 0
+        for k in range(P):
+            c += A[i, k] != 0
+        total += c
+    return total
+
+
+@njit(**_PARALLEL)
 def transpose(out, A):
     """``out = A^T``. out : (P, n) output; A : (n, P)."""
     n, P = A.shape
@@ -533,9 +547,10 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, Xb, yb,
             gather_rows(Tb[:nb], targets, rows)
         Xs = Xb[:nb]
         # Forward (6.24).
-        ri, rv = _lists(idx, val, nb, p)
-        nonzero_rows(ri, rv, count, Xs)
-        sparse = count[:nb].sum() <= SPARSE_DENSITY * nb * p
+        sparse = count_nonzero(Xs) <= SPARSE_DENSITY * nb * p
+        if sparse:
+            ri, rv = _lists(idx, val, nb, p)
+            nonzero_rows(ri, rv, count, Xs)
         if sparse != transposed:
             if sparse:
                 transpose(WT, Ws[0])

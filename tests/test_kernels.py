@@ -227,3 +227,10 @@ def test_transpose(n, P):
     out = np.empty((P, n))
     cpu.transpose(out, A)
     assert np.array_equal(out, A.T)
+
+
+@pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (100, 129)])
+def test_count_nonzero(n, P):
+    A = sparse_input(n * P, n, P, "float32")
+    A[0, 0] = np.nan
+    assert cpu.count_nonzero(A) == np.count_nonzero(A)
