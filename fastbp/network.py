@@ -6,15 +6,15 @@ import numbers
 import numpy as np
 
 from . import validation
-from .buffers import batch_buffers
 from .errors import DataError
+from .inference import forward_chunks
 from .kernels import codes, cpu
 from .storage import CHECKPOINT_FORMAT, NETWORK_FORMAT, atomic_save_npz, load_npz
 
 DTYPES = ("float32", "float64")
 FORMAT_VERSION = 1
-# Rows per forward call in predict/evaluate: bounds buffer memory on big inputs.
-CHUNK_ROWS = 8192
+# Rows per chunk in predict/evaluate: bounds buffer memory on big inputs.
+CHUNK_ROWS = 1024
 
 
 class Network:
@@ -129,12 +129,8 @@ class Network:
         X = validation.features("X", X, self.n_inputs, self.dtype)
         Ws, bs = self.checked_layers()
         out = np.empty((X.shape[0], self.n_outputs), self.dtype)
-        act = codes.ACTIVATIONS[self.activation]
-        Zs, Qs, _, _, _ = batch_buffers(self.sizes, min(CHUNK_ROWS, X.shape[0]), self.dtype)
-        for start in range(0, X.shape[0], CHUNK_ROWS):
-            chunk = X[start:start + CHUNK_ROWS]
-            cpu.forward_all(Zs, Qs, chunk, Ws, bs, act)
-            out[start:start + chunk.shape[0]] = Zs[-1][:chunk.shape[0]]
+        for start, Z in forward_chunks(self, Ws, bs, X, CHUNK_ROWS):
+            out[start:start + Z.shape[0]] = Z
         return out
 
     def predict_proba(self, X):
@@ -188,19 +184,17 @@ class Network:
 def evaluate_prepared(net, Ws, bs, X, y):
     """(cost, error) for checked, converted X and y, in CHUNK_ROWS pieces."""
     n = X.shape[0]
-    rows = min(CHUNK_ROWS, n)
-    Zs, Qs, dZs, _, row_loss = batch_buffers(net.sizes, rows, net.dtype)
-    act = codes.ACTIVATIONS[net.activation]
+    dZ = np.empty((min(CHUNK_ROWS, n), net.n_outputs), net.dtype)
+    row_loss = np.empty(dZ.shape[0], net.dtype)
     total_cost, wrong = 0.0, 0
-    for start in range(0, n, CHUNK_ROWS):
-        Xc, yc = X[start:start + CHUNK_ROWS], y[start:start + CHUNK_ROWS]
-        m = Xc.shape[0]
-        cpu.forward_all(Zs, Qs, Xc, Ws, bs, act)
+    for start, Z in forward_chunks(net, Ws, bs, X, CHUNK_ROWS):
+        m = Z.shape[0]
+        yc = y[start:start + m]
         if net.is_classifier:
-            J = cpu.softmax_cross_entropy(dZs[-1][:m], row_loss[:m], Zs[-1][:m], yc)
-            wrong += cpu.count_misclassified(Zs[-1][:m], yc)
+            J = cpu.softmax_cross_entropy(dZ[:m], row_loss[:m], Z, yc)
+            wrong += cpu.count_misclassified(Z, yc)
         else:
-            J = cpu.squared_error(dZs[-1][:m], row_loss[:m], Zs[-1][:m], yc)
+            J = cpu.squared_error(dZ[:m], row_loss[:m], Z, yc)
         total_cost += float(J) * m
     error = wrong / n if net.is_classifier else math.nan
     return total_cost / n, error
