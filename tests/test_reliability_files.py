@@ -163,7 +163,7 @@ BAD_FILES = [
     ("no-meta", lambda p: np.savez(p, W0=np.zeros((3, 4))), "no metadata"),
     ("empty", lambda p: p.write_bytes(b""), "not a readable fastbp file"),
     ("text", lambda p: p.write_text("hello\n"), "not a readable fastbp file"),
-    ("npy", lambda p: np.save(open(p, "wb"), np.zeros(3)), "not a readable fastbp file"),
+    ("npy", lambda p: p.write_bytes(npy_bytes(np.zeros(3))), "not a readable fastbp file"),
     ("truncated", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
      "not a readable fastbp file"),
     ("truncated-end", lambda p: p.write_bytes(p.read_bytes()[:-1]), "not a readable"),
@@ -172,6 +172,12 @@ BAD_FILES = [
         W0=np.zeros(3, dtype=[("a", "f4"), ("b", "i4")]))), "dtype"),
     ("compressed-corrupt", lambda p: corrupt_compressed(p), "not a readable fastbp file"),
 ]
+
+
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
 
 
 def rewrite_meta_raw(path, meta_array):
