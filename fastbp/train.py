@@ -51,15 +51,22 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     checkpoint : path or None. Saved (atomically) after every epoch, and on
         Ctrl-C before the KeyboardInterrupt is re-raised.
     resume : continue from ``checkpoint`` up to ``epochs``; gives the very same
-        weights as one uninterrupted run with the same arguments.
+        weights and History as one uninterrupted run with the same arguments
+        (same device and thread count). Refused with a ValueError naming the
+        setting when lr, batch_size, seed, eval_every, the data (CRC-32 of X,
+        y and validation) or the network's sizes, activation, loss or dtype
+        differ from the checkpoint's; a checkpoint already at ``epochs``
+        returns its History at once.
     progress : callable(epoch, step, steps_per_epoch, history) or None, called
         after every chunk of at most MAX_CHUNK iterations (epoch 0-based, step
         = iterations done in that epoch).
 
     Raises
     ------
-    ValueError for bad arguments; DivergenceError when a mini-batch cost turns
-    non-finite (the network keeps its last finite weights).
+    ValueError for bad arguments; DataError for a damaged checkpoint;
+    DivergenceError when a mini-batch cost (checked inside the compiled loop)
+    or the weights turn non-finite: the network keeps the weights of the last
+    finite iteration and History records up to the bad one.
     """
     if not isinstance(net, Network):
         raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
