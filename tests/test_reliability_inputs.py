@@ -8,6 +8,8 @@ import re
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 import fastbp
 
@@ -321,3 +323,52 @@ def test_a_batch_larger_than_the_data_is_exactly_full_batch_descent(device):
         assert hist.steps_per_epoch == 1 and hist.iterations == 3
         runs.append((net, hist))
     assert same_run(runs[0], runs[1]) and same_run(runs[0], runs[2])
+
+
+# --- fuzzing: odd arrays anywhere give a result or a ValueError, nothing else ----
+
+DTYPES = st.sampled_from(["uint8", "int8", "int32", "int64", "float16", "float32", "float64",
+                          "bool", "complex64", "U3", "O"])
+SPECIALS = st.sampled_from([0.0, 1.0, -1.0, 2.5, 3.0, np.nan, np.inf, -np.inf, 1e300, 255.0])
+
+
+def odd_array(shape, dtype, fill, order):
+    with np.errstate(over="ignore", invalid="ignore"):
+        a = np.full(shape, fill).astype(dtype)
+    if order == "F":
+        a = np.asfortranarray(a)
+    elif order == "strided" and a.ndim:
+        a = np.repeat(a, 2, axis=0)[::2]
+    return a
+
+
+@st.composite
+def odd_pairs(draw):
+    """(X, y) that are often nearly right: n rows of 3 features and n labels."""
+    n = draw(st.integers(0, 6))
+    random_shape = st.lists(st.integers(0, 6), max_size=3).map(tuple)
+    x_shape = draw(st.one_of(st.just((n, 3)), random_shape))
+    y_shape = draw(st.one_of(st.just((n,)), random_shape))
+    order = st.sampled_from(["C", "F", "strided"])
+    X = odd_array(x_shape, draw(DTYPES), draw(SPECIALS), draw(order))
+    y = odd_array(y_shape, draw(DTYPES), draw(st.sampled_from([0, 1, 2, 1.5, -1, np.nan])),
+                  draw(order))
+    return X, y
+
+
+@settings(max_examples=300, deadline=2000, derandomize=True,
+          suppress_health_check=[HealthCheck.too_slow])
+@given(pair=odd_pairs(), device=st.sampled_from(["cpu", "numpy"]))
+def test_fuzz_odd_inputs_give_a_result_or_a_clear_error(pair, device):
+    """Only ValueError (bad input) or DivergenceError (e.g. X of 1e300); the
+    network's weights stay finite either way."""
+    X, y = pair
+    net = fastbp.Network([3, 2], dtype="float64", seed=0)
+    for call in (lambda: fastbp.train(net, X, y, epochs=1, batch_size=4, device=device),
+                 lambda: fastbp.backprop(net, X, y, device=device),
+                 lambda: net.evaluate(X, y), lambda: net.predict(X)):
+        try:
+            call()
+        except (ValueError, fastbp.DivergenceError) as exc:
+            assert str(exc)
+        assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.layers)
