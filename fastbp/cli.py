@@ -172,6 +172,7 @@ def _run(o, ui):
     if o["resume"]:
         ui.echo(f"resuming from {o['checkpoint']}")
 
+    ui.echo("epoch   train cost   val cost   val error   seconds")
     report = _EpochReport(ui, net, Xte, yte, o["epochs"])
     started = time.perf_counter()
     history = train(net, Xtr, ytr, lr=o["lr"], batch_size=o["batch_size"],
@@ -378,7 +379,6 @@ class _EpochReport:
     def __init__(self, ui, net, Xv, yv, epochs):
         self.ui, self.net, self.Xv, self.yv, self.epochs = ui, net, Xv, yv, epochs
         self.started = time.perf_counter()
-        ui.echo("epoch   train cost   val cost   val error   seconds")
 
     def __call__(self, epoch, step, steps, history):
         self.ui.progress(f"epoch {epoch + 1}/{self.epochs}", step, steps)
@@ -387,11 +387,11 @@ class _EpochReport:
         self.ui.close()
         if self.ui.mode != "human":
             return
-        now = time.perf_counter()
+        seconds = time.perf_counter() - self.started
         val_cost, val_error = self._validation(history, (epoch + 1) * steps)
         self.ui.echo(f"{epoch + 1:>5}   {history.epoch_cost(epoch):>10.4f}   {val_cost:>8.4f}"
-                     f"   {100 * val_error:>7.2f} %   {now - self.started:>7.2f}")
-        self.started = now
+                     f"   {100 * val_error:>7.2f} %   {seconds:>7.2f}")
+        self.started = time.perf_counter()  # the next epoch starts after this report
 
     def _validation(self, history, iteration):
         """(cost, error) on the validation set now: from the history when it
