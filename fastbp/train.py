@@ -102,14 +102,17 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
                 if progress is not None:
                     progress(epoch, step, history.steps_per_epoch, history)
                 if interrupted() and step < history.steps_per_epoch:
+                    stepper.sync()
                     save_checkpoint(checkpoint, net, settings, epoch, step, history)
                     raise KeyboardInterrupt
             history.epoch_seconds.append(time.perf_counter() - started)
             epoch, step = epoch + 1, 0
             if checkpoint is not None:
+                stepper.sync()
                 save_checkpoint(checkpoint, net, settings, epoch, step, history)
             if interrupted():
                 raise KeyboardInterrupt
+    stepper.sync()
     return history
 
 
@@ -132,12 +135,14 @@ class _Run:
         snapshot = [(W.copy(), b.copy()) for W, b in zip(self.Ws, self.bs)]
         done = self.stepper.run(order, step, size, self.lr, costs, errors)
         if done < size:
+            self.stepper.sync()
             self._diverged(snapshot, done_before + done + 1, costs[:done + 1],
                            errors[:done + 1])
         h.batch_cost.extend(costs.tolist())
         h.batch_error.extend(errors.tolist())
         iteration = done_before + size
         if self.val is not None and self.eval_every and iteration % self.eval_every == 0:
+            self.stepper.sync()
             cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val)
             h.val_iteration.append(iteration)
             h.val_cost.append(cost)
