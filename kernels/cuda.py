@@ -36,7 +36,7 @@ arrays. Nothing here needs a GPU to import: ``@cuda.jit`` compiles lazily.
 
 import math
 
-from numba import cuda
+from numba import cuda, float64, int64
 
 from .codes import CROSS_ENTROPY, IDENTITY, RELU, SIGMOID, TANH
 
@@ -50,8 +50,10 @@ COOPERATIVE = frozenset({"softmax_cross_entropy", "squared_error", "count_miscla
                          "forward_all", "backprop_all", "train_steps"})
 
 # Threads per block of every launch. A setting, read at launch time by the
-# host code (``fastbp.cuda_backend``); tests set it small.
+# host code (``fastbp.cuda_backend``); tests set it small. At most MAX_THREADS.
 THREADS = 128
+# Size of the per-block shared arrays of train_steps' cost reduction.
+MAX_THREADS = 1024
 
 
 # --- device functions: one phase's share of work for thread t0 -------------
@@ -258,6 +260,37 @@ def _gather_items(out, src, rows, t0, stride):
 
 
 @cuda.jit(device=True)
+def _loss_block(dZ, row_loss, Z, labels, targets, loss, part_cost, part_wrong,
+                batch_cost, batch_error, s):
+    """Run by one whole block: the loss rows, then their mean cost and error
+    rate into batch_cost[s], batch_error[s], summed by a fixed tree in the
+    shared arrays part_cost, part_wrong (so no thread sums all rows alone)."""
+    tid = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    n = Z.shape[0]
+    _loss_rows(dZ, row_loss, Z, labels, targets, loss, tid, width)
+    cost = float64(0)
+    wrong = 0
+    for i in range(tid, n, width):  # the rows this thread just wrote
+        cost += row_loss[i]
+        if loss == CROSS_ENTROPY:
+            wrong += _is_wrong(Z, labels, i)
+    part_cost[tid] = cost
+    part_wrong[tid] = wrong
+    cuda.syncthreads()
+    half = 1
+    while half < width:
+        if tid % (2 * half) == 0 and tid + half < width:
+            part_cost[tid] += part_cost[tid + half]
+            part_wrong[tid] += part_wrong[tid + half]
+        cuda.syncthreads()
+        half *= 2
+    if tid == 0:
+        batch_cost[s] = part_cost[0] / n
+        batch_error[s] = part_wrong[0] / n if loss == CROSS_ENTROPY else math.nan
+
+
+@cuda.jit(device=True)
 def _gather_batch(Xb, yb, Tb, X, labels, targets, order, step, batch_size, loss, t0, stride):
     """Items of step ``step``'s mini-batch: Xb, and yb or Tb, from ``order``."""
     start = step * batch_size
@@ -426,15 +459,17 @@ def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
     non-finite; that step's update is not applied).
 
     Per step, phases separated by grid barriers: forward per layer; the loss
-    rows; then for l = L-1 .. 0 one phase computing layer l's gradient and
-    layer l-1's dQ, dZ while applying layer l+1's update (its gradient is
-    complete, and nothing in the phase reads W_{l+1}); a last phase updates
-    layer 0 and gathers the next step's batch. Thread 0 computes the cost and
-    error in the first backward phase; every thread reads the cost after the
-    next barrier and stops, uniformly, if it is not finite.
+    rows with the batch's cost and error (block 0 alone); then for l = L-1 ..
+    0 one phase computing layer l's gradient and layer l-1's dQ, dZ while
+    applying layer l+1's update (its gradient is complete, and nothing in the
+    phase reads W_{l+1}); a last phase updates layer 0 and gathers the next
+    step's batch. After the loss phase every thread reads the cost and stops,
+    uniformly, if it is not finite, before any update.
     """
     grid = cuda.cg.this_grid()
     t0, stride = cuda.grid(1), cuda.gridsize(1)
+    part_cost = cuda.shared.array(MAX_THREADS, float64)
+    part_wrong = cuda.shared.array(MAX_THREADS, int64)
     L = len(Ws)
     n = order.shape[0]
     _gather_batch(Xb, yb, Tb, X, labels, targets, order, first_step, batch_size, loss,
@@ -451,18 +486,14 @@ def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
                 _forward_items(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], Ws[l], bs[l], h,
                                t0, stride)
             grid.sync()
-        _loss_rows(dZs[L - 1][:nb], row_loss[:nb], Zs[L - 1][:nb], yb[:nb], Tb[:nb], loss,
-                   t0, stride)
+        if cuda.blockIdx.x == 0:  # a small phase: one block, no thread sums alone
+            _loss_block(dZs[L - 1][:nb], row_loss[:nb], Zs[L - 1][:nb], yb[:nb], Tb[:nb], loss,
+                        part_cost, part_wrong, batch_cost, batch_error, s)
         grid.sync()
-        if t0 == 0:
-            batch_cost[s] = _mean(row_loss[:nb])
-            if loss == CROSS_ENTROPY:
-                wrong = 0
-                for i in range(nb):
-                    wrong += _is_wrong(Zs[L - 1], yb, i)
-                batch_error[s] = wrong / nb
-            else:
-                batch_error[s] = math.nan
+        if not math.isfinite(batch_cost[s]):  # every thread sees it: all stop here
+            if t0 == 0:
+                out_done[0] = s
+            return
         for l in range(L - 1, -1, -1):
             if l == 0:
                 _weights_items(dWs[0], dbs[0], dZs[0][:nb], Xb[:nb], t0, stride)
@@ -473,10 +504,6 @@ def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
             if l < L - 1:
                 _update_items(Ws[l + 1], bs[l + 1], dWs[l + 1], dbs[l + 1], lr, t0, stride)
             grid.sync()
-            if l == L - 1 and not math.isfinite(batch_cost[s]):
-                if t0 == 0:
-                    out_done[0] = s
-                return
         _update_items(Ws[0], bs[0], dWs[0], dbs[0], lr, t0, stride)
         if s + 1 < n_steps:
             _gather_batch(Xb, yb, Tb, X, labels, targets, order, first_step + s + 1,
