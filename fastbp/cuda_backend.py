@@ -23,6 +23,9 @@ def grid(kernel, n_items, args):
     """Blocks of ``kernels.THREADS`` threads enough for ``n_items`` work items,
     capped for the cooperative (grid-synchronising) kernels at what the
     device holds resident at once (their threads then take several items)."""
+    if not 1 <= kernels.THREADS <= kernels.MAX_THREADS:
+        raise ValueError(f"fastbp.kernels.cuda.THREADS must be in 1..{kernels.MAX_THREADS}; "
+                         f"got {kernels.THREADS!r}")
     blocks = max(1, -(-n_items // kernels.THREADS))
     if kernel.py_func.__name__ not in kernels.COOPERATIVE:
         return blocks

@@ -26,7 +26,8 @@ simulator runs such grids with one block). ``train_steps`` runs a whole chunk
 of SGD iterations in one launch: launches cost 17-38 us, more than a step.
 
 Determinism: every output element is written by one thread, and every sum
-runs in a fixed serial order, so results do not depend on the grid size.
+runs in a fixed order (serial, or a fixed tree over a block's threads), so
+results do not depend on the grid size (the block size may change rounding).
 The dense products skip no zeros (unlike the CPU kernels): on a GPU the
 branch costs more than the multiply.
 
@@ -52,7 +53,7 @@ COOPERATIVE = frozenset({"softmax_cross_entropy", "squared_error", "count_miscla
 # Threads per block of every launch. A setting, read at launch time by the
 # host code (``fastbp.cuda_backend``); tests set it small. At most MAX_THREADS.
 THREADS = 128
-# Size of the per-block shared arrays of train_steps' cost reduction.
+# Size of the per-block shared arrays of train_steps' reductions.
 MAX_THREADS = 1024
 
 
@@ -97,6 +98,51 @@ def _forward_items(Z, Q, Q_prev, W, b, act, t0, stride):
             acc += Q_prev[i, k] * W[j, k]
         Z[i, j] = acc
         Q[i, j] = _activate(acc, act, zero, one)
+
+
+@cuda.jit(device=True)
+def _forward_tiles(Z, Q, Q_prev, W, b, act, part):
+    """``_forward_items`` with each dot product split over a group of threads
+    of one block (32 of a block of 128 or more; a quarter of a smaller one):
+    coalesced loads and chains 32 times shorter, for the long products of
+    the first layer (784 terms on MNIST). The group's partial sums meet by a
+    fixed tree in the shared array ``part`` (float64, >= blockDim.x). Every
+    thread of the block must call it."""
+    n = Q_prev.shape[0]
+    P = Q_prev.shape[1]
+    U = W.shape[0]
+    width = cuda.blockDim.x
+    tid = cuda.threadIdx.x
+    group = max(1, min(32, width // 4))
+    per_block = width // group  # outputs per block at a time; spare threads idle
+    g = tid // group
+    lane = tid - g * group
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    n_tiles = (n * U + per_block - 1) // per_block
+    for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):  # uniform per block
+        o = tile * per_block + g
+        active = g < per_block and o < n * U
+        i = o // U
+        j = o - i * U
+        acc = zero
+        if active:
+            for k in range(lane, P, group):
+                acc += Q_prev[i, k] * W[j, k]
+        if group > 1:  # the same for the whole block: the barriers are uniform
+            part[tid] = acc
+            cuda.syncthreads()
+            half = 1
+            while half < group:
+                if active and lane % (2 * half) == 0 and lane + half < group:
+                    part[tid] += part[tid + half]
+                cuda.syncthreads()
+                half *= 2
+            acc = Z.dtype.type(part[tid])
+            cuda.syncthreads()  # part is reused by the next tile
+        if active and lane == 0:
+            z = acc + b[j]
+            Z[i, j] = z
+            Q[i, j] = _activate(z, act, zero, one)
 
 
 @cuda.jit(device=True)
@@ -458,7 +504,8 @@ def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
     the number of steps completed (fewer than n_steps when a cost turned
     non-finite; that step's update is not applied).
 
-    Per step, phases separated by grid barriers: forward per layer; the loss
+    Per step, phases separated by grid barriers: forward per layer (dot
+    products split over groups of threads, ``_forward_tiles``); the loss
     rows with the batch's cost and error (block 0 alone); then for l = L-1 ..
     0 one phase computing layer l's gradient and layer l-1's dQ, dZ while
     applying layer l+1's update (its gradient is complete, and nothing in the
@@ -468,7 +515,7 @@ def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
     """
     grid = cuda.cg.this_grid()
     t0, stride = cuda.grid(1), cuda.gridsize(1)
-    part_cost = cuda.shared.array(MAX_THREADS, float64)
+    part_cost = cuda.shared.array(MAX_THREADS, float64)  # also the forward's partials
     part_wrong = cuda.shared.array(MAX_THREADS, int64)
     L = len(Ws)
     n = order.shape[0]
@@ -481,10 +528,10 @@ def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
         for l in range(L):
             h = act if l < L - 1 else IDENTITY
             if l == 0:
-                _forward_items(Zs[0][:nb], Qs[0][:nb], Xb[:nb], Ws[0], bs[0], h, t0, stride)
+                _forward_tiles(Zs[0][:nb], Qs[0][:nb], Xb[:nb], Ws[0], bs[0], h, part_cost)
             else:
-                _forward_items(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], Ws[l], bs[l], h,
-                               t0, stride)
+                _forward_tiles(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], Ws[l], bs[l], h,
+                               part_cost)
             grid.sync()
         if cuda.blockIdx.x == 0:  # a small phase: one block, no thread sums alone
             _loss_block(dZs[L - 1][:nb], row_loss[:nb], Zs[L - 1][:nb], yb[:nb], Tb[:nb], loss,

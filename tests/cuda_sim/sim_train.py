@@ -76,11 +76,12 @@ def test_training_matches_the_reference(sizes, act, loss, dtype):
     np.testing.assert_array_equal(hist.batch_error, ref_hist.batch_error)  # NaN == NaN
 
 
-@pytest.mark.parametrize("threads", [3, 8])
+@pytest.mark.parametrize("threads", [8, 40, 128])
 def test_training_does_not_depend_on_the_block_size(threads, monkeypatch):
-    """Odd and wide blocks: the cost reduction's tree and the row loops."""
+    """Odd and wide blocks: the reduction trees, the thread groups of the
+    forward pass (8: groups of 2; 40: of 10; 128: of 32 threads, all busy on 37 inputs)."""
     monkeypatch.setattr(kernels, "THREADS", threads)
-    net, hist, ref, ref_hist = train_both([3, 7, 2], "tanh", "cross_entropy", "float64")
+    net, hist, ref, ref_hist = train_both([37, 7, 2], "tanh", "cross_entropy", "float64")
     for (W, b), (W_ref, b_ref) in zip(net.layers, ref.layers):
         assert rel_err(W, W_ref) <= RTOL["float64"] and rel_err(b, b_ref) <= RTOL["float64"]
     assert rel_err(hist.batch_cost, ref_hist.batch_cost) <= RTOL["float64"]
