@@ -117,14 +117,17 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
                 if progress is not None:
                     progress(epoch, step, history.steps_per_epoch, history)
                 if interrupted() and step < history.steps_per_epoch:
+                    stepper.sync()
                     save_checkpoint(checkpoint, net, settings, epoch, step, history)
                     raise KeyboardInterrupt
             history.epoch_seconds.append(time.perf_counter() - started)
             epoch, step = epoch + 1, 0
             if checkpoint is not None:
+                stepper.sync()
                 save_checkpoint(checkpoint, net, settings, epoch, step, history)
             if interrupted():
                 raise KeyboardInterrupt
+    stepper.sync()
     return history
 
 
@@ -147,6 +150,7 @@ class _Run:
         snapshot = self._weights()
         with _quiet():
             done = self.stepper.run(order, step, size, self.lr, costs, errors)
+        self.stepper.sync()  # a device's weights to Ws, bs, to check them here
         # The compiled loop stops at a non-finite cost; the weights are checked
         # once per chunk too (a ReLU can hide an inf weight behind a finite cost).
         if done < size or not _all_finite(self.Ws, self.bs):
@@ -156,6 +160,7 @@ class _Run:
             h.batch_error.extend(errors.tolist())
         iteration = done_before + size
         if self.val is not None and self.eval_every and iteration % self.eval_every == 0:
+            self.stepper.sync()
             cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val)
             h.val_iteration.append(iteration)
             h.val_cost.append(cost)
@@ -169,6 +174,7 @@ class _Run:
         for W, b, (W0, b0) in zip(self.Ws, self.bs, weights):
             W[...] = W0
             b[...] = b0
+        self.stepper.push()  # and to the device's copy, where there is one
 
     def _replay(self, snapshot, order, epoch, step, size):
         """Replay a diverged chunk from ``snapshot`` one step at a time, to stop
@@ -182,6 +188,7 @@ class _Run:
             before = self._weights()
             with _quiet():
                 done = self.stepper.run(order, s, 1, self.lr, cost, error)
+            self.stepper.sync()
             h.batch_cost.append(float(cost[0]))
             h.batch_error.append(float(error[0]))
             if done == 0:

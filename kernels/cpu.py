@@ -22,6 +22,11 @@ from numba import njit, prange
 
 from .codes import CROSS_ENTROPY, IDENTITY, RELU, SIGMOID, TANH
 
+__all__ = ["dense_forward", "activation_backward", "dense_backward_weights",
+           "dense_backward_input", "softmax_cross_entropy", "squared_error",
+           "count_misclassified", "sgd_update", "gather_rows", "forward_all",
+           "backprop_all", "train_steps"]
+
 # fastmath without nnan/ninf: lets LLVM reassociate and vectorise the
 # dot-product reductions, but keeps NaN/inf semantics so divergence is seen.
 _FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
