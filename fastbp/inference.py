@@ -22,7 +22,8 @@ def forward_chunks(net, Ws, bs, X, chunk_rows):
     Zs, Qs, _, _, _ = batch_buffers(net.sizes, rows, net.dtype)
     act = codes.ACTIVATIONS[net.activation]
     L = len(Ws)
-    sparse = cpu.count_nonzero(X) <= cpu.SPARSE_DENSITY * X.size
+    sparse = (net.sizes[1] >= cpu.SPARSE_MIN_UNITS
+              and cpu.count_nonzero(X) <= cpu.SPARSE_DENSITY * X.size)
     if sparse:
         WT = np.empty((p, net.sizes[1]), net.dtype)
         cpu.transpose(WT, Ws[0])

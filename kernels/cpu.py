@@ -502,8 +502,11 @@ def transpose(out, A):
             out[k, i] = A[i, k]
 
 
-# Inputs at most this dense (fraction of non-zeros) take the sparse first layer.
+# Inputs at most this dense (fraction of non-zeros) take the sparse first
+# layer, if it is at least SPARSE_MIN_UNITS wide: its axpys run along the
+# layer's units, too short below that to fill the vector registers.
 SPARSE_DENSITY = 0.3
+SPARSE_MIN_UNITS = 32
 
 
 @njit(inline="always")
@@ -552,7 +555,8 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, Xb, yb,
             gather_rows(Tb[:nb], targets, rows)
         Xs = Xb[:nb]
         # Forward (6.24).
-        sparse = count_nonzero(Xs) <= SPARSE_DENSITY * nb * p
+        sparse = (WT.shape[1] >= SPARSE_MIN_UNITS
+                  and count_nonzero(Xs) <= SPARSE_DENSITY * nb * p)
         if sparse:
             ri, rv = _lists(idx, val, nb, p)
             nonzero_rows(ri, rv, count, Xs)

@@ -134,7 +134,7 @@ def test_first_layer_switches_path_when_density_changes():
     X[:30] *= rng.random((30, 20)) < 0.1  # the first half is sparse
     y = rng.integers(0, 3, 60)
     order = np.arange(60)
-    nets = [fastbp.Network([20, 9, 3], dtype="float64", seed=3) for _ in "ab"]
+    nets = [fastbp.Network([20, 40, 3], dtype="float64", seed=3) for _ in "ab"]  # >= 32 units
     for net, device in zip(nets, ["cpu", "numpy"]):
         stepper = fastbp.backends.make_stepper(device, net, *net.checked_layers(),
                                                np.ascontiguousarray(X), y, 10)
