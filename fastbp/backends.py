@@ -10,7 +10,7 @@ import math
 import numpy as np
 
 from . import reference
-from .buffers import batch_buffers, gradient_buffers
+from .buffers import batch_buffers, gradient_buffers, training_buffers
 from .kernels import codes, cpu
 from .validation import choice
 
@@ -80,8 +80,9 @@ class CpuStepper:
         self.Ws, self.bs, self.X = Ws, bs, X
         self.labels, self.targets = _split_targets(net, y)
         rows = min(batch_size, X.shape[0])
-        self.buffers = batch_buffers(net.sizes, rows, net.dtype)
-        self.grads = gradient_buffers(zip(Ws, bs))
+        Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, rows, net.dtype)
+        self.buffers = (Zs, Qs, dZs, dQs, row_loss) + training_buffers(net.sizes, rows,
+                                                                        net.dtype)
         self.Xb = np.zeros((rows, X.shape[1]), net.dtype)
         self.yb = np.zeros(rows, np.int64)
         self.Tb = np.zeros((rows, self.targets.shape[1]), net.dtype)
@@ -92,14 +93,16 @@ class CpuStepper:
     def run(self, order, first_step, n_steps, lr, costs, errors):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
         ``order``; write each step's cost and error; return steps completed."""
-        Zs, Qs, dZs, dQs, row_loss = self.buffers
-        dWs, dbs = self.grads
-        return cpu.train_steps(self.Ws, self.bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss,
-                               self.Xb, self.yb, self.Tb, self.X, self.labels,
+        Zs, Qs, dZs, dQs, row_loss, WT, idx, val, count = self.buffers
+        return cpu.train_steps(self.Ws, self.bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val,
+                               count, self.Xb, self.yb, self.Tb, self.X, self.labels,
                                self.targets, order, first_step, n_steps,
                                self.batch_size, lr, self.act, self.loss, costs, errors)
 
     def sync(self):
+        """Nothing to do: the weights are the host arrays themselves."""
+
+    def push(self):
         """Nothing to do: the weights are the host arrays themselves."""
 
 
@@ -128,6 +131,9 @@ class NumpyStepper:
         return n_steps
 
     def sync(self):
+        """Nothing to do: the weights are the host arrays themselves."""
+
+    def push(self):
         """Nothing to do: the weights are the host arrays themselves."""
 
 

@@ -130,3 +130,8 @@ class CudaStepper:
         """Copy the device weights back into the host arrays ``Ws``, ``bs``."""
         for device, host in zip(self.Ws + self.bs, self.host[0] + self.host[1]):
             device.copy_to_host(host)
+
+    def push(self):
+        """Copy the host arrays ``Ws``, ``bs`` to the device (after a restore)."""
+        for device, host in zip(self.Ws + self.bs, self.host[0] + self.host[1]):
+            device.copy_to_device(host)

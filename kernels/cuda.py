@@ -14,6 +14,11 @@ a CPU kernel returns a scalar, its twin takes one more, LAST, argument, a
 * ``out_wrong`` (int64) for ``count_misclassified``;
 * ``out_done`` (int64) for ``train_steps``, the number of steps completed.
 
+And one exception to "same arguments": ``train_steps`` takes the work buffers
+its device needs (here the gradient arrays ``dWs``, ``dbs``; on the CPU the
+transposed first layer ``WT`` and the non-zero lists ``idx``, ``val``,
+``count``); all its other arguments agree.
+
 Launching. Each thread takes the work items ``cuda.grid(1)``, then every
 ``cuda.gridsize(1)``-th one after it (a grid-stride loop), so any grid size
 gives the same result (``train_steps``' forward pass spreads each dot

@@ -1,0 +1,430 @@
+"""``fastbp-train``: Example 6.2 from the command line (DESIGN.md, "Command line").
+
+Exit status: 0 on success, 2 for usage errors (click), 1 for any other
+failure, 130 when interrupted; every failure is one ``Error: ...`` line.
+"""
+
+import contextlib
+import csv
+import json
+import math
+import os
+import shlex
+import sys
+import tempfile
+import time
+
+import click
+import numpy as np
+from click.core import ParameterSource
+
+from . import __version__, backends, datasets, plotting
+from .network import Network
+from .storage import CHECKPOINT_FORMAT, load_npz
+from .train import train
+
+EXIT_INTERRUPTED = 130
+# Clears the terminal line a progress bar was drawn on and shows the cursor again.
+_ERASE_LINE = "\r\x1b[2K\x1b[?25h"
+
+
+class HiddenSizes(click.ParamType):
+    """``--hidden``: "200", "256,128", or "0" for no hidden layer."""
+
+    name = "U1[,U2...]"
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, list):
+            return value
+        text = str(value).strip()
+        if text == "0":
+            return []
+        try:
+            sizes = [int(part) for part in text.split(",")]
+        except ValueError:
+            sizes = None
+        if not sizes or min(sizes) < 1:
+            self.fail(f"{value!r} is not a comma-separated list of positive layer widths "
+                      "(e.g. 200 or 256,128), nor 0 for logistic regression", param, ctx)
+        return sizes
+
+
+class PositiveFloat(click.ParamType):
+    """A finite float > 0 (click.FloatRange lets inf and nan through)."""
+
+    name = "float"
+
+    def convert(self, value, param, ctx):
+        try:
+            number = float(value)
+        except (TypeError, ValueError):
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if not math.isfinite(number) or number <= 0:
+            self.fail(f"{value!r} is not a finite number > 0", param, ctx)
+        return number
+
+
+def _output_option(name, metavar, what):
+    return click.option(name, metavar=metavar, type=click.Path(),
+                        default=None, show_default="not written", help=what)
+
+
+@click.command("fastbp-train", context_settings={"help_option_names": ["-h", "--help"],
+                                                 "show_default": True})
+@click.option("--data-dir", metavar="DIR", type=click.Path(file_okay=False), default=None,
+              show_default="$FASTBP_DATA_DIR, else ~/.cache/fastbp/mnist, downloaded if empty",
+              help="Folder with the four MNIST-format IDX files (.gz or raw).")
+@click.option("--hidden", type=HiddenSizes(), default="200",
+              help="Hidden layer widths, comma-separated (e.g. 256,128); 0 for none, "
+                   "i.e. logistic regression.")
+@click.option("--activation", type=click.Choice(["relu", "sigmoid", "tanh"]), default="relu",
+              help="Activation h of the hidden layers.")
+@click.option("--lr", type=PositiveFloat(), default=0.5, help="Learning rate gamma of SGD.")
+@click.option("--batch-size", metavar="N_B", type=click.IntRange(min=1), default=100,
+              help="Mini-batch size n_b.")
+@click.option("--epochs", metavar="N", type=click.IntRange(min=1), default=15,
+              help="Passes over the training data.")
+@click.option("--eval-every", metavar="N", type=click.IntRange(min=0), default=100,
+              help="Evaluate the validation set every this many iterations (0: never; the "
+                   "end of each epoch is always shown).")
+@click.option("--seed", metavar="N", type=click.IntRange(min=0), default=0,
+              help="Seed of the initial weights and of the shuffles.")
+@click.option("--dtype", type=click.Choice(["float32", "float64"]), default="float32",
+              help="Floating-point type of the weights and the computation.")
+@click.option("--device", type=click.Choice(list(backends.DEVICES)), default="auto",
+              help="auto picks cuda when a usable GPU is present, else cpu; numpy is the "
+                   "(slow) NumPy reference.")
+@_output_option("--save", "MODEL.npz", "Write the trained network (read it back with "
+                "fastbp.load).")
+@_output_option("--history", "H.csv", "Write a CSV with one row per iteration: iteration, "
+                "epoch, batch_cost, batch_error, val_cost, val_error.")
+@_output_option("--plot", "CURVES.png", "Draw cost and misclassification rate against the "
+                "iteration as a PNG (needs: pip install fastbp[plot]).")
+@_output_option("--checkpoint", "CKPT.npz", "Save a checkpoint after every epoch and on "
+                "Ctrl-C, so the run can be resumed.")
+@click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint.")
+@click.option("--json", "as_json", is_flag=True,
+              help="Print one JSON object with the results on stdout, and nothing else.")
+@click.option("-q", "--quiet", is_flag=True, help="Print only the final test error.")
+@click.version_option(__version__, prog_name="fastbp")
+@click.pass_context
+def main(ctx, **options):
+    """Train a fully connected network on MNIST with backpropagation and
+    mini-batch SGD (Algorithm 6.1). The defaults are Example 6.2's two-layer
+    network: 784-200-10, ReLU, lr 0.5, batches of 100, 15 epochs, the
+    validation (= test) set evaluated every 100 iterations.
+
+    Without --data-dir and $FASTBP_DATA_DIR, MNIST is downloaded once into
+    ${XDG_CACHE_HOME:-~/.cache}/fastbp/mnist (mirrors: $FASTBP_MNIST_MIRRORS,
+    comma-separated base URLs)."""
+    ui = _Ui("json" if options["as_json"] else "quiet" if options["quiet"] else "human")
+    checkpoint = options["checkpoint"]
+    before = _file_identity(checkpoint)
+    try:
+        _run(options, ui)
+    except KeyboardInterrupt:
+        ui.close()
+        click.echo(_interrupted_message(ctx, checkpoint, before), err=True)
+        ctx.exit(EXIT_INTERRUPTED)
+    except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
+        raise
+    except Exception as exc:  # noqa: BLE001 - one "Error:" line, never a traceback
+        ui.close()
+        expected = isinstance(exc, (ValueError, RuntimeError, OSError, ImportError))
+        message = str(exc) if expected else f"unexpected {type(exc).__name__}: {exc}"
+        raise click.ClickException(" ".join(message.split())) from None
+
+
+def _run(o, ui):
+    """Check everything that can be checked, load the data, train, report."""
+    if o["resume"] and o["checkpoint"] is None:
+        raise click.UsageError("--resume needs --checkpoint CKPT.npz (the run to continue)")
+    if o["plot"] is not None:
+        try:
+            plotting.require_matplotlib()
+        except ImportError as exc:
+            raise click.ClickException(f"--plot {o['plot']}: {exc}") from None
+    for option in ("save", "history", "plot", "checkpoint"):
+        if o[option] is not None:
+            _check_output(f"--{option}", o[option])
+    if o["resume"] and not os.path.isfile(o["checkpoint"]):
+        raise click.ClickException(f"--resume: the checkpoint {o['checkpoint']} does not exist")
+    if o["device"] == "cuda":
+        available, reason = backends.cuda_status()
+        if not available:
+            raise click.ClickException(f"--device cuda is unavailable: {reason}. Use "
+                                       "--device cpu (or auto).")
+    device = backends.resolve_device(o["device"])
+
+    folder, (Xtr, ytr, Xte, yte) = _load_data(o["data_dir"], ui)
+    sizes = [Xtr.shape[1], *o["hidden"], datasets.N_CLASSES]
+    net = Network(sizes, activation=o["activation"], dtype=o["dtype"], seed=o["seed"])
+    Xte = Xte.astype(net.dtype, copy=False)
+    steps = math.ceil(Xtr.shape[0] / min(o["batch_size"], Xtr.shape[0]))
+    ui.echo(f"fastbp {__version__}: data {folder}: {Xtr.shape[0]} training and "
+            f"{Xte.shape[0]} test images of {Xtr.shape[1]} pixels (the test set is the "
+            "validation set)")
+    ui.echo(f"network  {'-'.join(map(str, sizes))}, {_model_name(net)}, {net.dtype.name}, "
+            f"{net.n_params:,} parameters")
+    every = f"every {o['eval_every']} iterations" if o["eval_every"] else "after each epoch"
+    ui.echo(f"training SGD lr {o['lr']:g}, batch {o['batch_size']}, {o['epochs']} epochs of "
+            f"{steps} iterations, validation {every}, seed {o['seed']}, device {device}")
+    if o["resume"]:
+        ui.echo(f"resuming from {o['checkpoint']}")
+
+    ui.echo("epoch   train cost   val cost   val error   seconds")
+    report = _EpochReport(ui, net, Xte, yte, o["epochs"])
+    started = time.perf_counter()
+    history = train(net, Xtr, ytr, lr=o["lr"], batch_size=o["batch_size"],
+                    epochs=o["epochs"], validation=(Xte, yte), eval_every=o["eval_every"],
+                    seed=o["seed"], device=device, checkpoint=o["checkpoint"],
+                    resume=o["resume"], progress=report)
+    seconds = time.perf_counter() - started
+    ui.close()
+
+    test_cost, _ = net.evaluate(Xte, yte)
+    wrong = int(np.count_nonzero(net.predict(Xte) != yte))
+    test_error = wrong / yte.shape[0]
+    written = _write_outputs(o, net, history, sizes, test_error)
+    ui.result(f"test error {100 * test_error:.2f} % ({wrong} of {yte.shape[0]} misclassified), "
+              f"test cost {test_cost:.4f}, {seconds:.1f} s")
+    if written:
+        ui.echo("wrote " + ", ".join(written))
+    ui.json({
+        "test_error": test_error, "test_misclassified": wrong, "n_test": int(yte.shape[0]),
+        "test_cost": test_cost, "n_params": net.n_params, "sizes": sizes,
+        "activation": net.activation, "dtype": net.dtype.name, "device": device,
+        "lr": o["lr"], "batch_size": o["batch_size"], "epochs": o["epochs"],
+        "eval_every": o["eval_every"], "seed": o["seed"], "iterations": history.iterations,
+        "epoch_seconds": history.epoch_seconds,
+        "train_cost": [history.epoch_cost(e) for e in range(history.epochs)],
+        "val_iteration": history.val_iteration, "val_cost": history.val_cost,
+        "val_error": history.val_error, "seconds": seconds, "data_dir": folder,
+        "outputs": {key: o[key] for key in ("save", "history", "plot", "checkpoint") if o[key]},
+    })
+
+
+def _model_name(net):
+    if len(net.sizes) == 2:
+        return "logistic regression (softmax cross-entropy)"
+    return f"{net.activation}, softmax cross-entropy"
+
+
+def _load_data(data_dir, ui):
+    """(folder, MNIST arrays); downloads into the cache only when neither
+    --data-dir nor $FASTBP_DATA_DIR names a folder."""
+    download = data_dir is None and not os.environ.get("FASTBP_DATA_DIR")
+    folder = datasets.locate(data_dir)[0]
+    bar = None
+    if download and datasets.missing_files(folder):
+        ui.note(f"MNIST not found in {folder}: downloading it (about 11 MB)")
+        bar = _DownloadBar(enabled=ui.mode != "quiet" and _is_tty(sys.stderr))
+    try:
+        return folder, datasets.mnist(data_dir, download=download, progress=bar)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _check_output(option, path):
+    """Fail before training if ``path`` cannot be written (a run is not lost to a typo)."""
+    if os.path.isdir(path):
+        raise click.ClickException(f"{option} {path}: is a folder, not a file name")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise click.ClickException(f"{option} {path}: the folder {folder} does not exist")
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as exc:
+        raise click.ClickException(f"{option} {path}: cannot write in the folder {folder} "
+                                   f"({exc.strerror})") from None
+
+
+def _write_outputs(o, net, history, sizes, test_error):
+    """Write --save, --history and --plot; return the paths written."""
+    written = []
+    if o["save"]:
+        net.save(o["save"])
+        written.append(o["save"])
+    if o["history"]:
+        with _atomic_output(o["history"], "w") as f:
+            _write_history_csv(f, history)
+        written.append(o["history"])
+    if o["plot"]:
+        title = (f"{'-'.join(map(str, sizes))} {_model_name(net)}: lr {o['lr']:g}, batch "
+                 f"{o['batch_size']}, test error {100 * test_error:.2f} %")
+        with _atomic_output(o["plot"], "wb") as f:
+            plotting.plot_history(history, f, title=title)
+        written.append(o["plot"])
+    return written
+
+
+def _write_history_csv(f, history):
+    """One row per iteration; val_cost and val_error only where evaluated."""
+    val = dict(zip(history.val_iteration, zip(history.val_cost, history.val_error)))
+    writer = csv.writer(f, lineterminator="\n")
+    writer.writerow(["iteration", "epoch", "batch_cost", "batch_error", "val_cost",
+                     "val_error"])
+    k = history.steps_per_epoch
+    for i, (cost, error) in enumerate(zip(history.batch_cost, history.batch_error), 1):
+        vc, ve = val.get(i, ("", ""))
+        writer.writerow([i, (i - 1) // k + 1, repr(cost), repr(error),
+                         vc if vc == "" else repr(vc), ve if ve == "" else repr(ve)])
+
+
+@contextlib.contextmanager
+def _atomic_output(path, mode):
+    """An open temporary file next to ``path``, renamed onto it on success."""
+    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".tmp",
+                               dir=os.path.dirname(os.path.abspath(path)))
+    try:
+        with os.fdopen(fd, mode) as f:
+            yield f
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
+
+
+def _file_identity(path):
+    """(inode, mtime) of ``path``, or None: tells whether it was rewritten since."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError):
+        return None
+    return st.st_ino, st.st_mtime_ns
+
+
+def _interrupted_message(ctx, checkpoint, before):
+    """The one line printed on Ctrl-C: how to resume, or that nothing was saved."""
+    if checkpoint is None:
+        return ("Interrupted: nothing was saved (pass --checkpoint CKPT.npz to make a run "
+                "resumable).")
+    now = _file_identity(checkpoint)
+    if now is None or now == before:
+        return "Interrupted before the first checkpoint was written: nothing was saved."
+    where = ""
+    with contextlib.suppress(Exception):
+        _, meta = load_npz(checkpoint, (CHECKPOINT_FORMAT,))
+        epoch, step = meta["epoch"], meta["step"]
+        where = (f" (epoch {epoch + 1}, iteration {step} of {meta['steps_per_epoch']})"
+                 if step else f" (after epoch {epoch})")
+    return (f"Interrupted: checkpoint saved to {checkpoint}{where}. Resume with: "
+            f"{_resume_command(ctx)}")
+
+
+def _resume_command(ctx):
+    """The command line of this run, from the options the user gave, plus --resume."""
+    args = []
+    for param in ctx.command.params:
+        if (param.name == "resume"
+                or ctx.get_parameter_source(param.name) != ParameterSource.COMMANDLINE):
+            continue
+        value, flag = ctx.params[param.name], param.opts[-1]
+        if getattr(param, "is_flag", False):
+            args += [flag] if value else []
+        elif param.name == "hidden":
+            args += [flag, ",".join(map(str, value)) or "0"]
+        else:
+            args += [flag, str(value)]
+    return f"{ctx.command_path} {shlex.join(args + ['--resume'])}"
+
+
+class _Ui:
+    """Where output goes: "human" (log and bars), "quiet" (result line only)
+    or "json" (one object on stdout, nothing else)."""
+
+    def __init__(self, mode):
+        self.mode = mode
+        self.bar = None
+
+    def echo(self, text):
+        if self.mode == "human":
+            click.echo(text)
+
+    def note(self, text):
+        """A message about the run's setup, on stderr (stdout may be JSON)."""
+        if self.mode != "quiet":
+            click.echo(text, err=True)
+
+    def result(self, text):
+        if self.mode != "json":
+            click.echo(text)
+
+    def json(self, obj):
+        if self.mode == "json":
+            click.echo(json.dumps(obj))
+
+    def progress(self, label, done, total):
+        """Draw a bar on stdout (terminals, human mode only)."""
+        if self.mode != "human" or not _is_tty(sys.stdout):
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(length=total, label=label, width=30)
+            self.bar.render_progress()
+        self.bar.update(done - self.bar.pos)
+
+    def close(self):
+        """Take the bar off the screen."""
+        if self.bar is not None:
+            click.echo(_ERASE_LINE, nl=False)
+            self.bar = None
+
+
+class _EpochReport:
+    """fastbp.train's progress callback: the bar, and one line per epoch."""
+
+    def __init__(self, ui, net, Xv, yv, epochs):
+        self.ui, self.net, self.Xv, self.yv, self.epochs = ui, net, Xv, yv, epochs
+        self.started = time.perf_counter()
+
+    def __call__(self, epoch, step, steps, history):
+        self.ui.progress(f"epoch {epoch + 1}/{self.epochs}", step, steps)
+        if step < steps:
+            return
+        self.ui.close()
+        if self.ui.mode != "human":
+            return
+        seconds = time.perf_counter() - self.started
+        val_cost, val_error = self._validation(history, (epoch + 1) * steps)
+        self.ui.echo(f"{epoch + 1:>5}   {history.epoch_cost(epoch):>10.4f}   {val_cost:>8.4f}"
+                     f"   {100 * val_error:>7.2f} %   {seconds:>7.2f}")
+        self.started = time.perf_counter()  # the next epoch starts after this report
+
+    def _validation(self, history, iteration):
+        """(cost, error) on the validation set now: from the history when it
+        was just evaluated there, else computed."""
+        if history.val_iteration and history.val_iteration[-1] == iteration:
+            return history.val_cost[-1], history.val_error[-1]
+        return self.net.evaluate(self.Xv, self.yv)
+
+
+class _DownloadBar:
+    """download_mnist's progress callback: one click bar per file, on stderr."""
+
+    def __init__(self, enabled):
+        self.enabled, self.bar, self.name = enabled, None, None
+
+    def __call__(self, name, done, total):
+        if not self.enabled or total is None:
+            return
+        if self.bar is None or name != self.name or done < self.bar.pos:
+            self.close()
+            self.name = name
+            self.bar = click.progressbar(length=total, label=f"  {name}", file=sys.stderr,
+                                         width=30)
+        self.bar.update(done - self.bar.pos)
+
+    def close(self):
+        if self.bar is not None:
+            self.bar.render_finish()
+            self.bar = None
+
+
+def _is_tty(stream):
+    try:
+        return stream.isatty()
+    except (AttributeError, ValueError):
+        return False

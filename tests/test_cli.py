@@ -1,0 +1,437 @@
+"""fastbp-train: options, outputs, exit codes and messages.
+
+Training runs use tiny synthetic MNIST-format folders (200 + 50 images), so
+each takes well under a second once the kernels are compiled.
+"""
+
+import csv
+import inspect
+import json
+import os
+import re
+import shlex
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import numpy as np
+import pytest
+from click.testing import CliRunner
+from idx_fixtures import closed_port_url, http_server, idx_bytes, tiny_arrays, write_tiny_mnist
+
+import fastbp
+from fastbp import backends, cli, datasets
+
+FAST = ["--epochs", "1", "--hidden", "16", "--batch-size", "20"]
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    """A folder with a tiny MNIST-format data set (200 train, 50 test images)."""
+    folder = tmp_path_factory.mktemp("tiny")
+    write_tiny_mnist(folder)
+    return str(folder)
+
+
+@pytest.fixture(autouse=True)
+def private_cache(tmp_path, monkeypatch):
+    """Never touch the user's cache; FASTBP_DATA_DIR as the test sets it."""
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
+
+
+def invoke(*args):
+    """Run the command in-process; stdout and stderr kept apart."""
+    separate = "mix_stderr" in inspect.signature(CliRunner).parameters  # click < 8.2
+    runner = CliRunner(**({"mix_stderr": False} if separate else {}))
+    return runner.invoke(cli.main, [str(a) for a in args], catch_exceptions=False)
+
+
+def run_json(*args):
+    result = invoke(*args, "--json")
+    assert result.exit_code == 0, result.stderr
+    assert result.stdout.count("\n") == 1  # one object, nothing else
+    return json.loads(result.stdout)
+
+
+def assert_one_error_line(result, code, *needles):
+    """Exit ``code`` and exactly one "Error:" line on stderr that contains every needle."""
+    assert result.exit_code == code, (result.stdout, result.stderr)
+    errors = [line for line in result.stderr.splitlines() if line.startswith("Error:")]
+    assert len(errors) == 1, result.stderr
+    assert "Traceback" not in result.stderr
+    for needle in needles:
+        assert needle in errors[0]
+    return errors[0]
+
+
+# --- options and defaults --------------------------------------------------
+
+def test_help_shows_every_option_and_its_default():
+    result = invoke("--help")
+    assert result.exit_code == 0
+    text = " ".join(result.stdout.split())
+    defaults = {"--hidden": "200", "--activation": "relu", "--lr": "0.5", "--batch-size": "100",
+                "--epochs": "15", "--eval-every": "100", "--seed": "0", "--dtype": "float32",
+                "--device": "auto"}
+    for option, default in defaults.items():
+        assert re.search(rf"{option} .*?\[default: {re.escape(default)}[;\]]", text), option
+    for option in ("--data-dir", "--save", "--history", "--plot", "--checkpoint", "--resume",
+                   "--json", "-q, --quiet"):
+        assert option in text
+    assert "FASTBP_DATA_DIR" in text
+
+
+def test_defaults_are_example_6_2(tiny):
+    out = run_json("--data-dir", tiny)
+    assert out["sizes"] == [784, 200, 10] and out["n_params"] == 159010
+    assert out["activation"] == "relu" and out["dtype"] == "float32"
+    assert (out["lr"], out["batch_size"], out["epochs"], out["eval_every"], out["seed"]) == (
+        0.5, 100, 15, 100, 0)
+    assert out["device"] in ("cpu", "cuda")
+    assert len(out["epoch_seconds"]) == 15 and out["iterations"] == 30  # 200 / 100 per epoch
+
+
+@pytest.mark.parametrize("hidden,sizes,n_params", [("0", [784, 10], 7850),
+                                                   ("16,8", [784, 16, 8, 10], 12786)],
+                         ids=["logistic-regression", "deeper"])
+def test_hidden_layers(tiny, hidden, sizes, n_params):
+    out = run_json("--data-dir", tiny, *FAST, "--hidden", hidden)
+    assert out["sizes"] == sizes and out["n_params"] == n_params
+
+
+def test_options_reach_the_trainer(tiny):
+    out = run_json("--data-dir", tiny, "--epochs", "2", "--hidden", "8", "--batch-size", "30",
+                   "--eval-every", "4", "--activation", "tanh", "--dtype", "float64",
+                   "--lr", "0.1", "--seed", "3", "--device", "numpy")
+    assert out["device"] == "numpy" and out["dtype"] == "float64"
+    assert out["activation"] == "tanh" and out["lr"] == 0.1 and out["seed"] == 3
+    assert out["iterations"] == 14  # ceil(200 / 30) = 7 per epoch
+    assert out["val_iteration"] == [4, 8, 12]
+
+
+# --- what a person sees ----------------------------------------------------
+
+def test_human_output(tiny):
+    result = invoke("--data-dir", tiny, "--epochs", "3", "--hidden", "16", "--batch-size", "20")
+    assert result.exit_code == 0 and result.stderr == ""
+    out = result.stdout
+    assert "784-16-10" in out and "12,730 parameters" in out and "float32" in out
+    assert re.search(r"device (cpu|cuda)", out) and "200 training and 50 test images" in out
+    rows = re.findall(r"^\s+(\d+)\s+(\d+\.\d+)\s+(\d+\.\d+)\s+(\d+\.\d+) %\s+(\d+\.\d+)$", out,
+                      re.MULTILINE)
+    assert [int(r[0]) for r in rows] == [1, 2, 3]
+    final = re.search(r"^test error (\d+\.\d\d) % \((\d+) of 50 misclassified\)", out,
+                      re.MULTILINE)
+    assert final and float(final.group(1)) == pytest.approx(int(final.group(2)) / 50 * 100)
+    assert float(rows[-1][3]) == float(final.group(1))  # last validation = the test set
+    assert float(final.group(1)) < 20  # the tiny set is easy: training works
+    assert "\r" not in out and "\x1b" not in out  # no progress bar when not a terminal
+
+
+def test_quiet_prints_only_the_result(tiny):
+    result = invoke("--data-dir", tiny, *FAST, "-q")
+    assert result.exit_code == 0
+    assert re.fullmatch(r"test error \d+\.\d\d % \(\d+ of 50 misclassified\), test cost "
+                        r"\d+\.\d+, \d+\.\d s\n", result.stdout)
+
+
+def test_json_output(tiny):
+    out = run_json("--data-dir", tiny, "--epochs", "2", "--hidden", "16", "--batch-size", "20",
+                   "--eval-every", "5")
+    for key in ("test_error", "test_cost", "n_params", "sizes", "epochs", "epoch_seconds",
+                "device"):
+        assert key in out
+    assert out["test_error"] == out["test_misclassified"] / out["n_test"]
+    assert out["n_test"] == 50 and out["epochs"] == 2 and len(out["epoch_seconds"]) == 2
+    assert len(out["train_cost"]) == 2 and out["train_cost"][1] < out["train_cost"][0]
+    assert out["val_error"][-1] == out["test_error"]  # validation set = test set
+    assert out["val_cost"][-1] == pytest.approx(out["test_cost"], rel=1e-5)
+
+
+# --- outputs ---------------------------------------------------------------
+
+def test_save_writes_a_model_that_loads_back(tiny, tmp_path):
+    path = tmp_path / "model.npz"
+    out = run_json("--data-dir", tiny, *FAST, "--save", path)
+    net = fastbp.load(path)
+    assert net.sizes == [784, 16, 10]
+    _, _, Xte, yte = datasets.load_folder(tiny)
+    assert np.mean(net.predict(Xte) != yte) == out["test_error"]
+    assert out["outputs"] == {"save": str(path)}
+
+
+def test_history_csv_has_one_row_per_iteration(tiny, tmp_path):
+    path = tmp_path / "h.csv"
+    out = run_json("--data-dir", tiny, "--epochs", "2", "--hidden", "16", "--batch-size", "20",
+                   "--eval-every", "3", "--history", path)
+    with open(path, newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert list(rows[0]) == ["iteration", "epoch", "batch_cost", "batch_error", "val_cost",
+                             "val_error"]
+    assert len(rows) == out["iterations"] == 20
+    assert [int(r["iteration"]) for r in rows] == list(range(1, 21))
+    assert [int(r["epoch"]) for r in rows] == [1] * 10 + [2] * 10
+    evaluated = [int(r["iteration"]) for r in rows if r["val_cost"] != ""]
+    assert evaluated == out["val_iteration"] == [3, 6, 9, 12, 15, 18]
+    assert all(r["val_error"] == "" for r in rows if r["val_cost"] == "")
+    assert [float(r["val_cost"]) for r in rows if r["val_cost"]] == out["val_cost"]
+    errors = [float(r["batch_error"]) for r in rows]
+    assert all(0 <= e <= 1 for e in errors)
+    assert np.mean([float(r["batch_cost"]) for r in rows[10:]]) == pytest.approx(
+        out["train_cost"][1])
+
+
+def test_plot_writes_a_png(tiny, tmp_path):
+    pytest.importorskip("matplotlib")
+    path = tmp_path / "out" / "curves.png"
+    path.parent.mkdir()
+    run_json("--data-dir", tiny, *FAST, "--eval-every", "2", "--plot", path)
+    data = path.read_bytes()
+    assert data.startswith(PNG_MAGIC) and len(data) > 10_000
+    assert os.listdir(path.parent) == ["curves.png"]  # no temporary file left
+
+
+def test_plot_without_matplotlib_fails_before_training(tiny, tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "matplotlib", None)  # import matplotlib -> ImportError
+    out = tmp_path / "out"
+    out.mkdir()
+    result = invoke("--data-dir", tiny, *FAST, "--plot", out / "c.png", "--save", out / "m.npz")
+    assert_one_error_line(result, 1, "pip install fastbp[plot]", "c.png")
+    assert result.stdout == "" and os.listdir(out) == []
+
+
+# --- errors ----------------------------------------------------------------
+
+@pytest.mark.parametrize("args,needle", [
+    (["--hidden", "abc"], "'abc'"),
+    (["--hidden", "16,0"], "'16,0'"),
+    (["--hidden", "-5"], "'-5'"),
+    (["--hidden", ""], "''"),
+    (["--lr", "-1"], "'-1'"),
+    (["--lr", "0"], "'0'"),
+    (["--lr", "nan"], "'nan'"),
+    (["--lr", "inf"], "'inf'"),
+    (["--lr", "fast"], "'fast'"),
+    (["--epochs", "0"], "--epochs"),
+    (["--batch-size", "0"], "--batch-size"),
+    (["--eval-every", "-1"], "--eval-every"),
+    (["--seed", "-1"], "--seed"),
+    (["--device", "gpu"], "'gpu'"),
+    (["--activation", "softplus"], "'softplus'"),
+    (["--dtype", "float16"], "'float16'"),
+    (["--resume"], "--checkpoint"),
+    (["--bogus"], "--bogus"),
+], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
+def test_usage_errors_exit_2(tiny, args, needle):
+    result = invoke("--data-dir", tiny, *FAST, *args)
+    assert_one_error_line(result, 2, needle)
+    assert result.stdout == ""
+
+
+def broken_folder(tmp_path, damage):
+    """A copy of a tiny data set with one kind of damage."""
+    folder = tmp_path / "broken"
+    write_tiny_mnist(folder)
+    if damage == "missing":
+        (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+    elif damage == "truncated":
+        path = folder / "train-images-idx3-ubyte.gz"
+        path.write_bytes(path.read_bytes()[:300])
+    elif damage == "labels":
+        labels = tiny_arrays()["test_labels"]
+        labels[7] = 12
+        (folder / "t10k-labels-idx1-ubyte.gz").unlink()
+        (folder / "t10k-labels-idx1-ubyte").write_bytes(idx_bytes(labels))
+    return folder
+
+
+@pytest.mark.parametrize("damage,needle", [("missing", "t10k-labels-idx1-ubyte"),
+                                           ("truncated", "train-images-idx3-ubyte.gz"),
+                                           ("labels", "label 12 at index 7")])
+def test_broken_data_folder_exits_1(tmp_path, damage, needle):
+    folder = broken_folder(tmp_path, damage)
+    result = invoke("--data-dir", folder, *FAST)
+    assert_one_error_line(result, 1, str(folder), needle)
+    assert result.stdout == ""
+
+
+def test_missing_data_folders_exit_1(tmp_path, monkeypatch):
+    result = invoke("--data-dir", tmp_path / "nowhere", *FAST)
+    assert_one_error_line(result, 1, str(tmp_path / "nowhere"), "does not exist")
+    monkeypatch.setenv("FASTBP_DATA_DIR", str(tmp_path / "elsewhere"))
+    result = invoke(*FAST)
+    assert_one_error_line(result, 1, str(tmp_path / "elsewhere"), "does not exist")
+
+
+@pytest.mark.parametrize("option", ["--save", "--history", "--plot", "--checkpoint"])
+@pytest.mark.parametrize("problem", ["no-folder", "is-a-folder", "under-a-file"])
+def test_unwritable_outputs_fail_before_training(tiny, tmp_path, option, problem):
+    (tmp_path / "file").write_text("x")
+    path = {"no-folder": tmp_path / "nowhere" / "out", "is-a-folder": tmp_path,
+            "under-a-file": tmp_path / "file" / "out"}[problem]
+    started = time.perf_counter()
+    result = invoke("--data-dir", tiny, *FAST, option, path)
+    assert_one_error_line(result, 1, f"{option} {path}")
+    assert result.stdout == ""  # nothing loaded or trained
+    assert time.perf_counter() - started < 2
+
+
+def test_resume_without_a_checkpoint_file_exits_1(tiny, tmp_path):
+    path = tmp_path / "ckpt.npz"
+    result = invoke("--data-dir", tiny, *FAST, "--checkpoint", path, "--resume")
+    assert_one_error_line(result, 1, str(path), "does not exist")
+
+
+def test_resume_with_other_settings_exits_1(tiny, tmp_path):
+    path = tmp_path / "ckpt.npz"
+    assert invoke("--data-dir", tiny, *FAST, "--checkpoint", path).exit_code == 0
+    result = invoke("--data-dir", tiny, *FAST, "--lr", "0.1", "--checkpoint", path, "--resume")
+    assert_one_error_line(result, 1, str(path), "lr=0.5", "lr=0.1")
+
+
+@pytest.mark.skipif(backends.cuda_status()[0], reason="a CUDA GPU is available here")
+def test_unavailable_cuda_exits_1(tiny):
+    result = invoke("--data-dir", tiny, *FAST, "--device", "cuda")
+    assert_one_error_line(result, 1, "--device cuda is unavailable")
+
+
+def test_divergence_exits_1(tiny):
+    result = invoke("--data-dir", tiny, *FAST, "--lr", "1e30")
+    assert_one_error_line(result, 1, "training diverged", "lr=1e+30")
+
+
+# --- Ctrl-C ----------------------------------------------------------------
+
+def interrupt_during_epoch(monkeypatch, epoch, step, deliver):
+    """Make the run see Ctrl-C at (epoch, step): ``deliver`` is "signal" (a
+    real SIGINT, which fastbp.train defers when checkpointing) or "raise"."""
+    real_train = cli.train
+
+    def train(*args, progress=None, **kwargs):
+        def report(e, s, steps, history):
+            progress(e, s, steps, history)
+            if (e, s) == (epoch, step):
+                if deliver == "signal":
+                    signal.raise_signal(signal.SIGINT)
+                else:
+                    raise KeyboardInterrupt
+        return real_train(*args, progress=report, **kwargs)
+
+    monkeypatch.setattr(cli, "train", train)
+
+
+def test_ctrl_c_with_checkpoint_says_how_to_resume(tiny, tmp_path, monkeypatch):
+    ckpt, model = tmp_path / "ckpt.npz", tmp_path / "resumed.npz"
+    args = ["--data-dir", tiny, "--epochs", "3", "--hidden", "16", "--batch-size", "20",
+            "--eval-every", "4", "--checkpoint", ckpt, "--save", model]
+    with monkeypatch.context() as m:
+        interrupt_during_epoch(m, epoch=1, step=6, deliver="signal")
+        result = invoke(*args)
+    assert result.exit_code == cli.EXIT_INTERRUPTED
+    assert result.stderr.count("\n") == 1
+    assert "(epoch 2, iteration 6 of 10)" in result.stderr  # chunks end at evaluations
+    command = result.stderr.split("Resume with: ")[1].strip()
+    words = shlex.split(command)
+    assert words[0] == "fastbp-train" and words[-1] == "--resume"
+    pairs = sorted(zip(words[1:-1:2], words[2:-1:2]))
+    assert pairs == sorted(zip(map(str, args[::2]), map(str, args[1::2])))
+    assert not model.exists()
+
+    resumed = invoke(*words[1:])
+    assert resumed.exit_code == 0, resumed.stderr
+    straight = tmp_path / "straight.npz"
+    assert invoke(*args[:-4], "--save", straight).exit_code == 0
+    for (W1, b1), (W2, b2) in zip(fastbp.load(model).layers, fastbp.load(straight).layers):
+        assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+
+
+def test_ctrl_c_without_checkpoint_says_nothing_was_saved(tiny, monkeypatch):
+    interrupt_during_epoch(monkeypatch, epoch=0, step=10, deliver="raise")
+    result = invoke("--data-dir", tiny, *FAST)
+    assert result.exit_code == cli.EXIT_INTERRUPTED
+    assert result.stderr.startswith("Interrupted: nothing was saved")
+    assert result.stderr.count("\n") == 1
+
+
+# --- data download through the command ----------------------------------------
+
+def test_downloads_mnist_when_no_folder_is_given(tmp_path, monkeypatch):
+    digests = write_tiny_mnist(tmp_path / "www")
+    monkeypatch.setattr(datasets, "SHA256", digests)
+    monkeypatch.delenv("FASTBP_DATA_DIR", raising=False)
+    with http_server(tmp_path / "www") as (url, requests):
+        monkeypatch.setenv("FASTBP_MNIST_MIRRORS", f"{closed_port_url()},{url}")
+        out = run_json(*FAST)
+    assert len(requests) == 4
+    assert out["data_dir"] == datasets.cache_dir() == str(tmp_path / "cache" / "fastbp" / "mnist")
+    assert sorted(os.listdir(out["data_dir"])) == sorted(s + ".gz" for s in digests)
+
+
+def test_failed_download_exits_1_within_seconds(monkeypatch):
+    monkeypatch.delenv("FASTBP_DATA_DIR", raising=False)
+    dead = closed_port_url()
+    monkeypatch.setenv("FASTBP_MNIST_MIRRORS", dead)
+    started = time.perf_counter()
+    result = invoke(*FAST)
+    assert time.perf_counter() - started < 5
+    assert_one_error_line(result, 1, dead, "train-images-idx3-ubyte.gz", "--data-dir",
+                          "FASTBP_DATA_DIR")
+    assert result.stdout == ""
+
+
+# --- the installed command ---------------------------------------------------
+
+def installed(name="fastbp-train"):
+    path = shutil.which(name, path=os.path.dirname(sys.executable)) or shutil.which(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (pip install -e .)")
+    return path
+
+
+def sh(*command):
+    env = dict(os.environ, OMP_WAIT_POLICY="passive")
+    return subprocess.run(command, check=False, capture_output=True, text=True, timeout=300,
+                          env=env)
+
+
+def test_installed_entry_point(tiny):
+    exe = installed()
+    helped = sh(exe, "--help")
+    assert helped.returncode == 0 and "[default: 200]" in helped.stdout
+    ran = sh(exe, "--data-dir", tiny, *FAST, "--json")
+    assert ran.returncode == 0, ran.stderr
+    assert json.loads(ran.stdout)["sizes"] == [784, 16, 10]
+    failed = sh(sys.executable, "-m", "fastbp", "--data-dir", "/nonexistent/x")
+    assert failed.returncode == 1 and failed.stdout == ""
+    assert failed.stderr == "Error: /nonexistent/x: MNIST folder does not exist\n"
+
+
+@pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
+def test_progress_bar_on_a_terminal(tiny):
+    """On a terminal each epoch shows a click progress bar, erased by its line."""
+    import pty
+
+    exe = installed()
+    leader, follower = pty.openpty()
+    env = dict(os.environ, OMP_WAIT_POLICY="passive", COLUMNS="100")
+    proc = subprocess.Popen([exe, "--data-dir", tiny, "--epochs", "2", "--hidden", "16",
+                             "--batch-size", "2"], stdout=follower, stderr=follower, env=env)
+    os.close(follower)
+    chunks = []
+    while True:
+        try:
+            chunk = os.read(leader, 65536)
+        except OSError:  # EIO: the child closed the terminal
+            break
+        if not chunk:
+            break
+        chunks.append(chunk)
+    os.close(leader)
+    assert proc.wait(timeout=300) == 0
+    out = b"".join(chunks).decode()
+    assert "epoch 1/2" in out and "epoch 2/2" in out and "100%" in out
+    assert re.search(r"\x1b\[2K\x1b\[\?25h\s+1\s", out)  # bar erased, then epoch 1's row
+    assert "test error" in out
