@@ -268,7 +268,7 @@ def test_a_checkpoint_loads_as_its_network(tmp_path):
 
 # --- fuzzing: whatever the bytes, DataError or a valid network ---------------------
 
-FUZZ = settings(max_examples=120, deadline=1000, derandomize=True,
+FUZZ = settings(max_examples=120, deadline=None, derandomize=True,  # forward may compile
                 suppress_health_check=[HealthCheck.function_scoped_fixture,
                                        HealthCheck.too_slow])
 EDITS = st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert"]),
