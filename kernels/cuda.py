@@ -19,10 +19,12 @@ its device needs (here the gradient arrays ``dWs``, ``dbs``; on the CPU the
 transposed first layer ``WT`` and the non-zero lists ``idx``, ``val``,
 ``count``); all its other arguments agree.
 
-Launching. Each thread walks work items ``t = cuda.grid(1), + gridsize, ...``
-(a grid-stride loop), so any grid size gives the same result; ``THREADS`` is
-the block size the host uses (tests patch it small so that tiny inputs span
-several blocks). Kernels that produce a scalar and the three orchestrators
+Launching. Each thread takes the work items ``cuda.grid(1)``, then every
+``cuda.gridsize(1)``-th one after it (a grid-stride loop), so any grid size
+gives the same result (``train_steps``' forward pass spreads each dot
+product over a group of a block's threads instead). ``THREADS`` is the block
+size the host uses (tests patch it small so that tiny inputs span several
+blocks). Kernels that produce a scalar and the three orchestrators
 (``forward_all``, ``backprop_all``, ``train_steps``) separate their phases
 with grid-wide barriers (``cuda.cg.this_grid().sync()``), so numba-cuda
 launches them cooperatively and their grid must not exceed the kernel's
