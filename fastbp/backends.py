@@ -4,12 +4,13 @@ A backend's ``Stepper`` runs a number of SGD iterations over a shuffled order
 and reports per-iteration cost and error; ``fastbp.train`` orchestrates it.
 """
 
+import importlib.util
 import math
 
 import numpy as np
 
 from . import reference
-from .buffers import batch_buffers, gradient_buffers
+from .buffers import batch_buffers, gradient_buffers, training_buffers
 from .kernels import codes, cpu
 from .validation import choice
 
@@ -17,17 +18,21 @@ DEVICES = ("auto", "cpu", "cuda", "numpy")
 
 
 def cuda_status():
-    """(available, reason): whether a CUDA GPU can be used, and why not."""
+    """(available, reason): whether device="cuda" can run, and if not, why.
+
+    A GPU needs numba-cuda (the ``cuda`` extra) and a working driver; Numba's
+    CUDA simulator counts only when NUMBA_ENABLE_CUDASIM=1 is set (tests).
+    """
+    from numba import config
+    if not config.ENABLE_CUDASIM and importlib.util.find_spec("numba_cuda") is None:
+        return False, "numba-cuda is not installed (pip install 'fastbp[cuda]')"
     try:
         from numba import cuda
-    except ImportError:  # pragma: no cover - numba is a hard dependency
-        return False, "numba is not installed"
-    try:
         if not cuda.is_available():
             return False, "no CUDA GPU was found (numba.cuda.is_available() is False)"
     except Exception as exc:  # driver or toolkit problems
         return False, f"CUDA is not usable: {exc}"
-    return False, "the CUDA path is not built yet in this version of fastbp"
+    return True, ""
 
 
 def resolve_device(device):
@@ -47,6 +52,9 @@ def backprop(net, Ws, bs, X, y, device):
     """Algorithm 6.1 on one batch with the chosen device: (J, [(dW, db), ...])."""
     if device == "numpy":
         return reference.backprop(list(zip(Ws, bs)), X, y, net.activation, net.loss)
+    if device == "cuda":
+        from . import cuda_backend  # imported only when CUDA is usable
+        return cuda_backend.backprop(net, Ws, bs, X, y)
     Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, X.shape[0], net.dtype)
     dWs, dbs = gradient_buffers(zip(Ws, bs))
     labels, targets = _split_targets(net, y)
@@ -56,9 +64,12 @@ def backprop(net, Ws, bs, X, y, device):
 
 
 def make_stepper(device, net, Ws, bs, X, y, batch_size):
-    """The object that runs SGD steps for ``device`` ("cpu" or "numpy")."""
+    """The object that runs SGD steps for ``device`` ("cpu", "cuda" or "numpy")."""
     if device == "numpy":
         return NumpyStepper(net, Ws, bs, X, y, batch_size)
+    if device == "cuda":
+        from . import cuda_backend  # imported only when CUDA is usable
+        return cuda_backend.CudaStepper(net, Ws, bs, X, y, batch_size)
     return CpuStepper(net, Ws, bs, X, y, batch_size)
 
 
@@ -69,8 +80,9 @@ class CpuStepper:
         self.Ws, self.bs, self.X = Ws, bs, X
         self.labels, self.targets = _split_targets(net, y)
         rows = min(batch_size, X.shape[0])
-        self.buffers = batch_buffers(net.sizes, rows, net.dtype)
-        self.grads = gradient_buffers(zip(Ws, bs))
+        Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, rows, net.dtype)
+        self.buffers = (Zs, Qs, dZs, dQs, row_loss) + training_buffers(net.sizes, rows,
+                                                                        net.dtype)
         self.Xb = np.zeros((rows, X.shape[1]), net.dtype)
         self.yb = np.zeros(rows, np.int64)
         self.Tb = np.zeros((rows, self.targets.shape[1]), net.dtype)
@@ -81,12 +93,17 @@ class CpuStepper:
     def run(self, order, first_step, n_steps, lr, costs, errors):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
         ``order``; write each step's cost and error; return steps completed."""
-        Zs, Qs, dZs, dQs, row_loss = self.buffers
-        dWs, dbs = self.grads
-        return cpu.train_steps(self.Ws, self.bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss,
-                               self.Xb, self.yb, self.Tb, self.X, self.labels,
+        Zs, Qs, dZs, dQs, row_loss, WT, idx, val, count = self.buffers
+        return cpu.train_steps(self.Ws, self.bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val,
+                               count, self.Xb, self.yb, self.Tb, self.X, self.labels,
                                self.targets, order, first_step, n_steps,
                                self.batch_size, lr, self.act, self.loss, costs, errors)
+
+    def sync(self):
+        """Nothing to do: the weights are the host arrays themselves."""
+
+    def push(self):
+        """Nothing to do: the weights are the host arrays themselves."""
 
 
 class NumpyStepper:
@@ -112,6 +129,12 @@ class NumpyStepper:
                 return s
             reference.sgd_step(self.layers, grads, lr)
         return n_steps
+
+    def sync(self):
+        """Nothing to do: the weights are the host arrays themselves."""
+
+    def push(self):
+        """Nothing to do: the weights are the host arrays themselves."""
 
 
 def _split_targets(net, y):

@@ -26,3 +26,17 @@ def gradient_buffers(layers):
     layers = list(layers)
     return (tuple(np.zeros_like(W) for W, _ in layers),
             tuple(np.zeros_like(b) for _, b in layers))
+
+
+def training_buffers(sizes, n_rows, dtype):
+    """Scratch of ``kernels.cpu.train_steps`` beyond ``batch_buffers``.
+
+    Returns (WT, idx, val, count): the first layer's transposed weights
+    (p, U_1), and flat scratch for one set of non-zero lists (int32
+    indices, values, counts) of any matrix the step lists: batch rows x a
+    layer width, either way round.
+    """
+    widest = max(sizes)
+    WT = np.zeros((sizes[0], sizes[1]), dtype)
+    return (WT, np.zeros(n_rows * widest, np.int32), np.zeros(n_rows * widest, dtype),
+            np.zeros(max(n_rows, widest), np.int64))

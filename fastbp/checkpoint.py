@@ -43,14 +43,37 @@ def load_checkpoint(path, net, settings):
     if saved_net.dtype != net.dtype:
         raise ValueError(f"cannot resume from {path}: the checkpoint's dtype is "
                          f"{saved_net.dtype.name}, this network's is {net.dtype.name}")
-    saved = meta.get("settings") or {}
+    saved = meta.get("settings")
+    saved = saved if isinstance(saved, dict) else {}
     for key, value in settings.items():
         if saved.get(key) != value:
+            what = _DESCRIBE.get(key, key)
             raise ValueError(f"cannot resume from {path}: it was trained with "
-                             f"{key}={saved.get(key)!r}, this run asks for {key}={value!r}")
+                             f"{what}={saved.get(key)!r}, this run asks for {what}={value!r}")
     try:
-        epoch, step = int(meta["epoch"]), int(meta["step"])
-        history = History.from_arrays(arrays, int(meta["steps_per_epoch"]))
+        epoch, step = _count(meta, "epoch"), _count(meta, "step")
+        steps_per_epoch = _count(meta, "steps_per_epoch")
+        history = History.from_arrays(arrays, steps_per_epoch)
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: checkpoint is incomplete ({exc})") from None
+    done = epoch * steps_per_epoch + step
+    if (step >= steps_per_epoch or history.iterations != done
+            or len(history.batch_error) != done or history.epochs != epoch
+            or len(history.val_cost) != len(history.val_iteration)
+            or len(history.val_error) != len(history.val_iteration)):
+        raise DataError(f"{path}: checkpoint is inconsistent: epoch {epoch}, step {step}, "
+                        f"{history.iterations} iterations and {history.epochs} epochs "
+                        "recorded")
     return saved_net, epoch, step, history
+
+
+# Settings whose raw name would puzzle a user in an error message.
+_DESCRIBE = {"data_crc32": "training/validation data of CRC-32"}
+
+
+def _count(meta, key):
+    """A non-negative int from the metadata (bools and floats refused)."""
+    value = meta[key]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{key} is {value!r}")
+    return value

@@ -58,6 +58,7 @@ def read_idx(path):
     anything of that size is allocated, so a header claiming billions of
     items fails at once. Raises DataError naming the file.
     """
+    path = _path("path", path)  # an int would be taken as a file descriptor
     try:
         opener = gzip.open if _is_gzip(path) else open
         with opener(path, "rb") as f:
@@ -108,6 +109,7 @@ def load_folder(folder):
     Checks formats, that image and label counts agree, image sizes agree, and
     labels lie in 0..9.
     """
+    folder = _path("folder", folder)
     missing = missing_files(folder)
     if missing:
         raise DataError(f"{folder}: missing MNIST file(s) {', '.join(missing)} (.gz or raw)")
@@ -127,6 +129,8 @@ def load_folder(folder):
                             f"holds {labels.shape[0]} labels")
         if images.shape[0] == 0:
             raise DataError(f"{img_path}: holds no images")
+        if images.size == 0:
+            raise DataError(f"{img_path}: images of shape {images.shape[1:]} have no pixels")
         if shape is not None and images.shape[1:] != shape:
             raise DataError(f"{img_path}: images are {images.shape[1:]}, the training "
                             f"images are {shape}")
@@ -145,7 +149,7 @@ def locate(data_dir=None):
     """The folder to read MNIST from: ``data_dir``, else ``$FASTBP_DATA_DIR``,
     else the cache. Returns (folder, how it was chosen)."""
     if data_dir is not None:
-        return os.fspath(data_dir), "data_dir"
+        return _path("data_dir", data_dir), "data_dir"
     env = os.environ.get("FASTBP_DATA_DIR")
     if env:
         return env, "FASTBP_DATA_DIR"
@@ -174,3 +178,10 @@ def mnist(data_dir=None, download=False, progress=None):
             "MNIST IDX files, or download=True)")
         raise DataError(f"{folder}: MNIST folder does not exist{hint}")
     return load_folder(folder)
+
+
+def _path(name, value):
+    """``value`` as a str path; refuses None, numbers (open(3) would read fd 3)..."""
+    if not isinstance(value, (str, os.PathLike)):
+        raise ValueError(f"{name} must be a path; got {value!r}")
+    return os.fspath(value)

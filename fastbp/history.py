@@ -53,6 +53,13 @@ class History:
 
     @classmethod
     def from_arrays(cls, arrays, steps_per_epoch):
-        """Inverse of ``to_arrays``; raises KeyError when a series is missing."""
-        values = {name: arrays[f"history_{name}"].tolist() for name in _SERIES}
+        """Inverse of ``to_arrays``; raises KeyError when a series is missing
+        and ValueError when one is not a 1-D array of the saved dtype."""
+        values = {}
+        for name in _SERIES:
+            a = arrays[f"history_{name}"]
+            kind = "i" if name == "val_iteration" else "f"
+            if a.ndim != 1 or a.dtype.kind != kind:
+                raise ValueError(f"history_{name} is {a.dtype} {a.shape}, not a 1-D series")
+            values[name] = a.tolist()
         return cls(steps_per_epoch=steps_per_epoch, **values)

@@ -6,15 +6,15 @@ import numbers
 import numpy as np
 
 from . import validation
-from .buffers import batch_buffers
 from .errors import DataError
+from .inference import forward_chunks
 from .kernels import codes, cpu
 from .storage import CHECKPOINT_FORMAT, NETWORK_FORMAT, atomic_save_npz, load_npz
 
 DTYPES = ("float32", "float64")
 FORMAT_VERSION = 1
-# Rows per forward call in predict/evaluate: bounds buffer memory on big inputs.
-CHUNK_ROWS = 8192
+# Rows per chunk in predict/evaluate: bounds buffer memory on big inputs.
+CHUNK_ROWS = 1024
 
 
 class Network:
@@ -94,13 +94,17 @@ class Network:
     def checked_layers(self):
         """(Ws, bs) tuples for the kernels, after checking that ``layers`` still
         has the right shapes, dtype, contiguity and finite values."""
-        if len(self.layers) != len(self.sizes) - 1:
-            raise ValueError(
-                f"net.layers has {len(self.layers)} layers; sizes {self.sizes} need "
-                f"{len(self.sizes) - 1}"
-            )
+        n_layers = len(self.sizes) - 1
+        if not isinstance(self.layers, (list, tuple)) or len(self.layers) != n_layers:
+            got = (f"{len(self.layers)} layers" if isinstance(self.layers, (list, tuple))
+                   else type(self.layers).__name__)
+            raise ValueError(f"net.layers must be a list of {n_layers} (W, b) pairs for "
+                             f"sizes {self.sizes}; got {got}")
         Ws, bs = [], []
         for index, pair in enumerate(self.layers):
+            if not isinstance(pair, (list, tuple)) or len(pair) != 2:
+                raise ValueError(f"net.layers[{index}] must be a (W, b) pair; got "
+                                 f"{type(pair).__name__} of length {_length(pair)}")
             W, b = pair
             shape_W = (self.sizes[index + 1], self.sizes[index])
             shape_b = (self.sizes[index + 1],)
@@ -129,12 +133,8 @@ class Network:
         X = validation.features("X", X, self.n_inputs, self.dtype)
         Ws, bs = self.checked_layers()
         out = np.empty((X.shape[0], self.n_outputs), self.dtype)
-        act = codes.ACTIVATIONS[self.activation]
-        Zs, Qs, _, _, _ = batch_buffers(self.sizes, min(CHUNK_ROWS, X.shape[0]), self.dtype)
-        for start in range(0, X.shape[0], CHUNK_ROWS):
-            chunk = X[start:start + CHUNK_ROWS]
-            cpu.forward_all(Zs, Qs, chunk, Ws, bs, act)
-            out[start:start + chunk.shape[0]] = Zs[-1][:chunk.shape[0]]
+        for start, Z in forward_chunks(self, Ws, bs, X, CHUNK_ROWS):
+            out[start:start + Z.shape[0]] = Z
         return out
 
     def predict_proba(self, X):
@@ -188,19 +188,17 @@ class Network:
 def evaluate_prepared(net, Ws, bs, X, y):
     """(cost, error) for checked, converted X and y, in CHUNK_ROWS pieces."""
     n = X.shape[0]
-    rows = min(CHUNK_ROWS, n)
-    Zs, Qs, dZs, _, row_loss = batch_buffers(net.sizes, rows, net.dtype)
-    act = codes.ACTIVATIONS[net.activation]
+    dZ = np.empty((min(CHUNK_ROWS, n), net.n_outputs), net.dtype)
+    row_loss = np.empty(dZ.shape[0], net.dtype)
     total_cost, wrong = 0.0, 0
-    for start in range(0, n, CHUNK_ROWS):
-        Xc, yc = X[start:start + CHUNK_ROWS], y[start:start + CHUNK_ROWS]
-        m = Xc.shape[0]
-        cpu.forward_all(Zs, Qs, Xc, Ws, bs, act)
+    for start, Z in forward_chunks(net, Ws, bs, X, CHUNK_ROWS):
+        m = Z.shape[0]
+        yc = y[start:start + m]
         if net.is_classifier:
-            J = cpu.softmax_cross_entropy(dZs[-1][:m], row_loss[:m], Zs[-1][:m], yc)
-            wrong += cpu.count_misclassified(Zs[-1][:m], yc)
+            J = cpu.softmax_cross_entropy(dZ[:m], row_loss[:m], Z, yc)
+            wrong += cpu.count_misclassified(Z, yc)
         else:
-            J = cpu.squared_error(dZs[-1][:m], row_loss[:m], Zs[-1][:m], yc)
+            J = cpu.squared_error(dZ[:m], row_loss[:m], Z, yc)
         total_cost += float(J) * m
     error = wrong / n if net.is_classifier else math.nan
     return total_cost / n, error
@@ -218,34 +216,44 @@ def load(path):
 
 
 def network_from(arrays, meta, path):
-    """Rebuild a Network from saved arrays and metadata, validating both."""
-    if meta.get("version") != FORMAT_VERSION:
-        raise DataError(f"{path}: unsupported format version {meta.get('version')!r} "
+    """Rebuild a Network from saved arrays and metadata, validating both.
+
+    The arrays are checked against the sizes in the metadata before the
+    Network is built, so a file claiming huge layers fails without allocating.
+    """
+    if not isinstance(meta, dict) or meta.get("version") != FORMAT_VERSION:
+        found = meta.get("version") if isinstance(meta, dict) else None
+        raise DataError(f"{path}: unsupported format version {found!r} "
                         f"(this fastbp reads version {FORMAT_VERSION})")
     try:
-        net = Network(meta["sizes"], meta["activation"], meta["loss"], meta["dtype"],
-                      meta.get("seed", 0))
+        sizes = _check_sizes(meta["sizes"])
+        dtype = np.dtype(validation.choice("dtype", meta["dtype"], DTYPES))
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: invalid network metadata ({exc})") from None
     layers = []
-    for index, (W0, b0) in enumerate(net.layers):
+    for index, (fan_in, fan_out) in enumerate(zip(sizes[:-1], sizes[1:])):
         pair = []
-        for name, like in ((f"W{index}", W0), (f"b{index}", b0)):
+        for name, shape in ((f"W{index}", (fan_out, fan_in)), (f"b{index}", (fan_out,))):
             a = arrays.get(name)
-            if a is None or a.shape != like.shape or a.dtype != like.dtype:
-                got = None if a is None else (a.shape, a.dtype.name)
-                raise DataError(f"{path}: array {name} should be {like.dtype.name} "
-                                f"{like.shape}; found {got}")
+            if a is None or a.shape != shape or a.dtype != dtype:
+                got = None if a is None else f"{a.dtype.name} {a.shape}"
+                raise DataError(f"{path}: array {name} should be {dtype.name} {shape}; "
+                                f"found {got}")
             if not np.isfinite(a).all():
                 raise DataError(f"{path}: array {name} contains non-finite values")
             pair.append(np.ascontiguousarray(a))
         layers.append(tuple(pair))
+    try:
+        net = Network(sizes, meta["activation"], meta["loss"], dtype.name, meta.get("seed", 0))
+    except (KeyError, TypeError, ValueError) as exc:
+        raise DataError(f"{path}: invalid network metadata ({exc})") from None
     net.layers = layers
     return net
 
 
 def _check_sizes(sizes):
-    if isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__"):
+    if (not isinstance(sizes, (list, tuple, range, np.ndarray))
+            or isinstance(sizes, np.ndarray) and sizes.ndim != 1):
         raise ValueError(f"sizes must be a list of layer widths like [784, 200, 10]; got {sizes!r}")
     sizes = list(sizes)
     if len(sizes) < 2:
@@ -257,7 +265,19 @@ def _check_sizes(sizes):
 
 
 def _dtype_name(dtype):
+    """numpy's name for ``dtype`` ("f4" -> "float32"); the value itself when it
+    names no dtype, so the error shows what the user passed. None is refused
+    (numpy would read it as float64)."""
+    if dtype is None:
+        return None
     try:
-        return np.dtype(dtype).name if not isinstance(dtype, str) else dtype
+        return np.dtype(dtype).name
+    except (TypeError, ValueError):
+        return dtype
+
+
+def _length(value):
+    try:
+        return len(value)
     except TypeError:
-        return repr(dtype)
+        return None

@@ -6,6 +6,7 @@ import os
 import signal
 import threading
 import time
+import zlib
 
 import numpy as np
 
@@ -50,15 +51,22 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     checkpoint : path or None. Saved (atomically) after every epoch, and on
         Ctrl-C before the KeyboardInterrupt is re-raised.
     resume : continue from ``checkpoint`` up to ``epochs``; gives the very same
-        weights as one uninterrupted run with the same arguments.
+        weights and History as one uninterrupted run with the same arguments
+        (same device and thread count). Refused with a ValueError naming the
+        setting when lr, batch_size, seed, eval_every, the data (CRC-32 of X,
+        y and validation) or the network's sizes, activation, loss or dtype
+        differ from the checkpoint's; a checkpoint already at ``epochs``
+        returns its History at once.
     progress : callable(epoch, step, steps_per_epoch, history) or None, called
         after every chunk of at most MAX_CHUNK iterations (epoch 0-based, step
         = iterations done in that epoch).
 
     Raises
     ------
-    ValueError for bad arguments; DivergenceError when a mini-batch cost turns
-    non-finite (the network keeps its last finite weights).
+    ValueError for bad arguments; DataError for a damaged checkpoint;
+    DivergenceError when a mini-batch cost (checked inside the compiled loop)
+    or the weights turn non-finite: the network keeps the weights of the last
+    finite iteration and History records up to the bad one.
     """
     if not isinstance(net, Network):
         raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
@@ -72,7 +80,9 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     X = check.features("X", X, net.n_inputs, net.dtype)
     y = net.check_targets("y", y, X.shape[0])
     val = _check_validation(net, validation)
-    if resume and checkpoint is None:
+    if checkpoint is not None:
+        checkpoint = check.file_path("checkpoint", checkpoint)
+    if check.flag("resume", resume) and checkpoint is None:
         raise ValueError("resume=True needs checkpoint=PATH")
     if progress is not None and not callable(progress):
         raise ValueError(f"progress must be callable or None; got {progress!r}")
@@ -81,13 +91,18 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     batch_size = min(batch_size, n)
     settings = {"lr": lr, "batch_size": batch_size, "seed": seed, "n_samples": n,
                 "eval_every": eval_every}
+    if checkpoint is not None:  # resuming on other data would silently differ
+        settings["data_crc32"] = _fingerprint(X, y, *(val or ()))
     history = History(steps_per_epoch=math.ceil(n / batch_size))
     epoch, step = 0, 0
     if resume:
         if not os.path.exists(checkpoint):
-            raise ValueError(f"resume=True but the checkpoint {os.fspath(checkpoint)!r} "
+            raise ValueError(f"resume=True but the checkpoint {os.fsdecode(checkpoint)!r} "
                              "does not exist")
         saved, epoch, step, history = load_checkpoint(checkpoint, net, settings)
+        if (epoch, step) > (epochs, 0):
+            raise ValueError(f"cannot resume from {os.fsdecode(checkpoint)}: it is already "
+                             f"at epoch {epoch} + {step} steps, past epochs={epochs}")
         net.layers = saved.layers
     Ws, bs = net.checked_layers()
     stepper = backends.make_stepper(device, net, Ws, bs, X, y, batch_size)
@@ -102,14 +117,17 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
                 if progress is not None:
                     progress(epoch, step, history.steps_per_epoch, history)
                 if interrupted() and step < history.steps_per_epoch:
+                    stepper.sync()
                     save_checkpoint(checkpoint, net, settings, epoch, step, history)
                     raise KeyboardInterrupt
             history.epoch_seconds.append(time.perf_counter() - started)
             epoch, step = epoch + 1, 0
             if checkpoint is not None:
+                stepper.sync()
                 save_checkpoint(checkpoint, net, settings, epoch, step, history)
             if interrupted():
                 raise KeyboardInterrupt
+    stepper.sync()
     return history
 
 
@@ -129,34 +147,83 @@ class _Run:
         if self.eval_every:
             size = min(size, self.eval_every - done_before % self.eval_every)
         costs, errors = np.empty(size), np.empty(size)
-        snapshot = [(W.copy(), b.copy()) for W, b in zip(self.Ws, self.bs)]
-        done = self.stepper.run(order, step, size, self.lr, costs, errors)
-        if done < size:
-            self._diverged(snapshot, done_before + done + 1, costs[:done + 1],
-                           errors[:done + 1])
-        h.batch_cost.extend(costs.tolist())
-        h.batch_error.extend(errors.tolist())
+        snapshot = self._weights()
+        with _quiet():
+            done = self.stepper.run(order, step, size, self.lr, costs, errors)
+        self.stepper.sync()  # a device's weights to Ws, bs, to check them here
+        # The compiled loop stops at a non-finite cost; the weights are checked
+        # once per chunk too (a ReLU can hide an inf weight behind a finite cost).
+        if done < size or not _all_finite(self.Ws, self.bs):
+            self._replay(snapshot, order, epoch, step, size)
+        else:
+            h.batch_cost.extend(costs.tolist())
+            h.batch_error.extend(errors.tolist())
         iteration = done_before + size
         if self.val is not None and self.eval_every and iteration % self.eval_every == 0:
+            self.stepper.sync()
             cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val)
             h.val_iteration.append(iteration)
             h.val_cost.append(cost)
             h.val_error.append(error)
         return step + size
 
-    def _diverged(self, snapshot, iteration, costs, errors):
-        """Keep the last finite weights, record the bad step, and raise."""
-        if not all(np.isfinite(W).all() and np.isfinite(b).all()
-                   for W, b in zip(self.Ws, self.bs)):
-            for (W, b), (W0, b0) in zip(zip(self.Ws, self.bs), snapshot):
-                W[...] = W0
-                b[...] = b0
-        self.history.batch_cost.extend(costs.tolist())
-        self.history.batch_error.extend(errors.tolist())
+    def _weights(self):
+        return [(W.copy(), b.copy()) for W, b in zip(self.Ws, self.bs)]
+
+    def _restore(self, weights):
+        for W, b, (W0, b0) in zip(self.Ws, self.bs, weights):
+            W[...] = W0
+            b[...] = b0
+        self.stepper.push()  # and to the device's copy, where there is one
+
+    def _replay(self, snapshot, order, epoch, step, size):
+        """Replay a diverged chunk from ``snapshot`` one step at a time, to stop
+        at the last finite weights; record the steps up to the bad one and
+        raise DivergenceError. (Returns, having recorded every step, only if a
+        non-deterministic device does not diverge again.)"""
+        self._restore(snapshot)
+        h = self.history
+        cost, error = np.empty(1), np.empty(1)
+        for s in range(step, step + size):
+            before = self._weights()
+            with _quiet():
+                done = self.stepper.run(order, s, 1, self.lr, cost, error)
+            self.stepper.sync()
+            h.batch_cost.append(float(cost[0]))
+            h.batch_error.append(float(error[0]))
+            if done == 0:
+                what = f"the mini-batch cost is {cost[0]}"
+                break
+            if not _all_finite(self.Ws, self.bs):
+                self._restore(before)
+                what = "its update made the weights non-finite"
+                break
+        else:
+            return
+        iteration = epoch * h.steps_per_epoch + s + 1
+        kept = f"those after iteration {iteration - 1}" if iteration > 1 else "the initial ones"
         raise DivergenceError(
-            f"training diverged: the mini-batch cost at iteration {iteration} is "
-            f"{costs[-1]}; the network keeps its last finite weights. "
-            f"Try a smaller learning rate than lr={self.lr}.", iteration=iteration)
+            f"training diverged at iteration {iteration}: {what}. The network keeps its "
+            f"last finite weights ({kept}). Try a smaller learning rate than lr={self.lr}.",
+            iteration=iteration)
+
+
+def _quiet():
+    """Overflow on the way to a non-finite cost is reported as DivergenceError,
+    so the NumPy device need not also print RuntimeWarnings for it."""
+    return np.errstate(over="ignore", invalid="ignore")
+
+
+def _all_finite(Ws, bs):
+    return all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in zip(Ws, bs))
+
+
+def _fingerprint(*arrays):
+    """CRC-32 (hex) of the converted, C-contiguous training (and validation) data."""
+    crc = 0
+    for a in arrays:
+        crc = zlib.crc32(a, crc)
+    return f"{crc:08x}"
 
 
 def _check_validation(net, val):

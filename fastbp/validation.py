@@ -7,6 +7,7 @@ crash or a silent wrong answer inside a kernel.
 
 import math
 import numbers
+import os
 
 import numpy as np
 
@@ -25,6 +26,25 @@ def positive_int(name, value, minimum=1):
     if value < minimum:
         raise ValueError(f"{name} must be an integer >= {minimum}; got {value!r}")
     return int(value)
+
+
+def flag(name, value):
+    """A bool (numpy bools too); refuses truthy strings such as "no"."""
+    if not isinstance(value, (bool, np.bool_)):
+        raise ValueError(f"{name} must be True or False; got {value!r}")
+    return bool(value)
+
+
+def file_path(name, value):
+    """A str / bytes / os.PathLike path whose folder exists, as a str or bytes."""
+    if not isinstance(value, (str, bytes, os.PathLike)):
+        raise ValueError(f"{name} must be a file path; got {value!r}")
+    path = os.fspath(value)
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise ValueError(f"{name}: folder {os.fsdecode(folder)!r} of {os.fsdecode(path)!r} "
+                         "does not exist")
+    return path
 
 
 def positive_float(name, value):
@@ -59,16 +79,17 @@ def features(name, X, n_features, dtype):
         raise ValueError(
             f"{name} has {A.shape[1]} features per sample but the network expects {n_features}"
         )
-    A = np.ascontiguousarray(A, dtype=dtype)
-    if not np.isfinite(A).all():
-        row = int(np.argwhere(~np.isfinite(A))[0, 0])
-        raise ValueError(f"{name} contains a non-finite value (NaN or inf) in row {row}")
-    return A
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, by position
+        converted = np.ascontiguousarray(A, dtype=dtype)
+    return _finite(name, A, converted)
 
 
 def labels(name, y, n_samples, n_classes):
     """Class labels as a C-contiguous int64 (n,) array with values in [0, n_classes)."""
-    a = np.asarray(y)
+    try:
+        a = np.asarray(y)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise ValueError(f"{name} could not be read as an array: {exc}") from None
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D class labels; got shape {a.shape}")
     if a.shape[0] != n_samples:
@@ -76,21 +97,29 @@ def labels(name, y, n_samples, n_classes):
     if np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all() or not (a == np.round(a)).all():
             bad = int(np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))[0])
-            raise ValueError(f"{name} must hold integer class labels; {name}[{bad}] = {a[bad]!r}")
+            raise ValueError(
+                f"{name} must hold integer class labels; {name}[{bad}] = {a[bad].item()!r}"
+            )
+    elif a.dtype == bool:  # True/False are not class indices; be explicit
+        raise ValueError(f"{name} must hold integer class labels, not booleans "
+                         f"(use {name}.astype(int)); got dtype bool")
     elif not np.issubdtype(a.dtype, np.integer):
         raise ValueError(f"{name} must hold integer class labels; got dtype {a.dtype}")
     out_of_range = (a < 0) | (a >= n_classes)
     if out_of_range.any():
         bad = int(np.flatnonzero(out_of_range)[0])
         raise ValueError(
-            f"{name}[{bad}] = {a[bad]!r} is not a class label in 0..{n_classes - 1}"
+            f"{name}[{bad}] = {a[bad].item()!r} is not a class label in 0..{n_classes - 1}"
         )
     return np.ascontiguousarray(a, dtype=np.int64)
 
 
 def targets(name, y, n_samples, n_outputs, dtype):
     """Regression targets as a C-contiguous (n, n_outputs) array of ``dtype``."""
-    a = np.asarray(y)
+    try:
+        a = np.asarray(y)
+    except Exception as exc:  # e.g. ragged nested lists
+        raise ValueError(f"{name} could not be read as an array: {exc}") from None
     if not (np.issubdtype(a.dtype, np.number) or a.dtype == bool) or np.iscomplexobj(a):
         raise ValueError(f"{name} must hold real numbers; got dtype {a.dtype}")
     if a.ndim == 1 and n_outputs == 1:
@@ -101,8 +130,21 @@ def targets(name, y, n_samples, n_outputs, dtype):
         )
     if a.shape[0] != n_samples:
         raise ValueError(f"{name} has {a.shape[0]} rows but X has {n_samples} samples")
-    a = np.ascontiguousarray(a, dtype=dtype)
-    if not np.isfinite(a).all():
-        row = int(np.argwhere(~np.isfinite(a))[0, 0])
-        raise ValueError(f"{name} contains a non-finite value (NaN or inf) in row {row}")
-    return a
+    with np.errstate(over="ignore", invalid="ignore"):  # reported below, by position
+        converted = np.ascontiguousarray(a, dtype=dtype)
+    return _finite(name, a, converted)
+
+
+def _finite(name, original, converted):
+    """``converted`` if all its values are finite, else raise naming the first
+    bad entry, and whether it was non-finite already or overflowed the dtype."""
+    bad = ~np.isfinite(converted)
+    if not bad.any():
+        return converted
+    index = tuple(int(i) for i in np.argwhere(bad)[0])
+    value = original[index].item()
+    where = f"{name}[{', '.join(map(str, index))}]"
+    if isinstance(value, float) and not math.isfinite(value):
+        raise ValueError(f"{name} contains a non-finite value: {where} = {value}")
+    raise ValueError(f"{where} = {value!r} does not fit in {converted.dtype.name} "
+                     "(it overflows to inf)")

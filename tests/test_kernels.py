@@ -140,3 +140,97 @@ def test_kernels_are_deterministic():
     for other in outs[1:]:
         for a, b in zip(outs[0], other):
             assert np.array_equal(a, b)
+
+
+def sparse_input(seed, n, P, dtype, density=0.2):
+    """Rows with about ``density`` non-zeros, like MNIST pixels or ReLU outputs."""
+    rng = np.random.default_rng(seed)
+    return (rng.normal(size=(n, P)) * (rng.random((n, P)) < density)).astype(dtype)
+
+
+@pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (100, 129), (33, 7)])
+def test_nonzero_rows_and_cols_list_every_non_zero(n, P):
+    A = sparse_input(n + P, n, P, "float64")
+    A[0, 0] = np.nan  # NaN must be listed, so divergence stays visible
+    idx, val = np.full((max(n, P), max(n, P)), -1, np.int32), np.zeros((max(n, P),) * 2)
+    count = np.zeros(max(n, P), np.int64)
+    cpu.nonzero_rows(idx, val, count, A)
+    for i in range(n):
+        expected = np.flatnonzero(A[i] != 0)
+        assert idx[i, :count[i]].tolist() == expected.tolist(), f"row {i}"
+        assert np.array_equal(val[i, :count[i]], A[i, expected], equal_nan=True)
+    cpu.nonzero_cols(idx, val, count, A)
+    for k in range(P):
+        expected = np.flatnonzero(A[:, k] != 0)
+        assert idx[k, :count[k]].tolist() == expected.tolist(), f"column {k}"
+        assert np.array_equal(val[k, :count[k]], A[expected, k], equal_nan=True)
+
+
+def lists(A, by):
+    side = max(A.shape)
+    idx, val = np.zeros((side, side), np.int32), np.zeros((side, side), A.dtype)
+    count = np.zeros(side, np.int64)
+    (cpu.nonzero_rows if by == "rows" else cpu.nonzero_cols)(idx, val, count, A)
+    return idx, val, count
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 7), (7, 1), (33, 129), (129, 33)])
+def test_sparse_forward(P, U, n, act, dtype):
+    Q_prev = sparse_input(n * P + U, n, P, dtype)
+    _, W, b = data(n + P + U, (1,), (U, P), (U,), dtype=dtype)
+    Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
+    cpu.sparse_forward(Z, Q, *lists(Q_prev, "rows"), np.ascontiguousarray(W.T), b,
+                       codes.ACTIVATIONS[act])
+    Z_ref = Q_prev.astype(np.float64) @ W.T.astype(np.float64) + b
+    assert rel_err(Z, Z_ref) <= RTOL[dtype]
+    assert rel_err(Q, reference.activation(Z_ref, act)) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 1), (7, 33), (129, 7), (33, 129)])
+def test_sparse_backward_input(P, U, n, dtype):
+    dZ = sparse_input(2 * n + P + U, n, U, dtype, density=0.5)
+    (W,) = data(P * U, (U, P), dtype=dtype)
+    dQ_prev = np.full((n, P), np.nan, dtype)
+    cpu.sparse_backward_input(dQ_prev, *lists(dZ, "rows"), W)
+    assert rel_err(dQ_prev, dZ.astype(np.float64) @ W.astype(np.float64)) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 1), (7, 33), (129, 7), (33, 129)])
+def test_sparse_sgd_update_both_layouts_equal_6_23(P, U, n, dtype):
+    """W^T with the input's column lists, or W with dZ's: both are W -= lr dW."""
+    Q_prev = sparse_input(n + 3 * P, n, P, dtype)
+    dZ = sparse_input(n + 5 * U, n, U, dtype, density=0.5)
+    W, b = data(P + U, (U, P), (U,), dtype=dtype)
+    lr = 0.3
+    W_ref = W.astype(np.float64) - lr * (dZ.T.astype(np.float64) @ Q_prev / n)
+    b_ref = b.astype(np.float64) - lr * dZ.astype(np.float64).sum(axis=0) / n
+    WT = W.T.copy()  # a copy: for 1 x 1, ascontiguousarray(W.T) would be W itself
+    cpu.sparse_sgd_update(WT, *lists(Q_prev, "cols"), dZ, lr, n)
+    assert rel_err(WT.T, W_ref) <= RTOL[dtype]
+    W2, b2 = W.copy(), b.copy()
+    cpu.sparse_sgd_update(W2, *lists(dZ, "cols"), Q_prev, lr, n)
+    assert rel_err(W2, W_ref) <= RTOL[dtype]
+    cpu.bias_sgd_update(b2, dZ, lr)
+    assert rel_err(b2, b_ref) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (129, 100)])
+def test_transpose(n, P):
+    (A,) = data(n * P, (n, P))
+    out = np.empty((P, n))
+    cpu.transpose(out, A)
+    assert np.array_equal(out, A.T)
+
+
+@pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (100, 129)])
+def test_count_nonzero(n, P):
+    A = sparse_input(n * P, n, P, "float32")
+    A[0, 0] = np.nan
+    assert cpu.count_nonzero(A) == np.count_nonzero(A)

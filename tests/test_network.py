@@ -68,10 +68,12 @@ def test_predict_proba_is_softmax_of_forward():
     assert np.array_equal(net.predict(X), P.argmax(axis=1))
 
 
-def test_forward_spans_several_chunks(monkeypatch):
+@pytest.mark.parametrize("density", [1.0, 0.1], ids=["dense", "sparse"])
+def test_forward_spans_several_chunks(monkeypatch, density):
     monkeypatch.setattr(fastbp.network, "CHUNK_ROWS", 7)
-    net = fastbp.Network([4, 3, 2], dtype="float64")
-    X = np.random.default_rng(1).normal(size=(33, 4))
+    net = fastbp.Network([4, 33, 2], dtype="float64")  # 33 units: wide enough to go sparse
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(33, 4)) * (rng.random((33, 4)) < density)
     Z_ref = reference.forward(net.layers, X, "relu")[0][-1]
     assert np.allclose(net.forward(X), Z_ref, rtol=1e-12)
     cost, error = net.evaluate(X, np.arange(33) % 2)

@@ -107,3 +107,37 @@ def test_cuda_without_a_gpu_says_what_is_missing():
     X, y = blobs(n=20)
     with pytest.raises(RuntimeError, match="cuda"):
         fastbp.train(net, X, y, epochs=1, device="cuda")
+
+
+@pytest.mark.parametrize("density", [0.1, 0.9], ids=["sparse-first-layer", "dense-first-layer"])
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+def test_both_first_layer_paths_match_the_reference(density, dtype):
+    """The compiled loop switches the first layer between W^T with the
+    input's non-zeros and W with dense products by batch density: both
+    must follow the reference's trajectory."""
+    rng = np.random.default_rng(5)
+    X = rng.random((130, 33)) * (rng.random((130, 33)) < density)
+    y = rng.integers(0, 7, 130)
+    nets = [fastbp.Network([33, 129, 7], dtype=dtype, seed=1) for _ in "ab"]
+    for net, device in zip(nets, ["cpu", "numpy"]):
+        fastbp.train(net, X, y, lr=0.2, batch_size=13, epochs=2, device=device)
+    tol = 1e-10 if dtype == "float64" else 1e-4
+    for (W, b), (W_ref, b_ref) in zip(nets[0].layers, nets[1].layers):
+        assert rel_err(W, W_ref) <= tol and rel_err(b, b_ref) <= tol
+
+
+def test_first_layer_switches_path_when_density_changes():
+    """Sparse and dense batches in one epoch: the weights move between W and
+    W^T in the middle of the compiled loop and still match the reference."""
+    rng = np.random.default_rng(6)
+    X = rng.random((60, 20))
+    X[:30] *= rng.random((30, 20)) < 0.1  # the first half is sparse
+    y = rng.integers(0, 3, 60)
+    order = np.arange(60)
+    nets = [fastbp.Network([20, 40, 3], dtype="float64", seed=3) for _ in "ab"]  # >= 32 units
+    for net, device in zip(nets, ["cpu", "numpy"]):
+        stepper = fastbp.backends.make_stepper(device, net, *net.checked_layers(),
+                                               np.ascontiguousarray(X), y, 10)
+        stepper.run(order, 0, 6, 0.3, np.empty(6), np.empty(6))
+    for (W, _), (W_ref, _) in zip(nets[0].layers, nets[1].layers):
+        assert rel_err(W, W_ref) <= 1e-10

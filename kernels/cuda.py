@@ -1,0 +1,567 @@
+"""Hand-written CUDA kernels: the ``@cuda.jit`` twins of ``kernels/cpu.py``.
+
+Every public kernel of ``kernels.cpu`` has a twin here with the same name, the
+same argument names in the same order, and the same meaning (outputs first,
+then inputs, then scalars; shapes as in ``kernels/cpu.py``). A test
+(``tests/test_cuda_kernels.py``) keeps the two modules in step.
+
+The one rule where the twins differ: a kernel cannot return a value, so where
+a CPU kernel returns a scalar, its twin takes one more, LAST, argument, a
+1-element device array that it writes the scalar into:
+
+* ``out_cost`` (float64) for J: ``softmax_cross_entropy``, ``squared_error``,
+  ``backprop_all``;
+* ``out_wrong`` (int64) for ``count_misclassified``;
+* ``out_done`` (int64) for ``train_steps``, the number of steps completed.
+
+And one exception to "same arguments": ``train_steps`` takes the work buffers
+its device needs (here the gradient arrays ``dWs``, ``dbs``; on the CPU the
+transposed first layer ``WT`` and the non-zero lists ``idx``, ``val``,
+``count``); all its other arguments agree.
+
+Launching. Each thread takes the work items ``cuda.grid(1)``, then every
+``cuda.gridsize(1)``-th one after it (a grid-stride loop), so any grid size
+gives the same result (``train_steps``' forward pass spreads each dot
+product over a group of a block's threads instead). ``THREADS`` is the block
+size the host uses (tests patch it small so that tiny inputs span several
+blocks). Kernels that produce a scalar and the three orchestrators
+(``forward_all``, ``backprop_all``, ``train_steps``) separate their phases
+with grid-wide barriers (``cuda.cg.this_grid().sync()``), so numba-cuda
+launches them cooperatively and their grid must not exceed the kernel's
+``max_cooperative_grid_blocks`` (``fastbp.cuda_backend`` sizes it; Numba's
+simulator runs such grids with one block). ``train_steps`` runs a whole chunk
+of SGD iterations in one launch: launches cost 17-38 us, more than a step.
+
+Determinism: every output element is written by one thread, and every sum
+runs in a fixed order (serial, or a fixed tree over a block's threads), so
+results do not depend on the grid size (the block size may change rounding).
+The dense products skip no zeros (unlike the CPU kernels): on a GPU the
+branch costs more than the multiply.
+
+Arrays may be NumPy arrays (copied by Numba around each launch) or device
+arrays. Nothing here needs a GPU to import: ``@cuda.jit`` compiles lazily.
+"""
+
+import math
+
+from numba import cuda, float64, int64
+
+from .codes import CROSS_ENTROPY, IDENTITY, RELU, SIGMOID, TANH
+
+__all__ = ["dense_forward", "activation_backward", "dense_backward_weights",
+           "dense_backward_input", "softmax_cross_entropy", "squared_error",
+           "count_misclassified", "sgd_update", "gather_rows", "forward_all",
+           "backprop_all", "train_steps"]
+
+# The kernels with grid-wide barriers: they need a cooperative launch.
+COOPERATIVE = frozenset({"softmax_cross_entropy", "squared_error", "count_misclassified",
+                         "forward_all", "backprop_all", "train_steps"})
+
+# Threads per block of every launch. A setting, read at launch time by the
+# host code (``fastbp.cuda_backend``); tests set it small. At most MAX_THREADS.
+THREADS = 128
+# Size of the per-block shared arrays of train_steps' reductions.
+MAX_THREADS = 1024
+
+
+# --- device functions: one phase's share of work for thread t0 -------------
+
+@cuda.jit(device=True)
+def _activate(z, act, zero, one):
+    """h(z) for one scalar (6.3); zero and one carry the dtype."""
+    if act == RELU:
+        return z if z > zero or z != z else zero  # z != z: NaN stays visible
+    if act == SIGMOID:
+        return one / (one + math.exp(-z))
+    if act == TANH:
+        return math.tanh(z)
+    return z
+
+
+@cuda.jit(device=True)
+def _derivative(z, q, act, zero, one):
+    """h'(z), reusing q = h(z) from the forward pass."""
+    if act == RELU:
+        return one if z > zero else zero
+    if act == SIGMOID:
+        return q * (one - q)
+    if act == TANH:
+        return one - q * q
+    return one
+
+
+@cuda.jit(device=True)
+def _forward_items(Z, Q, Q_prev, W, b, act, t0, stride):
+    """Items (i, j) of ``Z = Q_prev W^T + b``, ``Q = h(Z)``."""
+    n = Q_prev.shape[0]
+    P = Q_prev.shape[1]
+    U = W.shape[0]
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    for t in range(t0, n * U, stride):
+        i = t // U
+        j = t - i * U
+        acc = b[j]
+        for k in range(P):
+            acc += Q_prev[i, k] * W[j, k]
+        Z[i, j] = acc
+        Q[i, j] = _activate(acc, act, zero, one)
+
+
+@cuda.jit(device=True)
+def _forward_tiles(Z, Q, Q_prev, W, b, act, part):
+    """``_forward_items`` with each dot product split over a group of threads
+    of one block (32 of a block of 128 or more; a quarter of a smaller one):
+    coalesced loads and chains 32 times shorter, for the long products of
+    the first layer (784 terms on MNIST). The group's partial sums meet by a
+    fixed tree in the shared array ``part`` (float64, >= blockDim.x). Every
+    thread of the block must call it."""
+    n = Q_prev.shape[0]
+    P = Q_prev.shape[1]
+    U = W.shape[0]
+    width = cuda.blockDim.x
+    tid = cuda.threadIdx.x
+    group = max(1, min(32, width // 4))
+    per_block = width // group  # outputs per block at a time; spare threads idle
+    g = tid // group
+    lane = tid - g * group
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    n_tiles = (n * U + per_block - 1) // per_block
+    for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):  # uniform per block
+        o = tile * per_block + g
+        active = g < per_block and o < n * U
+        i = o // U
+        j = o - i * U
+        acc = zero
+        if active:
+            for k in range(lane, P, group):
+                acc += Q_prev[i, k] * W[j, k]
+        if group > 1:  # the same for the whole block: the barriers are uniform
+            part[tid] = acc
+            cuda.syncthreads()
+            half = 1
+            while half < group:
+                if active and lane % (2 * half) == 0 and lane + half < group:
+                    part[tid] += part[tid + half]
+                cuda.syncthreads()
+                half *= 2
+            acc = Z.dtype.type(part[tid])
+            cuda.syncthreads()  # part is reused by the next tile
+        if active and lane == 0:
+            z = acc + b[j]
+            Z[i, j] = z
+            Q[i, j] = _activate(z, act, zero, one)
+
+
+@cuda.jit(device=True)
+def _activation_items(dZ, dQ, Z, Q, act, t0, stride):
+    """Items (i, j) of ``dZ = dQ * h'(Z)``."""
+    n = dZ.shape[0]
+    U = dZ.shape[1]
+    zero, one = dZ.dtype.type(0), dZ.dtype.type(1)
+    for t in range(t0, n * U, stride):
+        i = t // U
+        j = t - i * U
+        dZ[i, j] = dQ[i, j] * _derivative(Z[i, j], Q[i, j], act, zero, one)
+
+
+@cuda.jit(device=True)
+def _weights_items(dW, db, dZ, Q_prev, t0, stride):
+    """Items (j, k) of ``dW = dZ^T Q_prev / n_b``; item (j, P) is ``db[j]``."""
+    n = dZ.shape[0]
+    U = dZ.shape[1]
+    P = Q_prev.shape[1]
+    inv_n = dW.dtype.type(1) / dW.dtype.type(n)
+    for t in range(t0, U * (P + 1), stride):
+        j = t // (P + 1)
+        k = t - j * (P + 1)
+        acc = dW.dtype.type(0)
+        if k < P:
+            for i in range(n):
+                acc += dZ[i, j] * Q_prev[i, k]
+            dW[j, k] = acc * inv_n
+        else:
+            for i in range(n):
+                acc += dZ[i, j]
+            db[j] = acc * inv_n
+
+
+@cuda.jit(device=True)
+def _input_dot(dZ, W, i, k):
+    """``(dZ W)[i, k]``: one entry of dQ_prev (6.27b)."""
+    acc = W.dtype.type(0)
+    for j in range(W.shape[0]):
+        acc += dZ[i, j] * W[j, k]
+    return acc
+
+
+@cuda.jit(device=True)
+def _input_items(dQ_prev, dZ, W, t0, stride):
+    """Items (i, k) of ``dQ_prev = dZ W``."""
+    n = dZ.shape[0]
+    P = W.shape[1]
+    for t in range(t0, n * P, stride):
+        i = t // P
+        k = t - i * P
+        dQ_prev[i, k] = _input_dot(dZ, W, i, k)
+
+
+@cuda.jit(device=True)
+def _input_activation_items(dZ_prev, dQ_prev, Z_prev, Q_prev, dZ, W, act, t0, stride):
+    """Items (i, k) of ``dQ_prev = dZ W`` and, fused, ``dZ_prev = dQ_prev * h'``."""
+    n = dZ.shape[0]
+    P = W.shape[1]
+    zero, one = W.dtype.type(0), W.dtype.type(1)
+    for t in range(t0, n * P, stride):
+        i = t // P
+        k = t - i * P
+        g = _input_dot(dZ, W, i, k)
+        dQ_prev[i, k] = g
+        dZ_prev[i, k] = g * _derivative(Z_prev[i, k], Q_prev[i, k], act, zero, one)
+
+
+@cuda.jit(device=True)
+def _softmax_rows(dZ, row_loss, Z, labels, t0, stride):
+    """Rows i of ``softmax(Z) - onehot`` and their losses (max-shifted)."""
+    n = Z.shape[0]
+    M = Z.shape[1]
+    one = Z.dtype.type(1)
+    for i in range(t0, n, stride):
+        m = Z[i, 0]
+        for j in range(1, M):
+            if Z[i, j] > m:
+                m = Z[i, j]
+        s = Z.dtype.type(0)
+        for j in range(M):
+            e = math.exp(Z[i, j] - m)
+            dZ[i, j] = e
+            s += e
+        inv_s = one / s
+        for j in range(M):
+            dZ[i, j] *= inv_s
+        y = labels[i]
+        dZ[i, y] -= one
+        row_loss[i] = math.log(s) + m - Z[i, y]
+
+
+@cuda.jit(device=True)
+def _squared_rows(dZ, row_loss, Z, targets, t0, stride):
+    """Rows i of ``-2 (targets - Z)`` and ``||targets_i - Z_i||^2``."""
+    n = Z.shape[0]
+    M = Z.shape[1]
+    two = Z.dtype.type(2)
+    for i in range(t0, n, stride):
+        s = Z.dtype.type(0)
+        for j in range(M):
+            r = targets[i, j] - Z[i, j]
+            dZ[i, j] = -two * r
+            s += r * r
+        row_loss[i] = s
+
+
+@cuda.jit(device=True)
+def _loss_rows(dZ, row_loss, Z, labels, targets, loss, t0, stride):
+    """The rows of whichever loss ``loss`` names."""
+    if loss == CROSS_ENTROPY:
+        _softmax_rows(dZ, row_loss, Z, labels, t0, stride)
+    else:
+        _squared_rows(dZ, row_loss, Z, targets, t0, stride)
+
+
+@cuda.jit(device=True)
+def _mean(values):
+    """Mean in a fixed serial order (run by one thread)."""
+    s = values.dtype.type(0)
+    for i in range(values.shape[0]):
+        s += values[i]
+    return s / values.shape[0]
+
+
+@cuda.jit(device=True)
+def _is_wrong(Z, labels, i):
+    """1 when row i's argmax (first maximum) differs from its label, else 0."""
+    best = 0
+    for j in range(1, Z.shape[1]):
+        if Z[i, j] > Z[i, best]:
+            best = j
+    return 1 if best != labels[i] else 0
+
+
+@cuda.jit(device=True)
+def _update_items(W, b, dW, db, lr, t0, stride):
+    """Items (j, k) of ``W -= lr dW``; item (j, P) is ``b[j] -= lr db[j]``."""
+    U = W.shape[0]
+    P = W.shape[1]
+    step = W.dtype.type(lr)
+    for t in range(t0, U * (P + 1), stride):
+        j = t // (P + 1)
+        k = t - j * (P + 1)
+        if k < P:
+            W[j, k] -= step * dW[j, k]
+        else:
+            b[j] -= step * db[j]
+
+
+@cuda.jit(device=True)
+def _gather_items(out, src, rows, t0, stride):
+    """Items (r, k) of ``out[r] = src[rows[r]]``."""
+    n = out.shape[0]
+    P = out.shape[1]
+    for t in range(t0, n * P, stride):
+        r = t // P
+        k = t - r * P
+        out[r, k] = src[rows[r], k]
+
+
+@cuda.jit(device=True)
+def _loss_block(dZ, row_loss, Z, labels, targets, loss, part_cost, part_wrong,
+                batch_cost, batch_error, s):
+    """Run by one whole block: the loss rows, then their mean cost and error
+    rate into batch_cost[s], batch_error[s], summed by a fixed tree in the
+    shared arrays part_cost, part_wrong (so no thread sums all rows alone)."""
+    tid = cuda.threadIdx.x
+    width = cuda.blockDim.x
+    n = Z.shape[0]
+    _loss_rows(dZ, row_loss, Z, labels, targets, loss, tid, width)
+    cost = float64(0)
+    wrong = 0
+    for i in range(tid, n, width):  # the rows this thread just wrote
+        cost += row_loss[i]
+        if loss == CROSS_ENTROPY:
+            wrong += _is_wrong(Z, labels, i)
+    part_cost[tid] = cost
+    part_wrong[tid] = wrong
+    cuda.syncthreads()
+    half = 1
+    while half < width:
+        if tid % (2 * half) == 0 and tid + half < width:
+            part_cost[tid] += part_cost[tid + half]
+            part_wrong[tid] += part_wrong[tid + half]
+        cuda.syncthreads()
+        half *= 2
+    if tid == 0:
+        batch_cost[s] = part_cost[0] / n
+        batch_error[s] = part_wrong[0] / n if loss == CROSS_ENTROPY else math.nan
+
+
+@cuda.jit(device=True)
+def _gather_batch(Xb, yb, Tb, X, labels, targets, order, step, batch_size, loss, t0, stride):
+    """Items of step ``step``'s mini-batch: Xb, and yb or Tb, from ``order``."""
+    start = step * batch_size
+    nb = min(batch_size, order.shape[0] - start)
+    rows = order[start:start + nb]
+    _gather_items(Xb[:nb], X, rows, t0, stride)
+    if loss == CROSS_ENTROPY:
+        for r in range(t0, nb, stride):
+            yb[r] = labels[rows[r]]
+    else:
+        _gather_items(Tb[:nb], targets, rows, t0, stride)
+
+
+# --- kernels: the twins of kernels/cpu.py ----------------------------------
+
+@cuda.jit
+def dense_forward(Z, Q, Q_prev, W, b, act):
+    """Fused dense layer: ``Z = Q_prev W^T + b`` and ``Q = h(Z)`` (Alg. 6.1 l. 4-5).
+
+    Z, Q : (n_b, U) outputs (Q may be Z); Q_prev : (n_b, P), W : (U, P), b : (U,).
+    """
+    _forward_items(Z, Q, Q_prev, W, b, act, cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit
+def activation_backward(dZ, dQ, Z, Q, act):
+    """``dZ = dQ * h'(Z)`` (6.27a). dZ : (n_b, U) output (may alias dQ)."""
+    _activation_items(dZ, dQ, Z, Q, act, cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit
+def dense_backward_weights(dW, db, dZ, Q_prev):
+    """``dW = dZ^T Q_prev / n_b``, ``db = sum_i dZ_i / n_b`` (6.27c/d).
+
+    dW : (U, P), db : (U,) outputs; dZ : (n_b, U), Q_prev : (n_b, P).
+    """
+    _weights_items(dW, db, dZ, Q_prev, cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit
+def dense_backward_input(dQ_prev, dZ, W):
+    """``dQ_prev = dZ W`` (6.27b). dQ_prev : (n_b, P) output; dZ : (n_b, U), W : (U, P)."""
+    _input_items(dQ_prev, dZ, W, cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit
+def softmax_cross_entropy(dZ, row_loss, Z, labels, out_cost):
+    """Classification cost and output gradient (6.20, 6.26b). Cooperative.
+
+    dZ : (n_b, M) output; row_loss : (n_b,) output; Z : (n_b, M); labels :
+    (n_b,) int; out_cost : (1,) float64 output, J = mean(row_loss).
+    """
+    t0 = cuda.grid(1)
+    _softmax_rows(dZ, row_loss, Z, labels, t0, cuda.gridsize(1))
+    cuda.cg.this_grid().sync()
+    if t0 == 0:
+        out_cost[0] = _mean(row_loss)
+
+
+@cuda.jit
+def squared_error(dZ, row_loss, Z, targets, out_cost):
+    """Regression cost and output gradient (6.19, 6.26a). Cooperative.
+
+    dZ : (n_b, M) output; row_loss : (n_b,) output; Z, targets : (n_b, M);
+    out_cost : (1,) float64 output, J = mean(row_loss).
+    """
+    t0 = cuda.grid(1)
+    _squared_rows(dZ, row_loss, Z, targets, t0, cuda.gridsize(1))
+    cuda.cg.this_grid().sync()
+    if t0 == 0:
+        out_cost[0] = _mean(row_loss)
+
+
+@cuda.jit
+def count_misclassified(Z, labels, out_wrong):
+    """Rows whose argmax (first maximum) differs from the label. Cooperative.
+
+    Z : (n_b, M); labels : (n_b,) int; out_wrong : (1,) int64 output. Integer
+    atomic adds are exact, so the count does not depend on their order.
+    """
+    t0 = cuda.grid(1)
+    if t0 == 0:
+        out_wrong[0] = 0
+    cuda.cg.this_grid().sync()
+    wrong = 0
+    for i in range(t0, Z.shape[0], cuda.gridsize(1)):
+        wrong += _is_wrong(Z, labels, i)
+    if wrong:
+        cuda.atomic.add(out_wrong, 0, wrong)
+
+
+@cuda.jit
+def sgd_update(W, b, dW, db, lr):
+    """One SGD step (6.23a/b) in place. W, dW : (U, P); b, db : (U,); lr : gamma."""
+    _update_items(W, b, dW, db, lr, cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit
+def gather_rows(out, src, rows):
+    """``out[r] = src[rows[r]]``. out : (n_b, P) output; src : (n, P); rows : (n_b,) int."""
+    _gather_items(out, src, rows, cuda.grid(1), cuda.gridsize(1))
+
+
+@cuda.jit
+def forward_all(Zs, Qs, X, Ws, bs, act):
+    """Forward pass through every layer (6.24); Zs[-1] holds Z_L. Cooperative.
+
+    Zs[l], Qs[l] : (>= n_b, U_l) outputs (Qs[-1] may be Zs[-1]); X : (n_b, p);
+    Ws[l] : (U_l, U_{l-1}); bs[l] : (U_l,); act : hidden-layer activation.
+    """
+    grid = cuda.cg.this_grid()
+    t0, stride = cuda.grid(1), cuda.gridsize(1)
+    L = len(Ws)
+    n = X.shape[0]
+    for l in range(L):
+        h = act if l < L - 1 else IDENTITY
+        if l == 0:
+            _forward_items(Zs[0][:n], Qs[0][:n], X, Ws[0], bs[0], h, t0, stride)
+        else:
+            _forward_items(Zs[l][:n], Qs[l][:n], Qs[l - 1][:n], Ws[l], bs[l], h, t0, stride)
+        grid.sync()
+
+
+@cuda.jit
+def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
+                 Ws, bs, act, loss, out_cost):
+    """Algorithm 6.1 for one mini-batch: forward, cost, backward. Cooperative.
+
+    Arguments as in ``kernels.cpu.backprop_all`` (the unused one of labels /
+    targets may hold any one dummy row); out_cost : (1,) float64 output, J.
+    """
+    grid = cuda.cg.this_grid()
+    t0, stride = cuda.grid(1), cuda.gridsize(1)
+    L = len(Ws)
+    n = X.shape[0]
+    for l in range(L):
+        h = act if l < L - 1 else IDENTITY
+        if l == 0:
+            _forward_items(Zs[0][:n], Qs[0][:n], X, Ws[0], bs[0], h, t0, stride)
+        else:
+            _forward_items(Zs[l][:n], Qs[l][:n], Qs[l - 1][:n], Ws[l], bs[l], h, t0, stride)
+        grid.sync()
+    _loss_rows(dZs[L - 1][:n], row_loss[:n], Zs[L - 1][:n], labels, targets, loss, t0, stride)
+    grid.sync()
+    if t0 == 0:
+        out_cost[0] = _mean(row_loss[:n])
+    for l in range(L - 1, -1, -1):
+        # Phase l: layer l's gradient, and dQ, dZ of layer l - 1 (reads W_l only).
+        if l == 0:
+            _weights_items(dWs[0], dbs[0], dZs[0][:n], X, t0, stride)
+        else:
+            _weights_items(dWs[l], dbs[l], dZs[l][:n], Qs[l - 1][:n], t0, stride)
+            _input_activation_items(dZs[l - 1][:n], dQs[l - 1][:n], Zs[l - 1][:n],
+                                    Qs[l - 1][:n], dZs[l][:n], Ws[l], act, t0, stride)
+        grid.sync()
+
+
+@cuda.jit
+def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
+                X, labels, targets, order, first_step, n_steps, batch_size,
+                lr, act, loss, batch_cost, batch_error, out_done):
+    """Run ``n_steps`` SGD iterations (6.21/6.23) in one launch. Cooperative.
+
+    Arguments as in ``kernels.cpu.train_steps``; out_done : (1,) int64 output,
+    the number of steps completed (fewer than n_steps when a cost turned
+    non-finite; that step's update is not applied).
+
+    Per step, phases separated by grid barriers: forward per layer (dot
+    products split over groups of threads, ``_forward_tiles``); the loss
+    rows with the batch's cost and error (block 0 alone); then for l = L-1 ..
+    0 one phase computing layer l's gradient and layer l-1's dQ, dZ while
+    applying layer l+1's update (its gradient is complete, and nothing in the
+    phase reads W_{l+1}); a last phase updates layer 0 and gathers the next
+    step's batch. After the loss phase every thread reads the cost and stops,
+    uniformly, if it is not finite, before any update.
+    """
+    grid = cuda.cg.this_grid()
+    t0, stride = cuda.grid(1), cuda.gridsize(1)
+    part_cost = cuda.shared.array(MAX_THREADS, float64)  # also the forward's partials
+    part_wrong = cuda.shared.array(MAX_THREADS, int64)
+    L = len(Ws)
+    n = order.shape[0]
+    _gather_batch(Xb, yb, Tb, X, labels, targets, order, first_step, batch_size, loss,
+                  t0, stride)
+    grid.sync()
+    for s in range(n_steps):
+        start = (first_step + s) * batch_size
+        nb = min(batch_size, n - start)
+        for l in range(L):
+            h = act if l < L - 1 else IDENTITY
+            if l == 0:
+                _forward_tiles(Zs[0][:nb], Qs[0][:nb], Xb[:nb], Ws[0], bs[0], h, part_cost)
+            else:
+                _forward_tiles(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], Ws[l], bs[l], h,
+                               part_cost)
+            grid.sync()
+        if cuda.blockIdx.x == 0:  # a small phase: one block, no thread sums alone
+            _loss_block(dZs[L - 1][:nb], row_loss[:nb], Zs[L - 1][:nb], yb[:nb], Tb[:nb], loss,
+                        part_cost, part_wrong, batch_cost, batch_error, s)
+        grid.sync()
+        if not math.isfinite(batch_cost[s]):  # every thread sees it: all stop here
+            if t0 == 0:
+                out_done[0] = s
+            return
+        for l in range(L - 1, -1, -1):
+            if l == 0:
+                _weights_items(dWs[0], dbs[0], dZs[0][:nb], Xb[:nb], t0, stride)
+            else:
+                _weights_items(dWs[l], dbs[l], dZs[l][:nb], Qs[l - 1][:nb], t0, stride)
+                _input_activation_items(dZs[l - 1][:nb], dQs[l - 1][:nb], Zs[l - 1][:nb],
+                                        Qs[l - 1][:nb], dZs[l][:nb], Ws[l], act, t0, stride)
+            if l < L - 1:
+                _update_items(Ws[l + 1], bs[l + 1], dWs[l + 1], dbs[l + 1], lr, t0, stride)
+            grid.sync()
+        _update_items(Ws[0], bs[0], dWs[0], dbs[0], lr, t0, stride)
+        if s + 1 < n_steps:
+            _gather_batch(Xb, yb, Tb, X, labels, targets, order, first_step + s + 1,
+                          batch_size, loss, t0, stride)
+        grid.sync()
+    if t0 == 0:
+        out_done[0] = n_steps

@@ -1,0 +1,173 @@
+"""Microbenchmarks: each CPU kernel against its NumPy equivalent.
+
+Shapes: Example 6.2's (n_b 100, 784 -> 200 -> 10) on real MNIST rows when
+$FASTBP_DATA_DIR (or --data-dir) has them, else on 81 %-zero random rows,
+and two larger dense layers. Every kernel is checked against NumPy first
+(the run stops on a mismatch), then timed alternately: median microseconds,
+GFLOP/s (of the dense product, so zero-skipping kernels can exceed the
+machine's peak) and the ratio NumPy time / kernel time.
+
+    python scripts/bench_kernels.py [--repeat 200] [--dtype float32]
+"""
+
+import argparse
+import os
+import statistics
+import time
+
+import numpy as np
+
+import fastbp
+from fastbp import reference
+from fastbp.kernels import codes, cpu
+
+RELU = codes.RELU
+
+
+def inputs(n, P, U, dtype, X=None, seed=0):
+    rng = np.random.default_rng(seed)
+    if X is None:
+        X = rng.normal(size=(n, P))
+    W = rng.normal(0, np.sqrt(2 / P), size=(U, P))
+    dZ = rng.normal(size=(n, U)) * (rng.random((n, U)) < 0.5)  # ReLU-like zeros
+    return (np.ascontiguousarray(X, dtype), W.astype(dtype), np.zeros(U, dtype),
+            dZ.astype(dtype))
+
+
+def cases(n, P, U, X, dtype):
+    """(name, flops, kernel call, numpy call, check) for one layer shape."""
+    X, W, b, dZ = inputs(n, P, U, dtype, X)
+    WT = np.ascontiguousarray(W.T)
+    Z, Q = np.empty((n, U), dtype), np.empty((n, U), dtype)
+    dW, db = np.empty_like(W), np.empty_like(b)
+    dQ = np.empty((n, P), dtype)
+    side = max(n, P, U)
+    idx, val = np.empty((side, side), np.int32), np.empty((side, side), dtype)
+    count = np.empty(side, np.int64)
+    W1, b1 = W.copy(), b.copy()
+    WT1 = WT.copy()
+    mm = 2 * n * P * U
+
+    def sparse_forward():
+        cpu.nonzero_rows(idx, val, count, X)
+        cpu.sparse_forward(Z, Q, idx, val, count, WT, b, RELU)
+
+    def sparse_update_t():  # first layer on W^T: lists of the input's columns
+        cpu.nonzero_cols(idx, val, count, X)
+        cpu.sparse_sgd_update(WT1, idx, val, count, dZ, 0.0, n)  # lr 0: weights stay
+
+    def sparse_update():  # other layers on W: lists of dZ's columns
+        cpu.nonzero_cols(idx, val, count, dZ)
+        cpu.sparse_sgd_update(W1, idx, val, count, X, 0.0, n)
+
+    def sparse_input():
+        cpu.nonzero_rows(idx, val, count, dZ)
+        cpu.sparse_backward_input(dQ, idx, val, count, W)
+
+    def np_forward():
+        return np.maximum(X @ W.T + b, 0)
+
+    return [
+        ("dense_forward (relu)", mm, lambda: cpu.dense_forward(Z, Q, X, W, b, RELU),
+         np_forward, lambda: Q),
+        ("nonzero_rows + sparse_forward", mm, sparse_forward, np_forward, lambda: Q),
+        ("dense_backward_weights", mm, lambda: cpu.dense_backward_weights(dW, db, dZ, X),
+         lambda: dZ.T @ X / n, lambda: dW),
+        ("nonzero_cols(X) + sparse_sgd_update", mm, sparse_update_t,
+         lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: WT1.T),
+        ("nonzero_cols(dZ) + sparse_sgd_update", mm, sparse_update,
+         lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: W1),
+        ("dense_backward_input", mm, lambda: cpu.dense_backward_input(dQ, dZ, W),
+         lambda: dZ @ W, lambda: dQ),
+        ("nonzero_rows + sparse_backward_input", mm, sparse_input, lambda: dZ @ W,
+         lambda: dQ),
+        ("activation_backward (relu)", n * U,
+         lambda: cpu.activation_backward(Z, dZ, Q, Q, RELU),
+         lambda: dZ * reference.activation_derivative(Q, "relu"), lambda: Z),
+        ("sgd_update", 2 * P * U, lambda: cpu.sgd_update(W1, b1, dW, db, 0.0),
+         lambda: W1 - 0.0 * dW, lambda: W1),
+    ]
+
+
+def loss_cases(n, M, dtype):
+    rng = np.random.default_rng(1)
+    Z = rng.normal(size=(n, M)).astype(dtype) * 3
+    y = rng.integers(0, M, n)
+    dZ, row_loss = np.empty_like(Z), np.empty(n, dtype)
+    return [("softmax_cross_entropy", 5 * n * M,
+             lambda: cpu.softmax_cross_entropy(dZ, row_loss, Z, y),
+             lambda: reference.cost_and_output_gradient(Z, y, "cross_entropy")[1],
+             lambda: dZ)]
+
+
+CLOCK = time.perf_counter
+
+
+def median_us(fn, repeat):
+    times = []
+    for _ in range(repeat):
+        start = CLOCK()
+        fn()
+        times.append(CLOCK() - start)
+    return statistics.median(times) * 1e6
+
+
+def batch_us(fn, repeat):
+    start = CLOCK()
+    for _ in range(repeat):
+        fn()
+    return (CLOCK() - start) / repeat * 1e6
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--repeat", type=int, default=200)
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--cpu-time", action="store_true",
+                        help="time with this process's CPU time (robust on a busy machine "
+                             "with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)")
+    args = parser.parse_args()
+    global CLOCK
+    if args.cpu_time:
+        CLOCK = time.process_time
+    dtype = np.dtype(args.dtype)
+    tol = 1e-4 if dtype == np.float32 else 1e-10
+
+    folder = args.data_dir or os.environ.get("FASTBP_DATA_DIR")
+    if folder:
+        X_mnist, label = fastbp.datasets.mnist(folder)[0][:100], "MNIST rows"
+    else:
+        rng = np.random.default_rng(2)
+        X_mnist = rng.random((100, 784)) * (rng.random((100, 784)) < 0.19)
+        label = "random rows, 81 % zeros"
+    shapes = [(f"n 100, 784 -> 200 ({label})", 100, 784, 200, X_mnist),
+              ("n 100, 200 -> 10 (Example 6.2, layer 2)", 100, 200, 10, None),
+              ("n 256, 1024 -> 512 (dense)", 256, 1024, 512, None),
+              ("n 100, 2048 -> 1024 (dense)", 100, 2048, 1024, None)]
+    print(f"{'kernel':40s} {'us':>9s} {'numpy us':>9s} {'GFLOP/s':>8s} {'x numpy':>8s}")
+    for title, n, P, U, X in shapes:
+        print(f"-- {title}, {args.dtype}")
+        rows = cases(n, P, U, X, dtype)
+        if U == 10:
+            rows += loss_cases(n, U, dtype)
+        for name, flops, kernel, numpy_fn, result in rows:
+            kernel()  # compile, and check before timing
+            expected = numpy_fn()
+            got = result()
+            err = np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30)
+            if err > tol:
+                raise SystemExit(f"{name}: relative error {err:.2e} > {tol:g}; not timing")
+            t_kernel = t_numpy = 0.0
+            for _ in range(3):  # alternate, keep the best median
+                t_kernel = min(t_kernel or 1e99, median_us(kernel, args.repeat // 3 + 1))
+                t_numpy = min(t_numpy or 1e99, median_us(numpy_fn, args.repeat // 3 + 1))
+            if args.cpu_time:  # process_time ticks coarsely: time a batch of calls
+                t_kernel = batch_us(kernel, args.repeat)
+                t_numpy = batch_us(numpy_fn, args.repeat)
+            print(f"{name:40s} {t_kernel:9.1f} {t_numpy:9.1f} {flops / t_kernel / 1e3:8.1f} "
+                  f"{t_numpy / t_kernel:8.2f}")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,222 @@
+"""End-to-end seconds per epoch of Example 6.2 (784-200-10 ReLU, lr 0.5, n_b 100).
+
+fastbp against the NumPy reference and, when importable, PyTorch, JAX and
+scikit-learn: all start from the same initial weights and see the same
+shuffles, run alternating (one epoch each per round) after a warm-up that
+compiles everything, and the median over the rounds is reported, with the
+ratio to JAX (or to NumPy without JAX) and the test error each reached.
+
+    python scripts/bench_train.py [--rounds 5] [--dense] [--dtype float32]
+                                  [--only fastbp,numpy,jax] [--data-dir DIR]
+
+--dense adds N(0, 0.1^2) noise to every pixel, so no input is zero.
+"""
+
+import argparse
+import statistics
+import time
+
+import numpy as np
+
+import fastbp
+from fastbp.train import epoch_order
+
+SIZES = [784, 200, 10]
+LR, BATCH = 0.5, 100
+
+
+def shuffle(seed, epoch, n):
+    """The benchmark's epoch-e order; fastbp.train(seed=seed + 1000 e) draws
+    this very permutation for its single epoch, so every contender agrees."""
+    return epoch_order(seed + 1000 * epoch, 0, n)
+
+
+class FastBP:
+    name = "fastbp"
+
+    def __init__(self, net, X, y, seed, device="cpu"):
+        self.net, self.X, self.y, self.seed, self.device = net, X, y, seed, device
+        self.epoch = 0
+
+    def run_epoch(self):
+        hist = fastbp.train(self.net, self.X, self.y, lr=LR, batch_size=BATCH,
+                            epochs=1, eval_every=0, seed=self.seed + 1000 * self.epoch,
+                            device=self.device)
+        self.epoch += 1
+        return hist.epoch_seconds[0]
+
+    def predict(self, X):
+        return self.net.predict(X)
+
+
+class NumpyRef(FastBP):
+    name = "numpy"
+
+    def __init__(self, net, X, y, seed):
+        super().__init__(net, X, y, seed, device="numpy")
+
+
+class Torch:
+    name = "pytorch"
+
+    def __init__(self, net, X, y, seed):
+        import torch
+        self.torch = torch
+        torch.set_num_threads(2)
+        dtype = getattr(torch, net.dtype.name)
+        layers = []
+        for index, (W, b) in enumerate(net.layers):
+            lin = torch.nn.Linear(W.shape[1], W.shape[0], dtype=dtype)
+            with torch.no_grad():
+                lin.weight.copy_(torch.from_numpy(W))
+                lin.bias.copy_(torch.from_numpy(b))
+            layers.append(lin)
+            if index < len(net.layers) - 1:
+                layers.append(torch.nn.ReLU())
+        self.model = torch.nn.Sequential(*layers)
+        self.opt = torch.optim.SGD(self.model.parameters(), lr=LR)
+        self.loss = torch.nn.CrossEntropyLoss()
+        self.X, self.y = torch.from_numpy(X), torch.from_numpy(y)
+        self.seed, self.epoch = seed, 0
+
+    def run_epoch(self):
+        torch = self.torch
+        order = torch.from_numpy(shuffle(self.seed, self.epoch, len(self.y)))
+        self.epoch += 1
+        start = time.perf_counter()
+        for s in range(0, len(order), BATCH):
+            rows = order[s:s + BATCH]
+            self.opt.zero_grad(set_to_none=True)
+            self.loss(self.model(self.X[rows]), self.y[rows]).backward()
+            self.opt.step()
+        return time.perf_counter() - start
+
+    def predict(self, X):
+        with self.torch.no_grad():
+            return self.model(self.torch.from_numpy(X)).argmax(1).numpy()
+
+
+class Jax:
+    name = "jax"
+
+    def __init__(self, net, X, y, seed):
+        import jax
+        import jax.numpy as jnp
+        self.jax, self.jnp = jax, jnp
+        if net.dtype == np.float64:
+            jax.config.update("jax_enable_x64", True)
+        self.params = [(jnp.asarray(W), jnp.asarray(b)) for W, b in net.layers]
+        self.X, self.y = jnp.asarray(X), jnp.asarray(y)
+        self.seed, self.epoch = seed, 0
+
+        def cost(params, xb, yb):
+            q = xb
+            for W, b in params[:-1]:
+                q = jax.nn.relu(q @ W.T + b)
+            W, b = params[-1]
+            z = q @ W.T + b
+            return jnp.mean(jax.nn.logsumexp(z, axis=1) - jnp.take_along_axis(
+                z, yb[:, None], axis=1)[:, 0])
+
+        def step(params, rows):
+            g = jax.grad(cost)(params, self.X[rows], self.y[rows])
+            return [(W - LR * dW, b - LR * db) for (W, b), (dW, db) in zip(params, g)], None
+
+        self.epoch_fn = jax.jit(lambda params, order: jax.lax.scan(step, params, order)[0])
+
+    def run_epoch(self):
+        n = len(self.y) - len(self.y) % BATCH
+        order = self.jnp.asarray(
+            shuffle(self.seed, self.epoch, len(self.y))[:n].reshape(-1, BATCH))
+        self.epoch += 1
+        start = time.perf_counter()
+        self.params = self.epoch_fn(self.params, order)
+        self.jax.block_until_ready(self.params)
+        return time.perf_counter() - start
+
+    def predict(self, X):
+        q = self.jnp.asarray(X)
+        for W, b in self.params[:-1]:
+            q = self.jax.nn.relu(q @ W.T + b)
+        W, b = self.params[-1]
+        return np.asarray((q @ W.T + b).argmax(1))
+
+
+class Sklearn:
+    name = "scikit-learn"
+
+    def __init__(self, net, X, y, seed):
+        from sklearn.neural_network import MLPClassifier
+        self.model = MLPClassifier(hidden_layer_sizes=tuple(net.sizes[1:-1]), solver="sgd",
+                                   learning_rate_init=LR, momentum=0, nesterovs_momentum=False,
+                                   alpha=0, batch_size=BATCH, shuffle=True, random_state=seed)
+        self.model.partial_fit(X[:BATCH], y[:BATCH], classes=np.arange(net.sizes[-1]))
+        self.model.coefs_ = [W.T.copy() for W, _ in net.layers]
+        self.model.intercepts_ = [b.copy() for _, b in net.layers]
+        self.X, self.y = X, y
+
+    def run_epoch(self):
+        start = time.perf_counter()
+        self.model.partial_fit(self.X, self.y)
+        return time.perf_counter() - start
+
+    def predict(self, X):
+        return self.model.predict(X)
+
+
+PEERS = [FastBP, NumpyRef, Torch, Jax, Sklearn]
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--dense", action="store_true")
+    parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
+    parser.add_argument("--only", default="", help="comma-separated names to run")
+    parser.add_argument("--data-dir", default=None)
+    parser.add_argument("--seed", type=int, default=0)
+    args = parser.parse_args()
+
+    Xtr, ytr, Xte, yte = fastbp.datasets.mnist(args.data_dir)
+    if args.dense:
+        rng = np.random.default_rng(args.seed)
+        Xtr = Xtr + rng.normal(0, 0.1, Xtr.shape).astype(np.float32)
+        Xte = Xte + rng.normal(0, 0.1, Xte.shape).astype(np.float32)
+    Xtr, Xte = Xtr.astype(args.dtype), Xte.astype(args.dtype)
+    wanted = set(filter(None, args.only.split(",")))
+
+    contenders = []
+    for peer in PEERS:
+        if wanted and peer.name not in wanted:
+            continue
+        net = fastbp.Network(SIZES, dtype=args.dtype, seed=args.seed)
+        try:
+            c = peer(net, Xtr, ytr, args.seed)
+            # Warm-up: compiles kernels / traces graphs on a small slice.
+            warm = peer(fastbp.Network(SIZES, dtype=args.dtype, seed=args.seed),
+                        Xtr[:2000], ytr[:2000], args.seed)
+            warm.run_epoch()
+        except ImportError as exc:
+            print(f"skipping {peer.name}: {exc}")
+            continue
+        contenders.append(c)
+
+    times = {c.name: [] for c in contenders}
+    for r in range(args.rounds):
+        for c in contenders:  # alternating: one epoch of each per round
+            times[c.name].append(c.run_epoch())
+    base = "jax" if "jax" in times else "numpy" if "numpy" in times else None
+    med = {name: statistics.median(t) for name, t in times.items()}
+    variant = "dense (pixels + N(0, 0.1^2))" if args.dense else "MNIST"
+    print(f"\nExample 6.2, {variant}, {args.dtype}, {SIZES}, lr {LR}, n_b {BATCH}; "
+          f"median of {args.rounds} epochs, alternating")
+    print(f"{'contender':14s} {'s/epoch':>8s} {'vs ' + (base or '-'):>9s} "
+          f"{'test error':>10s} (after {args.rounds} epochs)")
+    for c in contenders:
+        ratio = med[c.name] / med[base] if base else float("nan")
+        error = float(np.mean(c.predict(Xte) != yte))
+        print(f"{c.name:14s} {med[c.name]:8.3f} {ratio:9.2f} {error:10.2%}")
+
+
+if __name__ == "__main__":
+    main()

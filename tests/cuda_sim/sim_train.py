@@ -1,0 +1,125 @@
+"""The "cuda" device end to end: fastbp.backprop and fastbp.train against the
+NumPy reference, on blocks of 4 threads. Run in a subprocess by
+``tests/test_cuda_train.py`` (simulator) and by ``scripts/gpu_check.sh`` (GPU).
+"""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import backends, reference
+from fastbp.kernels import cuda as kernels
+
+from conftest import ACTIVATIONS, LOSSES, RTOL, rel_err, targets_for
+
+
+@pytest.fixture(autouse=True)
+def few_threads(monkeypatch):
+    """Blocks of 4 threads, so that tiny inputs span several blocks."""
+    monkeypatch.setattr(kernels, "THREADS", 4)
+
+
+def test_cuda_is_the_automatic_choice():
+    assert backends.cuda_status() == (True, "")
+    assert backends.resolve_device("auto") == "cuda"
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n", [1, 5])
+@pytest.mark.parametrize("sizes", [[3, 7, 2], [7, 1, 3, 2], [3, 2]])
+def test_backprop_cuda_matches_reference(sizes, n, act, loss, dtype):
+    net = fastbp.Network(sizes, activation=act, loss=loss, dtype=dtype, seed=n)
+    rng = np.random.default_rng(sum(sizes) + n)
+    for W, b in net.layers:  # non-zero biases so their gradient path is exercised
+        b[:] = rng.normal(size=b.shape) * 0.1
+    X = rng.normal(size=(n, sizes[0]))
+    y = targets_for(loss, rng, n, sizes[-1])
+    J, grads = fastbp.backprop(net, X, y, device="cuda")
+    layers64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in net.layers]
+    J_ref, grads_ref = reference.backprop(layers64, X.astype(dtype).astype(np.float64), y,
+                                          act, loss)
+    assert rel_err(J, J_ref) <= RTOL[dtype]
+    for index, ((dW, db), (dW_ref, db_ref)) in enumerate(zip(grads, grads_ref)):
+        assert rel_err(dW, dW_ref) <= RTOL[dtype], f"dW of layer {index}"
+        assert rel_err(db, db_ref) <= RTOL[dtype], f"db of layer {index}"
+
+
+def train_both(sizes, act, loss, dtype, n=11, **kwargs):
+    """The same short run on "cuda" and on the NumPy reference: both nets and
+    both histories. 11 samples in batches of 5: the last batch holds one."""
+    rng = np.random.default_rng(len(sizes))
+    X = rng.normal(size=(n, sizes[0]))
+    y = targets_for(loss, rng, n, sizes[-1])
+    out = []
+    for device in ("cuda", "numpy"):
+        net = fastbp.Network(sizes, activation=act, loss=loss, dtype=dtype, seed=3)
+        hist = fastbp.train(net, X, y, lr=0.1, batch_size=5, epochs=2, seed=1,
+                            device=device, **kwargs)
+        out += [net, hist]
+    return out
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("sizes,act,loss", [([3, 7, 2], "relu", "cross_entropy"),
+                                            ([3, 7, 1, 3], "sigmoid", "cross_entropy"),
+                                            ([2, 3, 1], "tanh", "squared_error"),
+                                            ([3, 2], "identity", "squared_error")])
+def test_training_matches_the_reference(sizes, act, loss, dtype):
+    net, hist, ref, ref_hist = train_both(sizes, act, loss, dtype)
+    for index, ((W, b), (W_ref, b_ref)) in enumerate(zip(net.layers, ref.layers)):
+        assert rel_err(W, W_ref) <= RTOL[dtype], f"W of layer {index}"
+        assert rel_err(b, b_ref) <= RTOL[dtype], f"b of layer {index}"
+    assert hist.iterations == ref_hist.iterations == 6
+    assert rel_err(hist.batch_cost, ref_hist.batch_cost) <= RTOL[dtype]
+    np.testing.assert_array_equal(hist.batch_error, ref_hist.batch_error)  # NaN == NaN
+
+
+@pytest.mark.parametrize("threads", [8, 40, 128])
+def test_training_does_not_depend_on_the_block_size(threads, monkeypatch):
+    """Odd and wide blocks: the reduction trees, the thread groups of the
+    forward pass (8: groups of 2; 40: of 10; 128: of 32 threads, all busy on 37 inputs)."""
+    monkeypatch.setattr(kernels, "THREADS", threads)
+    net, hist, ref, ref_hist = train_both([37, 7, 2], "tanh", "cross_entropy", "float64")
+    for (W, b), (W_ref, b_ref) in zip(net.layers, ref.layers):
+        assert rel_err(W, W_ref) <= RTOL["float64"] and rel_err(b, b_ref) <= RTOL["float64"]
+    assert rel_err(hist.batch_cost, ref_hist.batch_cost) <= RTOL["float64"]
+    assert hist.batch_error == ref_hist.batch_error
+
+
+def test_validation_and_checkpoints_see_the_device_weights(tmp_path):
+    """Weights live on the device: evaluations and checkpoints must sync first."""
+    rng = np.random.default_rng(1)
+    X, y = rng.normal(size=(11, 3)), rng.integers(0, 2, 11)
+    Xv, yv = rng.normal(size=(4, 3)), rng.integers(0, 2, 4)
+    nets, runs = [], []
+    for device in ("cuda", "cpu"):
+        net = fastbp.Network([3, 7, 2], dtype="float64", seed=3)
+        runs.append(fastbp.train(net, X, y, lr=0.1, batch_size=5, epochs=2,
+                                 validation=(Xv, yv), eval_every=2, device=device,
+                                 checkpoint=tmp_path / f"{device}.npz"))
+        nets.append(net)
+    assert runs[0].val_iteration == runs[1].val_iteration == [2, 4, 6]
+    assert rel_err(runs[0].val_cost, runs[1].val_cost) <= RTOL["float64"]
+    saved = fastbp.load(tmp_path / "cuda.npz")
+    for (W, b), (W_s, b_s), (W_c, b_c) in zip(nets[0].layers, saved.layers, nets[1].layers):
+        assert np.array_equal(W, W_s) and np.array_equal(b, b_s)
+        assert rel_err(W, W_c) <= RTOL["float64"] and rel_err(b, b_c) <= RTOL["float64"]
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")  # float32 overflow in the simulator
+def test_divergence_keeps_the_last_finite_weights():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(11, 3)) * 1e3, rng.normal(size=11) * 1e3
+    outcomes = []
+    for device in ("cuda", "cpu"):
+        net = fastbp.Network([3, 7, 1], loss="squared_error", dtype="float32", seed=0)
+        with pytest.raises(fastbp.DivergenceError) as caught:
+            fastbp.train(net, X, y, lr=1e3, batch_size=5, epochs=3, device=device)
+        assert all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in net.layers)
+        outcomes.append((caught.value.iteration, net))
+    (it_cuda, net_cuda), (it_cpu, net_cpu) = outcomes
+    assert it_cuda == it_cpu
+    for (W, b), (W_ref, b_ref) in zip(net_cuda.layers, net_cpu.layers):
+        assert rel_err(W, W_ref) <= 1e-3 and rel_err(b, b_ref) <= 1e-3

@@ -1,0 +1,302 @@
+"""Saved files are never half-written; damaged or foreign ones get DataError."""
+
+import io
+import json
+import os
+import pathlib
+import struct
+import zipfile
+
+import numpy as np
+import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+import fastbp
+from fastbp import storage
+
+
+def small_net(seed=0, dtype="float32"):
+    return fastbp.Network([4, 3, 2], dtype=dtype, seed=seed)
+
+
+def same_weights(a, b):
+    return all(np.array_equal(W0, W1) and np.array_equal(b0, b1) and W0.dtype == W1.dtype
+               for (W0, b0), (W1, b1) in zip(a.layers, b.layers))
+
+
+def temp_files(folder):
+    return sorted(p.name for p in pathlib.Path(folder).iterdir()
+                  if p.name.startswith(storage.TEMP_PREFIX))
+
+
+# --- interrupted saves ---------------------------------------------------------------
+
+def savez_then_fail(error):
+    """np.savez that writes a good part of the file, then fails like a crash."""
+    real = np.savez
+
+    def broken(file, **arrays):
+        buffer = io.BytesIO()
+        real(buffer, **arrays)
+        file.write(buffer.getvalue()[: buffer.tell() // 2])
+        raise error
+    return broken
+
+
+@pytest.mark.parametrize("error", [OSError("disk full"), KeyboardInterrupt()],
+                         ids=["disk-full", "ctrl-c"])
+def test_a_save_interrupted_mid_write_keeps_the_previous_file(tmp_path, monkeypatch, error):
+    path = tmp_path / "model.npz"
+    old = small_net(seed=1)
+    old.save(path)
+    before = path.read_bytes()
+    monkeypatch.setattr(storage.np, "savez", savez_then_fail(error))
+    with pytest.raises(type(error)):
+        small_net(seed=2).save(path)
+    assert path.read_bytes() == before
+    assert same_weights(fastbp.load(path), old)
+    assert temp_files(tmp_path) == []
+
+
+def test_a_failed_rename_keeps_the_previous_file(tmp_path, monkeypatch):
+    path = tmp_path / "model.npz"
+    old = small_net(seed=1)
+    old.save(path)
+
+    def no_replace(src, dst):
+        assert os.path.getsize(src) > 0  # the new file was fully written first
+        raise PermissionError("rename refused")
+    monkeypatch.setattr(storage.os, "replace", no_replace)
+    with pytest.raises(PermissionError):
+        small_net(seed=2).save(path)
+    assert same_weights(fastbp.load(path), old)
+    assert temp_files(tmp_path) == []
+
+
+def test_an_interrupted_checkpoint_keeps_the_previous_one(tmp_path, monkeypatch):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 4)), rng.integers(0, 2, 40)
+    path = tmp_path / "ckpt.npz"
+    net = small_net()
+    fastbp.train(net, X, y, epochs=1, batch_size=8, checkpoint=path)
+    before = path.read_bytes()
+    monkeypatch.setattr(storage.np, "savez", savez_then_fail(OSError("disk full")))
+    with pytest.raises(OSError, match="disk full"):
+        fastbp.train(net, X, y, epochs=3, batch_size=8, checkpoint=path, resume=True)
+    assert path.read_bytes() == before
+    assert temp_files(tmp_path) == []
+
+
+def test_a_first_save_that_fails_leaves_nothing(tmp_path, monkeypatch):
+    monkeypatch.setattr(storage.np, "savez", savez_then_fail(OSError("disk full")))
+    with pytest.raises(OSError):
+        small_net().save(tmp_path / "model.npz")
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_saved_files_get_the_usual_permissions(tmp_path):
+    """Not mkstemp's 0600: what open() would give under the current umask."""
+    umask = os.umask(0o022)
+    try:
+        small_net().save(tmp_path / "model.npz")
+    finally:
+        os.umask(umask)
+    assert (tmp_path / "model.npz").stat().st_mode & 0o777 == 0o644
+
+
+def test_saving_into_a_missing_folder_says_so(tmp_path):
+    with pytest.raises(ValueError, match="does not exist"):
+        small_net().save(tmp_path / "no" / "model.npz")
+
+
+# --- loading damaged or foreign files ------------------------------------------------
+
+def saved(tmp_path, name="model.npz", net=None):
+    path = tmp_path / name
+    (net or small_net()).save(path)
+    return path
+
+
+def rewrite(path, change_arrays=None, change_meta=None):
+    """Re-save ``path`` with altered arrays or metadata, as a foreign tool might."""
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    meta = json.loads(str(arrays.pop(storage.META_KEY)))
+    if change_arrays:
+        change_arrays(arrays)
+    if change_meta:
+        change_meta(meta)
+    np.savez(path, **arrays, **{storage.META_KEY: np.array(json.dumps(meta))})
+    return path
+
+
+def set_key(key, value):
+    return lambda d: d.__setitem__(key, value)
+
+
+BAD_FILES = [
+    ("version", lambda p: rewrite(p, change_meta=set_key("version", 2)), "version 2"),
+    ("no-version", lambda p: rewrite(p, change_meta=lambda m: m.pop("version")), "version None"),
+    ("format", lambda p: rewrite(p, change_meta=set_key("format", "other.thing")),
+     "'other.thing'"),
+    ("sizes", lambda p: rewrite(p, change_meta=set_key("sizes", [4, 5, 2])),
+     "W0 should be float32 \\(5, 4\\); found float32 \\(3, 4\\)"),
+    ("bad-sizes", lambda p: rewrite(p, change_meta=set_key("sizes", "abc")), "sizes"),
+    ("huge-sizes", lambda p: rewrite(p, change_meta=set_key("sizes", [10**6, 10**6])),
+     "W0 should be float32 \\(1000000, 1000000\\); found float32 \\(3, 4\\)"),
+    ("activation", lambda p: rewrite(p, change_meta=set_key("activation", "gelu")),
+     "activation.*'gelu'"),
+    ("dtype-meta", lambda p: rewrite(p, change_meta=set_key("dtype", "float16")),
+     "dtype.*'float16'"),
+    ("dtype-array", lambda p: rewrite(p, change_arrays=lambda a: a.update(
+        W1=a["W1"].astype(np.float64))), "W1 should be float32.*found float64"),
+    ("shape", lambda p: rewrite(p, change_arrays=lambda a: a.update(W0=a["W0"].T.copy())),
+     "W0 should be float32 \\(3, 4\\); found float32 \\(4, 3\\)"),
+    ("missing-array", lambda p: rewrite(p, change_arrays=lambda a: a.pop("b1")),
+     "b1 should be.*found None"),
+    ("nan", lambda p: rewrite(p, change_arrays=lambda a: a["b0"].__setitem__(0, np.nan)),
+     "b0 contains non-finite"),
+    ("meta-not-json", lambda p: rewrite_meta_raw(p, np.array("{not json")), "not valid JSON"),
+    ("meta-not-text", lambda p: rewrite_meta_raw(p, np.arange(3)), "no metadata"),
+    ("meta-list", lambda p: rewrite_meta_raw(p, np.array("[1, 2]")), "found None"),
+    ("no-meta", lambda p: np.savez(p, W0=np.zeros((3, 4))), "no metadata"),
+    ("empty", lambda p: p.write_bytes(b""), "not a readable fastbp file"),
+    ("text", lambda p: p.write_text("hello\n"), "not a readable fastbp file"),
+    ("npy", lambda p: p.write_bytes(npy_bytes(np.zeros(3))), "not a readable fastbp file"),
+    ("truncated", lambda p: p.write_bytes(p.read_bytes()[: len(p.read_bytes()) // 2]),
+     "not a readable fastbp file"),
+    ("truncated-end", lambda p: p.write_bytes(p.read_bytes()[:-1]), "not a readable"),
+    ("zip-member", lambda p: add_member(p, "readme.txt", b"hi"), "unexpected member"),
+    ("structured", lambda p: rewrite(p, change_arrays=lambda a: a.update(
+        W0=np.zeros(3, dtype=[("a", "f4"), ("b", "i4")]))), "dtype"),
+    ("compressed-corrupt", lambda p: corrupt_compressed(p), "not a readable fastbp file"),
+]
+
+
+def npy_bytes(array):
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    return buffer.getvalue()
+
+
+def rewrite_meta_raw(path, meta_array):
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files if k != storage.META_KEY}
+    np.savez(path, **arrays, **{storage.META_KEY: meta_array})
+
+
+def add_member(path, name, data):
+    with zipfile.ZipFile(path, "a") as z:
+        z.writestr(name, data)
+
+
+def corrupt_compressed(path):
+    with np.load(path) as data:
+        arrays = {k: data[k] for k in data.files}
+    np.savez_compressed(path, **arrays)
+    with zipfile.ZipFile(path) as z:
+        info = z.getinfo("W0.npy")
+    raw = bytearray(path.read_bytes())
+    start = info.header_offset + 30 + len(info.filename) + len(info.extra)
+    raw[start + info.compress_size // 2] ^= 0xFF  # inside W0's deflate stream
+    path.write_bytes(bytes(raw))
+
+
+@pytest.mark.parametrize("damage, message", [c[1:] for c in BAD_FILES],
+                         ids=[c[0] for c in BAD_FILES])
+def test_a_damaged_model_file_is_a_data_error_naming_it(tmp_path, damage, message):
+    path = saved(tmp_path)
+    damage(path)
+    with pytest.raises(fastbp.DataError, match=message) as info:
+        fastbp.load(path)
+    assert str(path) in str(info.value)
+
+
+def test_a_pickled_object_is_refused_without_unpickling(tmp_path):
+    """An object array would run code on load; it must never be unpickled."""
+    marker = tmp_path / "unpickled"
+
+    class Evil:
+        def __reduce__(self):
+            return (pathlib.Path.touch, (marker,))
+
+    path = saved(tmp_path)
+    rewrite(path, change_arrays=lambda a: a.update(W0=np.array([Evil()], dtype=object)))
+    with pytest.raises(fastbp.DataError, match="pickled objects are refused") as info:
+        fastbp.load(path)
+    assert str(path) in str(info.value)
+    assert not marker.exists()
+    assert np.load(path, allow_pickle=True)["W0"] is not None and marker.exists()  # it was live
+
+
+@pytest.mark.filterwarnings("ignore:Duplicate name")
+def test_an_array_header_claiming_terabytes_is_refused_before_allocating(tmp_path):
+    """A .npy member whose header claims (10^6, 10^6) float64 but stores 16 bytes."""
+    header = "{'descr': '<f8', 'fortran_order': False, 'shape': (1000000, 1000000), }"
+    header += " " * (-(10 + len(header) + 1) % 64) + "\n"
+    member = b"\x93NUMPY\x01\x00" + struct.pack("<H", len(header)) + header.encode() + bytes(16)
+    path = saved(tmp_path)
+    add_member(path, "W0.npy", member)  # a second W0 member, read after the first
+    with pytest.raises(fastbp.DataError, match="claims shape \\(1000000, 1000000\\)"):
+        fastbp.load(path)
+
+
+def test_a_missing_file_is_file_not_found_and_a_folder_is_a_data_error(tmp_path):
+    with pytest.raises(FileNotFoundError, match="absent.npz"):
+        fastbp.load(tmp_path / "absent.npz")
+    with pytest.raises(fastbp.DataError, match="not a file"):
+        fastbp.load(tmp_path)
+
+
+def test_a_fortran_order_array_in_a_file_loads_as_c_contiguous(tmp_path):
+    net = small_net(dtype="float64")
+    path = saved(tmp_path, net=net)
+    rewrite(path, change_arrays=lambda a: a.update(W0=np.asfortranarray(a["W0"])))
+    back = fastbp.load(path)
+    assert same_weights(back, net) and back.layers[0][0].flags.c_contiguous
+    back.forward(np.ones((2, 4)))
+
+
+def test_a_checkpoint_loads_as_its_network(tmp_path):
+    rng = np.random.default_rng(0)
+    net = small_net()
+    fastbp.train(net, rng.normal(size=(20, 4)), rng.integers(0, 2, 20), epochs=1,
+                 checkpoint=tmp_path / "c.npz")
+    assert same_weights(fastbp.load(tmp_path / "c.npz"), net)
+
+
+# --- fuzzing: whatever the bytes, DataError or a valid network ---------------------
+
+FUZZ = settings(max_examples=120, deadline=None, derandomize=True,  # forward may compile
+                suppress_health_check=[HealthCheck.function_scoped_fixture,
+                                       HealthCheck.too_slow])
+EDITS = st.lists(st.tuples(st.sampled_from(["flip", "cut", "insert"]),
+                           st.integers(0, 10**6), st.integers(1, 255)), min_size=1, max_size=4)
+
+
+@FUZZ
+@given(edits=EDITS, compressed=st.booleans())
+def test_fuzz_mutated_model_files(tmp_path, edits, compressed):
+    path = tmp_path / "fuzz.npz"
+    small_net().save(path)
+    if compressed:
+        with np.load(path) as data:
+            arrays = {k: data[k] for k in data.files}
+        np.savez_compressed(path, **arrays)
+    data = bytearray(path.read_bytes())
+    for op, pos, value in edits:
+        pos %= max(len(data), 1)
+        if op == "flip":
+            data[pos] ^= value
+        elif op == "cut":
+            del data[pos:]
+        else:
+            data[pos:pos] = bytes([value])
+    path.write_bytes(bytes(data))
+    try:
+        net = fastbp.load(path)
+    except fastbp.DataError as exc:
+        assert str(path) in str(exc)
+    else:
+        net.forward(np.ones((1, net.n_inputs)))  # whatever loaded is usable
