@@ -2,35 +2,47 @@
 
 A step is a dozen short parallel regions (tens of microseconds each). On a
 busy machine a thread that the OS has descheduled holds every region up for
-a time slice, and two threads can then be ten times slower than one. The
-kernels give bitwise the same result for any thread count, so the choice
-is free: measure both, keep the faster, re-measure the other now and then.
+a time slice, and two threads were seen 10 to 100 times slower than one
+(one CPU-bound process beside a 2-core run). The kernels give bitwise the
+same result for any thread count, so the choice is free: measure both,
+keep the faster, and re-measure the other after 16 chunks, then after
+twice as many each time it loses again.
 """
 
 import time
 
 import numba
 
-EXPLORE_EVERY = 16  # chunks between re-measurements of the slower choice
+FIRST_LOOK = 16  # chunks before the slower choice is measured again
 
 
 class ThreadTuner:
-    """Seconds per step for all of Numba's threads and for one; runs each
-    chunk with the faster, and every EXPLORE_EVERY-th with the other."""
+    """Seconds per step with one thread and with all of Numba's; runs each
+    chunk with the faster, and re-measures the slower with back-off."""
 
     def __init__(self):
         full = numba.get_num_threads()
-        self.choices = (full, 1) if full > 1 else (1,)
+        self.choices = (1, full) if full > 1 else (1,)  # one first: it never stalls
         self.seconds_per_step = {}
         self.chunks = 0
+        self.interval = FIRST_LOOK
+        self.next_look = None
+        self.best = None
 
     def pick(self):
         self.chunks += 1
         for threads in self.choices:
             if threads not in self.seconds_per_step:
                 return threads
-        ranked = sorted(self.choices, key=self.seconds_per_step.get)
-        return ranked[-1] if self.chunks % EXPLORE_EVERY == 0 else ranked[0]
+        best = min(self.choices, key=self.seconds_per_step.get)
+        if best != self.best:  # the ranking changed: look again soon
+            self.best, self.interval = best, FIRST_LOOK
+            self.next_look = self.chunks + self.interval
+        if self.chunks >= self.next_look:
+            self.interval *= 2
+            self.next_look = self.chunks + self.interval
+            return max(self.choices, key=self.seconds_per_step.get)
+        return best
 
     def record(self, threads, seconds, steps):
         if self.chunks > 1:  # the first chunk compiles or loads kernels: not a timing

@@ -30,22 +30,23 @@ def test_training_is_bitwise_the_same_for_any_thread_count():
         assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
 
 
-def test_tuner_keeps_the_faster_choice_and_re_measures_the_other(monkeypatch):
-    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 4)
-    tuner = threads.ThreadTuner()
-    assert tuner.choices == (4, 1)
+def drive(tuner, speed, chunks):
     picks = []
-    speed = {4: 1.0, 1: 3.0}  # seconds per step: four threads are faster here
-    for _ in range(40):
+    for _ in range(chunks):
         t = tuner.pick()
         picks.append(t)
         tuner.record(t, speed[t] * 10, 10)
-    assert picks[:4] == [4, 4, 1, 4]  # the first chunk (compilation) is not a timing
-    assert picks.count(1) == 1 + sum(1 for k in range(4, 41) if k % threads.EXPLORE_EVERY == 0)
-    speed = {4: 9.0, 1: 3.0}  # the machine got busy: one thread wins from the next look
-    later = []
-    for _ in range(40):
-        t = tuner.pick()
-        later.append(t)
-        tuner.record(t, speed[t] * 10, 10)
-    assert later[-threads.EXPLORE_EVERY:].count(1) == threads.EXPLORE_EVERY - 1
+    return picks
+
+
+def test_tuner_keeps_the_faster_choice_and_re_measures_the_other(monkeypatch):
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: 4)
+    tuner = threads.ThreadTuner()
+    assert tuner.choices == (1, 4)
+    picks = drive(tuner, {4: 1.0, 1: 3.0}, 100)  # seconds per step: four threads win
+    assert picks[:4] == [1, 1, 4, 4]  # the first chunk (compilation) is not a timing
+    looks = [k for k, t in enumerate(picks) if t == 1 and k > 2]
+    assert len(looks) >= 2 and looks[1] - looks[0] > threads.FIRST_LOOK  # backing off
+    later = drive(tuner, {4: 90.0, 1: 3.0}, 200)  # the machine got busy: one thread wins
+    assert later[-20:] == [1] * 20
+    assert later.count(4) <= 4  # one chunk to notice, then looks after 16, 32, 64 chunks
