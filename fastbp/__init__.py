@@ -3,12 +3,15 @@
 Algorithm 6.1 of Lindholm et al. (ch. 6) on hand-written Numba kernels.
 """
 
-from . import datasets, reference
+from . import compile_lock, datasets, reference
+from .kernels import cpu as _cpu_kernels
 from .errors import DataError, DivergenceError
 from .history import History
 from .network import Network, load
 from .train import train
 from .api import backprop
+
+compile_lock.guard(_cpu_kernels)  # before any kernel compiles or loads from the cache
 
 __version__ = "0.1.0"
 

@@ -12,6 +12,7 @@ import numpy as np
 from . import reference
 from .buffers import batch_buffers, gradient_buffers, training_buffers
 from .kernels import codes, cpu
+from .threads import ThreadTuner
 from .validation import choice
 
 DEVICES = ("auto", "cpu", "cuda", "numpy")
@@ -89,15 +90,16 @@ class CpuStepper:
         self.batch_size = batch_size
         self.act = codes.ACTIVATIONS[net.activation]
         self.loss = codes.LOSSES[net.loss]
+        self.threads = ThreadTuner()
 
     def run(self, order, first_step, n_steps, lr, costs, errors):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
         ``order``; write each step's cost and error; return steps completed."""
         Zs, Qs, dZs, dQs, row_loss, WT, idx, val, count = self.buffers
-        return cpu.train_steps(self.Ws, self.bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val,
-                               count, self.Xb, self.yb, self.Tb, self.X, self.labels,
-                               self.targets, order, first_step, n_steps,
-                               self.batch_size, lr, self.act, self.loss, costs, errors)
+        return self.threads.run(lambda: cpu.train_steps(
+            self.Ws, self.bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, self.Xb,
+            self.yb, self.Tb, self.X, self.labels, self.targets, order, first_step, n_steps,
+            self.batch_size, lr, self.act, self.loss, costs, errors), n_steps)
 
     def sync(self):
         """Nothing to do: the weights are the host arrays themselves."""

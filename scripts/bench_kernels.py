@@ -5,12 +5,14 @@ $FASTBP_DATA_DIR (or --data-dir) has them, else on 81 %-zero random rows,
 and two larger dense layers. Every kernel is checked against NumPy first
 (the run stops on a mismatch), then timed alternately: median microseconds,
 GFLOP/s (of the dense product, so zero-skipping kernels can exceed the
-machine's peak) and the ratio NumPy time / kernel time.
+machine's peak) and the ratio NumPy time / kernel time. The two sides run
+in two processes, alternating, so their thread pools do not collide.
 
     python scripts/bench_kernels.py [--repeat 200] [--dtype float32]
 """
 
 import argparse
+import multiprocessing
 import os
 import statistics
 import time
@@ -39,7 +41,7 @@ def cases(n, P, U, X, dtype):
     X, W, b, dZ = inputs(n, P, U, dtype, X)
     WT = np.ascontiguousarray(W.T)
     Z, Q = np.empty((n, U), dtype), np.empty((n, U), dtype)
-    dW, db = np.empty_like(W), np.empty_like(b)
+    dW, db = np.zeros_like(W), np.zeros_like(b)
     dQ = np.empty((n, P), dtype)
     side = max(n, P, U)
     idx, val = np.empty((side, side), np.int32), np.empty((side, side), dtype)
@@ -100,23 +102,61 @@ def loss_cases(n, M, dtype):
              lambda: dZ)]
 
 
-CLOCK = time.perf_counter
+def shapes(data_dir):
+    """(title, n, P, U, X or None) of the layers benchmarked."""
+    folder = data_dir or os.environ.get("FASTBP_DATA_DIR")
+    if folder:
+        X_mnist, label = fastbp.datasets.mnist(folder)[0][:100], "MNIST rows"
+    else:
+        rng = np.random.default_rng(2)
+        X_mnist = rng.random((100, 784)) * (rng.random((100, 784)) < 0.19)
+        label = "random rows, 81 % zeros"
+    return [(f"n 100, 784 -> 200 ({label})", 100, 784, 200, X_mnist),
+            ("n 100, 200 -> 10 (Example 6.2, layer 2)", 100, 200, 10, None),
+            ("n 256, 1024 -> 512 (dense)", 256, 1024, 512, None),
+            ("n 100, 2048 -> 1024 (dense)", 100, 2048, 1024, None)]
+
+
+def all_cases(args):
+    """[(title, [(name, flops, kernel, numpy_fn, result), ...]), ...]"""
+    dtype = np.dtype(args.dtype)
+    out = []
+    for title, n, P, U, X in shapes(args.data_dir):
+        rows = cases(n, P, U, X, dtype)
+        if U == 10:
+            rows += loss_cases(n, U, dtype)
+        out.append((title, rows))
+    return out
+
+
+# Idle thread pools spin for a while before they sleep (OpenBLAS ~0.1 s):
+# each side waits this long so that the other side's pool is asleep.
+SETTLE_SECONDS = 0.3
+
+
+def worker(side, args, conn):
+    """Times one side (0: the kernels, 1: NumPy) in its own process, so that
+    Numba's and OpenBLAS's thread pools never spin against each other."""
+    table = all_cases(args)
+    fns = [row[2 + side] for _, rows in table for row in rows]
+    for fn in fns:
+        fn()  # compile / warm up
+    conn.send("ready")
+    while True:
+        index = conn.recv()
+        if index is None:
+            return
+        time.sleep(SETTLE_SECONDS)
+        conn.send(median_us(fns[index], args.repeat))
 
 
 def median_us(fn, repeat):
     times = []
     for _ in range(repeat):
-        start = CLOCK()
+        start = time.perf_counter()
         fn()
-        times.append(CLOCK() - start)
+        times.append(time.perf_counter() - start)
     return statistics.median(times) * 1e6
-
-
-def batch_us(fn, repeat):
-    start = CLOCK()
-    for _ in range(repeat):
-        fn()
-    return (CLOCK() - start) / repeat * 1e6
 
 
 def main():
@@ -124,49 +164,43 @@ def main():
     parser.add_argument("--repeat", type=int, default=200)
     parser.add_argument("--dtype", default="float32", choices=["float32", "float64"])
     parser.add_argument("--data-dir", default=None)
-    parser.add_argument("--cpu-time", action="store_true",
-                        help="time with this process's CPU time (robust on a busy machine "
-                             "with NUMBA_NUM_THREADS=1 OPENBLAS_NUM_THREADS=1)")
     args = parser.parse_args()
-    global CLOCK
-    if args.cpu_time:
-        CLOCK = time.process_time
-    dtype = np.dtype(args.dtype)
-    tol = 1e-4 if dtype == np.float32 else 1e-10
+    tol = 1e-4 if args.dtype == "float32" else 1e-10
 
-    folder = args.data_dir or os.environ.get("FASTBP_DATA_DIR")
-    if folder:
-        X_mnist, label = fastbp.datasets.mnist(folder)[0][:100], "MNIST rows"
-    else:
-        rng = np.random.default_rng(2)
-        X_mnist = rng.random((100, 784)) * (rng.random((100, 784)) < 0.19)
-        label = "random rows, 81 % zeros"
-    shapes = [(f"n 100, 784 -> 200 ({label})", 100, 784, 200, X_mnist),
-              ("n 100, 200 -> 10 (Example 6.2, layer 2)", 100, 200, 10, None),
-              ("n 256, 1024 -> 512 (dense)", 256, 1024, 512, None),
-              ("n 100, 2048 -> 1024 (dense)", 100, 2048, 1024, None)]
-    print(f"{'kernel':40s} {'us':>9s} {'numpy us':>9s} {'GFLOP/s':>8s} {'x numpy':>8s}")
-    for title, n, P, U, X in shapes:
-        print(f"-- {title}, {args.dtype}")
-        rows = cases(n, P, U, X, dtype)
-        if U == 10:
-            rows += loss_cases(n, U, dtype)
-        for name, flops, kernel, numpy_fn, result in rows:
-            kernel()  # compile, and check before timing
-            expected = numpy_fn()
-            got = result()
+    table = all_cases(args)
+    for _, rows in table:  # correctness first: no timing of a wrong kernel
+        for name, _, kernel, numpy_fn, result in rows:
+            kernel()
+            expected, got = numpy_fn(), result()
             err = np.abs(got - expected).max() / max(np.abs(expected).max(), 1e-30)
-            if err > tol:
+            if not err <= tol:  # NaN fails too
                 raise SystemExit(f"{name}: relative error {err:.2e} > {tol:g}; not timing")
-            t_kernel = t_numpy = 0.0
-            for _ in range(3):  # alternate, keep the best median
-                t_kernel = min(t_kernel or 1e99, median_us(kernel, args.repeat // 3 + 1))
-                t_numpy = min(t_numpy or 1e99, median_us(numpy_fn, args.repeat // 3 + 1))
-            if args.cpu_time:  # process_time ticks coarsely: time a batch of calls
-                t_kernel = batch_us(kernel, args.repeat)
-                t_numpy = batch_us(numpy_fn, args.repeat)
+    print(f"all kernels agree with NumPy ({args.dtype}, relative error <= {tol:g})")
+
+    ctx = multiprocessing.get_context("spawn")
+    conns = []
+    for side in (0, 1):
+        parent, child = ctx.Pipe()
+        ctx.Process(target=worker, args=(side, args, child), daemon=True).start()
+        conns.append(parent)
+    for conn in conns:
+        conn.recv()
+    print(f"{'kernel':40s} {'us':>9s} {'numpy us':>9s} {'GFLOP/s':>8s} {'x numpy':>8s}")
+    index = 0
+    for title, rows in table:
+        print(f"-- {title}, {args.dtype}")
+        for name, flops, *_ in rows:
+            best = [1e99, 1e99]
+            for _ in range(3):  # alternate the two sides, keep each one's best median
+                for side, conn in enumerate(conns):
+                    conn.send(index)
+                    best[side] = min(best[side], conn.recv())
+            t_kernel, t_numpy = best
             print(f"{name:40s} {t_kernel:9.1f} {t_numpy:9.1f} {flops / t_kernel / 1e3:8.1f} "
                   f"{t_numpy / t_kernel:8.2f}")
+            index += 1
+    for conn in conns:
+        conn.send(None)
 
 
 if __name__ == "__main__":

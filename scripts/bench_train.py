@@ -2,9 +2,10 @@
 
 fastbp against the NumPy reference and, when importable, PyTorch, JAX and
 scikit-learn: all start from the same initial weights and see the same
-shuffles, run alternating (one epoch each per round) after a warm-up that
-compiles everything, and the median over the rounds is reported, with the
-ratio to JAX (or to NumPy without JAX) and the test error each reached.
+shuffles (scikit-learn shuffles itself), each in its own process, run
+alternating (one epoch each per round) after a warm-up that compiles
+everything; the median over the rounds is reported, with the ratio to JAX
+(or to NumPy without JAX) and the test error each reached.
 
     python scripts/bench_train.py [--rounds 5] [--dense] [--dtype float32]
                                   [--only fastbp,numpy,jax] [--data-dir DIR]
@@ -13,6 +14,7 @@ ratio to JAX (or to NumPy without JAX) and the test error each reached.
 """
 
 import argparse
+import multiprocessing
 import statistics
 import time
 
@@ -167,6 +169,40 @@ class Sklearn:
 PEERS = [FastBP, NumpyRef, Torch, Jax, Sklearn]
 
 
+def load_data(args):
+    Xtr, ytr, Xte, yte = fastbp.datasets.mnist(args.data_dir)
+    if args.dense:
+        rng = np.random.default_rng(args.seed)
+        Xtr = Xtr + rng.normal(0, 0.1, Xtr.shape).astype(np.float32)
+        Xte = Xte + rng.normal(0, 0.1, Xte.shape).astype(np.float32)
+    return Xtr.astype(args.dtype), ytr, Xte.astype(args.dtype), yte
+
+
+def worker(peer, args, conn):
+    """One contender in its own process, so that no two thread pools (Numba's,
+    PyTorch's OpenMP, XLA's, OpenBLAS's) spin against each other; it runs
+    one epoch whenever the parent asks."""
+    try:
+        Xtr, ytr, Xte, yte = load_data(args)
+        contender = peer(fastbp.Network(SIZES, dtype=args.dtype, seed=args.seed), Xtr, ytr,
+                         args.seed)
+        warm = peer(fastbp.Network(SIZES, dtype=args.dtype, seed=args.seed), Xtr[:2000],
+                    ytr[:2000], args.seed)
+        warm.run_epoch()  # compiles kernels / traces graphs on a small slice
+    except ImportError as exc:
+        conn.send(("skip", str(exc)))
+        return
+    conn.send(("ready", None))
+    while True:
+        command = conn.recv()
+        if command == "epoch":
+            conn.send(contender.run_epoch())
+        elif command == "error":
+            conn.send(float(np.mean(contender.predict(Xte) != yte)))
+        else:
+            return
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5)
@@ -176,46 +212,43 @@ def main():
     parser.add_argument("--data-dir", default=None)
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args()
-
-    Xtr, ytr, Xte, yte = fastbp.datasets.mnist(args.data_dir)
-    if args.dense:
-        rng = np.random.default_rng(args.seed)
-        Xtr = Xtr + rng.normal(0, 0.1, Xtr.shape).astype(np.float32)
-        Xte = Xte + rng.normal(0, 0.1, Xte.shape).astype(np.float32)
-    Xtr, Xte = Xtr.astype(args.dtype), Xte.astype(args.dtype)
     wanted = set(filter(None, args.only.split(",")))
 
-    contenders = []
+    ctx = multiprocessing.get_context("spawn")
+    workers = {}
     for peer in PEERS:
         if wanted and peer.name not in wanted:
             continue
-        net = fastbp.Network(SIZES, dtype=args.dtype, seed=args.seed)
-        try:
-            c = peer(net, Xtr, ytr, args.seed)
-            # Warm-up: compiles kernels / traces graphs on a small slice.
-            warm = peer(fastbp.Network(SIZES, dtype=args.dtype, seed=args.seed),
-                        Xtr[:2000], ytr[:2000], args.seed)
-            warm.run_epoch()
-        except ImportError as exc:
-            print(f"skipping {peer.name}: {exc}")
+        parent, child = ctx.Pipe()
+        process = ctx.Process(target=worker, args=(peer, args, child), daemon=True)
+        process.start()
+        status, detail = parent.recv()
+        if status == "skip":
+            print(f"skipping {peer.name}: {detail}")
             continue
-        contenders.append(c)
+        workers[peer.name] = parent
 
-    times = {c.name: [] for c in contenders}
-    for r in range(args.rounds):
-        for c in contenders:  # alternating: one epoch of each per round
-            times[c.name].append(c.run_epoch())
+    times = {name: [] for name in workers}
+    for _ in range(args.rounds):
+        for name, conn in workers.items():  # alternating: one epoch of each per round
+            conn.send("epoch")
+            times[name].append(conn.recv())
+    errors = {}
+    for name, conn in workers.items():
+        conn.send("error")
+        errors[name] = conn.recv()
+        conn.send("stop")
+
     base = "jax" if "jax" in times else "numpy" if "numpy" in times else None
     med = {name: statistics.median(t) for name, t in times.items()}
     variant = "dense (pixels + N(0, 0.1^2))" if args.dense else "MNIST"
     print(f"\nExample 6.2, {variant}, {args.dtype}, {SIZES}, lr {LR}, n_b {BATCH}; "
-          f"median of {args.rounds} epochs, alternating")
+          f"median of {args.rounds} epochs, alternating, one process per contender")
     print(f"{'contender':14s} {'s/epoch':>8s} {'vs ' + (base or '-'):>9s} "
           f"{'test error':>10s} (after {args.rounds} epochs)")
-    for c in contenders:
-        ratio = med[c.name] / med[base] if base else float("nan")
-        error = float(np.mean(c.predict(Xte) != yte))
-        print(f"{c.name:14s} {med[c.name]:8.3f} {ratio:9.2f} {error:10.2%}")
+    for name in workers:
+        ratio = med[name] / med[base] if base else float("nan")
+        print(f"{name:14s} {med[name]:8.3f} {ratio:9.2f} {errors[name]:10.2%}")
 
 
 if __name__ == "__main__":

@@ -1,0 +1,46 @@
+"""Kernel compilation (and cache loading) is serialised across processes."""
+
+import os
+import subprocess
+import sys
+import time
+
+from numba.core.dispatcher import Dispatcher
+
+from fastbp import compile_lock
+from fastbp.kernels import cpu
+
+CHILD = """
+import numpy as np
+import fastbp
+from fastbp.kernels import cpu
+print("imported", flush=True)
+out = np.zeros((3, 2), np.float32)
+cpu.transpose(out, np.ones((2, 3), np.float32))
+print("done", out.sum(), flush=True)
+"""
+
+
+def test_every_kernel_dispatcher_compiles_under_the_lock():
+    dispatchers = [v for v in vars(cpu).values() if isinstance(v, Dispatcher)]
+    assert len(dispatchers) >= 10
+    assert all(getattr(d.compile, "_fastbp_locked", False) for d in dispatchers)
+
+
+def test_the_lock_is_reentrant():
+    with compile_lock.compiling():
+        with compile_lock.compiling():
+            pass
+    assert compile_lock._depth == 0 and compile_lock._fd is None
+
+
+def test_another_process_waits_for_the_lock_before_compiling(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))  # empty cache: must compile
+    with compile_lock.compiling():
+        child = subprocess.Popen([sys.executable, "-c", CHILD], env=env,
+                                 stdout=subprocess.PIPE, text=True)
+        assert child.stdout.readline().strip() == "imported"
+        time.sleep(2)
+        assert child.poll() is None, "the child compiled while this process held the lock"
+    out, _ = child.communicate(timeout=120)
+    assert child.returncode == 0 and out.startswith("done 6.0")
