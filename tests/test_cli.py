@@ -438,13 +438,11 @@ def test_progress_bar_on_a_terminal(tiny):
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason=(
-    "core bug, not the CLI's: a cached serial kernel (train_steps) that calls parallel "
-    "kernels segfaults when its overload was compiled in a process that loaded those "
-    "kernels from Numba's cache (numba#8578). Remove this marker with the fix."))
 def test_a_second_network_shape_survives_the_numba_cache(tiny, tmp_path):
     """Three runs on one fresh Numba cache: the default net, then logistic
-    regression twice (the last one loads its kernels from the cache)."""
+    regression twice (the last one loads its kernels from the cache). This
+    crashed with SIGSEGV (numba#8578: a cached serial kernel calling parallel
+    ones, run before Numba's thread pool was launched)."""
     exe = installed()
     env = dict(os.environ, OMP_WAIT_POLICY="passive", NUMBA_CACHE_DIR=str(tmp_path / "nb"))
     for hidden in ("200", "0", "0"):
