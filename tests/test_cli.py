@@ -435,3 +435,18 @@ def test_progress_bar_on_a_terminal(tiny):
     assert "epoch 1/2" in out and "epoch 2/2" in out and "100%" in out
     assert re.search(r"\x1b\[2K\x1b\[\?25h\s+1\s", out)  # bar erased, then epoch 1's row
     assert "test error" in out
+
+
+@pytest.mark.slow
+def test_a_second_network_shape_survives_the_numba_cache(tiny, tmp_path):
+    """Three runs on one fresh Numba cache: the default net, then logistic
+    regression twice (the last one loads its kernels from the cache). This
+    crashed with SIGSEGV (numba#8578: a cached serial kernel calling parallel
+    ones, run before Numba's thread pool was launched)."""
+    exe = installed()
+    env = dict(os.environ, OMP_WAIT_POLICY="passive", NUMBA_CACHE_DIR=str(tmp_path / "nb"))
+    for hidden in ("200", "0", "0"):
+        ran = subprocess.run([exe, "--data-dir", tiny, "--epochs", "1", "--hidden", hidden,
+                              "-q"], check=False, capture_output=True, text=True,
+                             timeout=600, env=env)
+        assert ran.returncode == 0, f"--hidden {hidden}: exit {ran.returncode} {ran.stderr}"
