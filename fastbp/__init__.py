@@ -3,6 +3,8 @@
 Algorithm 6.1 of Lindholm et al. (ch. 6) on hand-written Numba kernels.
 """
 
+import numba as _numba
+
 from . import compile_lock, datasets, reference
 from .kernels import cpu as _cpu_kernels
 from .errors import DataError, DivergenceError
@@ -12,6 +14,10 @@ from .train import train
 from .api import backprop
 
 compile_lock.guard(_cpu_kernels)  # before any kernel compiles or loads from the cache
+# Start Numba's thread pool now: parallel code loaded from the on-disk cache
+# before the pool exists crashed the process (numba issue 8578; seen here with
+# load() then predict() in a fresh process).
+_numba.set_num_threads(_numba.get_num_threads())
 
 __version__ = "0.1.0"
 

@@ -48,6 +48,12 @@ class ThreadTuner:
         if self.chunks > 1:  # the first chunk compiles or loads kernels: not a timing
             self.seconds_per_step[threads] = seconds / max(steps, 1)
 
+    def preferred(self):
+        """The thread count measured faster so far (all threads until measured)."""
+        if len(self.seconds_per_step) < len(self.choices):
+            return self.choices[-1]
+        return min(self.choices, key=self.seconds_per_step.get)
+
     def run(self, fn, steps):
         """Call ``fn()`` with the chosen thread count; return its result."""
         threads = self.pick()

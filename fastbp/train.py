@@ -8,6 +8,7 @@ import threading
 import time
 import zlib
 
+import numba
 import numpy as np
 
 from . import backends
@@ -161,7 +162,8 @@ class _Run:
         iteration = done_before + size
         if self.val is not None and self.eval_every and iteration % self.eval_every == 0:
             self.stepper.sync()
-            cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val)
+            with _threads_like(self.stepper):
+                cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val)
             h.val_iteration.append(iteration)
             h.val_cost.append(cost)
             h.val_error.append(error)
@@ -206,6 +208,20 @@ class _Run:
             f"training diverged at iteration {iteration}: {what}. The network keeps its "
             f"last finite weights ({kept}). Try a smaller learning rate than lr={self.lr}.",
             iteration=iteration)
+
+
+@contextlib.contextmanager
+def _threads_like(stepper):
+    """Validate with the thread count the stepper measured faster: on a busy
+    machine all threads can be many times slower than one."""
+    tuner = getattr(stepper, "threads", None)
+    previous = numba.get_num_threads()
+    if tuner is not None:
+        numba.set_num_threads(tuner.preferred())
+    try:
+        yield
+    finally:
+        numba.set_num_threads(previous)
 
 
 def _quiet():
