@@ -16,6 +16,7 @@ from .threads import ThreadTuner
 from .validation import choice
 
 DEVICES = ("auto", "cpu", "cuda", "numpy")
+_TUNERS = {}
 
 
 def cuda_status():
@@ -90,7 +91,10 @@ class CpuStepper:
         self.batch_size = batch_size
         self.act = codes.ACTIVATIONS[net.activation]
         self.loss = codes.LOSSES[net.loss]
-        self.threads = ThreadTuner()
+        # One tuner per network shape for the whole process: repeated train()
+        # calls (an epoch each, say) keep what earlier ones measured.
+        self.threads = _TUNERS.setdefault((tuple(net.sizes), net.dtype.name, rows),
+                                          ThreadTuner())
 
     def run(self, order, first_step, n_steps, lr, costs, errors):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's

@@ -167,6 +167,9 @@ class Sklearn:
 
 
 PEERS = [FastBP, NumpyRef, Torch, Jax, Sklearn]
+# Idle thread pools spin for a while before they sleep: wait this long between
+# contenders so that none starts while the previous one's threads still spin.
+SETTLE_SECONDS = 0.5
 
 
 def load_data(args):
@@ -231,6 +234,7 @@ def main():
     times = {name: [] for name in workers}
     for _ in range(args.rounds):
         for name, conn in workers.items():  # alternating: one epoch of each per round
+            time.sleep(SETTLE_SECONDS)
             conn.send("epoch")
             times[name].append(conn.recv())
     errors = {}
