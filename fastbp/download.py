@@ -19,6 +19,7 @@ import zlib
 
 from . import datasets
 from .errors import DataError
+from .storage import discarded_on_failure
 
 # Tried in order; the first one that serves a file with the right checksum wins.
 MIRRORS = (
@@ -100,7 +101,7 @@ def _fetch(url, stem, folder, progress):
     """Download ``url`` into ``folder/stem.gz`` via a verified temporary file."""
     name = stem + ".gz"
     fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
-    try:
+    with discarded_on_failure(tmp):
         with os.fdopen(fd, "wb") as out:
             _transfer(url, name, out, progress)
         digest = _uncompressed_sha256(tmp)
@@ -109,12 +110,6 @@ def _fetch(url, stem, folder, progress):
             raise _TransferError(f"SHA-256 of the uncompressed content is {digest}, "
                                  f"expected {expected}")
         os.replace(tmp, os.path.join(folder, name))
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
 
 
 def _transfer(url, name, out, progress):

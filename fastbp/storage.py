@@ -8,6 +8,7 @@ stored before allocating it, and turn every kind of damage into
 ``DataError`` naming the file.
 """
 
+import contextlib
 import json
 import math
 import os
@@ -26,6 +27,19 @@ TEMP_PREFIX = ".fastbp-"
 _KINDS = "biufU"
 
 
+@contextlib.contextmanager
+def discarded_on_failure(tmp):
+    """Delete the temporary file ``tmp`` if the block fails (even on Ctrl-C)."""
+    try:
+        yield
+    except BaseException:
+        try:
+            os.unlink(tmp)
+        except OSError:
+            pass
+        raise
+
+
 def atomic_save_npz(path, arrays, meta):
     """Write ``arrays`` (name -> ndarray) and JSON ``meta`` to ``path`` atomically."""
     path = os.fspath(path)
@@ -38,18 +52,12 @@ def atomic_save_npz(path, arrays, meta):
     # 0o666 and the umask, as an ordinary open() would give (mkstemp gives 0o600).
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
                  0o666)
-    try:
+    with discarded_on_failure(tmp):
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     _sync_folder(folder)
 
 
