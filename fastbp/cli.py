@@ -149,6 +149,10 @@ def _run(o, ui):
             _check_output(f"--{option}", o[option])
     if o["resume"] and not os.path.isfile(o["checkpoint"]):
         raise click.ClickException(f"--resume: the checkpoint {o['checkpoint']} does not exist")
+    if o["checkpoint"] is not None and not o["resume"] and os.path.exists(o["checkpoint"]):
+        raise click.ClickException(f"the checkpoint {o['checkpoint']} already exists: add "
+                                   "--resume to continue that run, or delete it or choose "
+                                   "another path to start over")
     if o["device"] == "cuda":
         available, reason = backends.cuda_status()
         if not available:

@@ -50,7 +50,8 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     seed : int >= 0, seed of the shuffles (epoch e uses (seed, e)).
     device : "auto" | "cpu" | "cuda" | "numpy" (the NumPy reference).
     checkpoint : path or None. Saved (atomically) after every epoch, and on
-        Ctrl-C before the KeyboardInterrupt is re-raised.
+        Ctrl-C before the KeyboardInterrupt is re-raised. An existing file is
+        never overwritten by a fresh run: without resume=True it is an error.
     resume : continue from ``checkpoint`` up to ``epochs``; gives the very same
         weights and History as one uninterrupted run with the same arguments
         (same device and thread count). Refused with a ValueError naming the
@@ -96,6 +97,11 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
         settings["data_crc32"] = _fingerprint(X, y, *(val or ()))
     history = History(steps_per_epoch=math.ceil(n / batch_size))
     epoch, step = 0, 0
+    if checkpoint is not None and not resume and os.path.exists(checkpoint):
+        # Never overwrite a run that may have taken all night.
+        raise ValueError(f"the checkpoint {os.fsdecode(checkpoint)!r} already exists: pass "
+                         "resume=True to continue it, or delete it or choose another path "
+                         "to start over")
     if resume:
         if not os.path.exists(checkpoint):
             raise ValueError(f"resume=True but the checkpoint {os.fsdecode(checkpoint)!r} "

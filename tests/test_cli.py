@@ -285,6 +285,15 @@ def test_resume_without_a_checkpoint_file_exits_1(tiny, tmp_path):
     assert_one_error_line(result, 1, str(path), "does not exist")
 
 
+def test_an_existing_checkpoint_is_never_overwritten_without_resume(tiny, tmp_path):
+    path = tmp_path / "ckpt.npz"
+    assert invoke("--data-dir", tiny, *FAST, "--checkpoint", path).exit_code == 0
+    before = path.read_bytes()
+    result = invoke("--data-dir", tiny, *FAST, "--checkpoint", path)
+    assert_one_error_line(result, 1, str(path), "already exists", "--resume")
+    assert path.read_bytes() == before
+
+
 def test_resume_with_other_settings_exits_1(tiny, tmp_path):
     path = tmp_path / "ckpt.npz"
     assert invoke("--data-dir", tiny, *FAST, "--checkpoint", path).exit_code == 0

@@ -221,3 +221,16 @@ def test_a_checkpoint_is_written_after_every_epoch(tmp_path, monkeypatch):
     run(3, "cpu", checkpoint=path, progress=progress, batch_size=150)  # 3 steps per epoch
     assert positions == [None, None, (1, 0), (1, 0), (2, 0), (2, 0)]
     assert saved_position(path) == (3, 0)
+
+
+def test_a_fresh_run_never_overwrites_an_existing_checkpoint(tmp_path):
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 5)), rng.integers(0, 3, 40)
+    path = tmp_path / "night.npz"
+    fastbp.train(fastbp.Network([5, 4, 3]), X, y, epochs=1, batch_size=10, checkpoint=path,
+                 device="cpu")
+    before = path.read_bytes()
+    with pytest.raises(ValueError, match="already exists.*resume=True"):
+        fastbp.train(fastbp.Network([5, 4, 3]), X, y, epochs=2, batch_size=10,
+                     checkpoint=path, device="cpu")
+    assert path.read_bytes() == before
