@@ -9,6 +9,7 @@ import pytest
 from conftest import rel_err
 
 import fastbp
+from fastbp import storage
 
 TRAIN = importlib.import_module("fastbp.train")
 RNG = np.random.default_rng(0)
@@ -124,6 +125,17 @@ def test_divergence_keeps_the_last_checkpoint(tmp_path):
                          dtype="float64", seed=0)
     fastbp.train(net, PIXELS, TARGETS, lr=1e-9, batch_size=10, epochs=1, checkpoint=path)
     before = path.read_bytes()
-    with pytest.raises(fastbp.DivergenceError):
+    with pytest.raises(ValueError, match="already exists"):  # a fresh run may not overwrite it
         fastbp.train(net, PIXELS, TARGETS, lr=1e6, batch_size=10, epochs=3, checkpoint=path)
     assert path.read_bytes() == before
+    diverging = tmp_path / "diverging.npz"
+    with pytest.raises(fastbp.DivergenceError) as caught:
+        fastbp.train(net, PIXELS, TARGETS, lr=1e6, batch_size=10, epochs=3,
+                     checkpoint=diverging)
+    steps_per_epoch = -(-len(PIXELS) // 10)
+    bad_epoch = (caught.value.iteration - 1) // steps_per_epoch
+    if bad_epoch == 0:
+        assert not diverging.exists()  # nothing finished, nothing saved
+    else:
+        _, meta = storage.load_npz(diverging, (storage.CHECKPOINT_FORMAT,))
+        assert meta["epoch"] == bad_epoch and meta["step"] == 0  # the last good epoch
