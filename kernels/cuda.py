@@ -447,10 +447,15 @@ def gather_rows(out, src, rows):
     _gather_items(out, src, rows, cuda.grid(1), cuda.gridsize(1))
 
 
-@cuda.jit(device=True)
-def _forward_layers(Zs, Qs, X, Ws, bs, act, t0, stride):
-    """Every layer's forward pass (6.24), a grid-wide barrier after each."""
+@cuda.jit
+def forward_all(Zs, Qs, X, Ws, bs, act):
+    """Forward pass through every layer (6.24); Zs[-1] holds Z_L. Cooperative.
+
+    Zs[l], Qs[l] : (>= n_b, U_l) outputs (Qs[-1] may be Zs[-1]); X : (n_b, p);
+    Ws[l] : (U_l, U_{l-1}); bs[l] : (U_l,); act : hidden-layer activation.
+    """
     grid = cuda.cg.this_grid()
+    t0, stride = cuda.grid(1), cuda.gridsize(1)
     L = len(Ws)
     n = X.shape[0]
     for l in range(L):
@@ -460,17 +465,6 @@ def _forward_layers(Zs, Qs, X, Ws, bs, act, t0, stride):
         else:
             _forward_items(Zs[l][:n], Qs[l][:n], Qs[l - 1][:n], Ws[l], bs[l], h, t0, stride)
         grid.sync()
-
-
-@cuda.jit
-def forward_all(Zs, Qs, X, Ws, bs, act):
-    """Forward pass through every layer (6.24); Zs[-1] holds Z_L. Cooperative.
-
-    Zs[l], Qs[l] : (>= n_b, U_l) outputs (Qs[-1] may be Zs[-1]); X : (n_b, p);
-    Ws[l] : (U_l, U_{l-1}); bs[l] : (U_l,); act : hidden-layer activation.
-    """
-    t0, stride = cuda.grid(1), cuda.gridsize(1)
-    _forward_layers(Zs, Qs, X, Ws, bs, act, t0, stride)
 
 
 @cuda.jit
@@ -485,7 +479,13 @@ def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
     t0, stride = cuda.grid(1), cuda.gridsize(1)
     L = len(Ws)
     n = X.shape[0]
-    _forward_layers(Zs, Qs, X, Ws, bs, act, t0, stride)
+    for l in range(L):
+        h = act if l < L - 1 else IDENTITY
+        if l == 0:
+            _forward_items(Zs[0][:n], Qs[0][:n], X, Ws[0], bs[0], h, t0, stride)
+        else:
+            _forward_items(Zs[l][:n], Qs[l][:n], Qs[l - 1][:n], Ws[l], bs[l], h, t0, stride)
+        grid.sync()
     _loss_rows(dZs[L - 1][:n], row_loss[:n], Zs[L - 1][:n], labels, targets, loss, t0, stride)
     grid.sync()
     if t0 == 0:
