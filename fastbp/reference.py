@@ -111,6 +111,7 @@ def backprop_with_output(layers, X, y, activation, loss):
     Zs, Qs = forward(layers, X, act_name)
     J, dZ = cost_and_output_gradient(Zs[-1], y, loss)
     grads = [None] * len(layers)
+    dQ = None  # dQ of the layer being visited; the layer above sets it
     for index in range(len(layers) - 1, -1, -1):
         W, _ = layers[index]
         if index < len(layers) - 1:

@@ -21,6 +21,32 @@ def rel_err(actual, expected):
     return np.abs(actual - expected).max(initial=0.0) / scale
 
 
+def data(seed, *shapes, dtype="float64"):
+    """Seeded standard-normal arrays of the given shapes."""
+    rng = np.random.default_rng(seed)
+    return [rng.normal(size=shape).astype(dtype) for shape in shapes]
+
+
+def check_backprop(sizes, n, act, loss, dtype, device):
+    """fastbp.backprop on ``device`` against the float64 reference, with
+    non-zero biases so that their gradient path is exercised."""
+    net = fastbp.Network(sizes, activation=act, loss=loss, dtype=dtype, seed=n)
+    rng = np.random.default_rng(sum(sizes) + n)
+    for W, b in net.layers:
+        b[:] = rng.normal(size=b.shape) * 0.1
+    X = rng.normal(size=(n, sizes[0]))
+    y = targets_for(loss, rng, n, sizes[-1])
+    J, grads = fastbp.backprop(net, X, y, device=device)
+    layers64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in net.layers]
+    X64 = X.astype(dtype).astype(np.float64)
+    J_ref, grads_ref = fastbp.reference.backprop(layers64, X64, y, act, loss)
+    assert rel_err(J, J_ref) <= RTOL[dtype]
+    for index, ((dW, db), (dW_ref, db_ref)) in enumerate(zip(grads, grads_ref)):
+        assert dW.shape == dW_ref.shape and db.shape == db_ref.shape
+        assert rel_err(dW, dW_ref) <= RTOL[dtype], f"dW of layer {index}"
+        assert rel_err(db, db_ref) <= RTOL[dtype], f"db of layer {index}"
+
+
 def targets_for(loss, rng, n, m):
     if loss == "cross_entropy":
         return rng.integers(0, m, n)

@@ -5,9 +5,8 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import reference
 
-from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, SIZES, rel_err, targets_for
+from conftest import ACTIVATIONS, BATCHES, LOSSES, SIZES, check_backprop, rel_err, targets_for
 
 
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
@@ -17,21 +16,7 @@ from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, SIZES, rel_err, targets
 @pytest.mark.parametrize("sizes", [[1, 7, 2], [7, 1, 33], [33, 129, 7], [129, 33, 7, 1 + 1],
                                    [7, 2], [SIZES[2], SIZES[3], SIZES[1], SIZES[0], 3]])
 def test_backprop_cpu_matches_reference(sizes, n, act, loss, dtype):
-    net = fastbp.Network(sizes, activation=act, loss=loss, dtype=dtype, seed=n)
-    rng = np.random.default_rng(sum(sizes) + n)
-    for W, b in net.layers:  # non-zero biases so their gradient path is exercised
-        b[:] = rng.normal(size=b.shape) * 0.1
-    X = rng.normal(size=(n, sizes[0]))
-    y = targets_for(loss, rng, n, sizes[-1])
-    J, grads = fastbp.backprop(net, X, y, device="cpu")
-    layers64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in net.layers]
-    X64 = X.astype(dtype).astype(np.float64)
-    J_ref, grads_ref = reference.backprop(layers64, X64, y, act, loss)
-    assert rel_err(J, J_ref) <= RTOL[dtype]
-    for index, ((dW, db), (dW_ref, db_ref)) in enumerate(zip(grads, grads_ref)):
-        assert dW.shape == dW_ref.shape and db.shape == db_ref.shape
-        assert rel_err(dW, dW_ref) <= RTOL[dtype], f"dW of layer {index}"
-        assert rel_err(db, db_ref) <= RTOL[dtype], f"db of layer {index}"
+    check_backprop(sizes, n, act, loss, dtype, "cpu")
 
 
 def _numeric_gradient(cost, layers, eps=1e-6):

@@ -6,14 +6,9 @@ import pytest
 from fastbp import reference
 from fastbp.kernels import codes, cpu
 
-from conftest import ACTIVATIONS, BATCHES, RTOL, SIZES, rel_err
+from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err
 
 DTYPES = ("float64", "float32")
-
-
-def data(seed, *shapes, dtype="float64"):
-    rng = np.random.default_rng(seed)
-    return [rng.normal(size=shape).astype(dtype) for shape in shapes]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -17,7 +17,7 @@ from fastbp.cuda_backend import device_batch_buffers, launch
 from fastbp.kernels import codes
 from fastbp.kernels import cuda as kernels
 
-from conftest import ACTIVATIONS, RTOL, rel_err
+from conftest import ACTIVATIONS, RTOL, data, rel_err
 
 DTYPES = ("float64", "float32")
 BATCHES = (1, 5)
@@ -28,11 +28,6 @@ SHAPES = [(1, 3), (7, 1), (3, 7)]  # (P, U)
 def few_threads(monkeypatch):
     """Blocks of 4 threads, so that tiny inputs span several blocks."""
     monkeypatch.setattr(kernels, "THREADS", 4)
-
-
-def data(seed, *shapes, dtype="float64"):
-    rng = np.random.default_rng(seed)
-    return [rng.normal(size=shape).astype(dtype) for shape in shapes]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import backends, reference
+from fastbp import backends
 from fastbp.kernels import cuda as kernels
 
-from conftest import ACTIVATIONS, LOSSES, RTOL, rel_err, targets_for
+from conftest import ACTIVATIONS, LOSSES, RTOL, check_backprop, rel_err, targets_for
 
 
 @pytest.fixture(autouse=True)
@@ -30,20 +30,7 @@ def test_cuda_is_the_automatic_choice():
 @pytest.mark.parametrize("n", [1, 5])
 @pytest.mark.parametrize("sizes", [[3, 7, 2], [7, 1, 3, 2], [3, 2]])
 def test_backprop_cuda_matches_reference(sizes, n, act, loss, dtype):
-    net = fastbp.Network(sizes, activation=act, loss=loss, dtype=dtype, seed=n)
-    rng = np.random.default_rng(sum(sizes) + n)
-    for W, b in net.layers:  # non-zero biases so their gradient path is exercised
-        b[:] = rng.normal(size=b.shape) * 0.1
-    X = rng.normal(size=(n, sizes[0]))
-    y = targets_for(loss, rng, n, sizes[-1])
-    J, grads = fastbp.backprop(net, X, y, device="cuda")
-    layers64 = [(W.astype(np.float64), b.astype(np.float64)) for W, b in net.layers]
-    J_ref, grads_ref = reference.backprop(layers64, X.astype(dtype).astype(np.float64), y,
-                                          act, loss)
-    assert rel_err(J, J_ref) <= RTOL[dtype]
-    for index, ((dW, db), (dW_ref, db_ref)) in enumerate(zip(grads, grads_ref)):
-        assert rel_err(dW, dW_ref) <= RTOL[dtype], f"dW of layer {index}"
-        assert rel_err(db, db_ref) <= RTOL[dtype], f"db of layer {index}"
+    check_backprop(sizes, n, act, loss, dtype, "cuda")
 
 
 def train_both(sizes, act, loss, dtype, n=11, **kwargs):
