@@ -11,6 +11,7 @@ import numpy as np
 
 from . import reference
 from .buffers import batch_buffers, gradient_buffers, training_buffers
+from .sparse_rows import compressed_rows
 from .kernels import codes, cpu
 from .threads import ThreadTuner
 from .validation import choice
@@ -85,6 +86,7 @@ class CpuStepper:
         Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, rows, net.dtype)
         self.buffers = (Zs, Qs, dZs, dQs, row_loss) + training_buffers(net.sizes, rows,
                                                                         net.dtype)
+        self.rows_csr = compressed_rows(X, net.sizes[1])
         self.Xb = np.zeros((rows, X.shape[1]), net.dtype)
         self.yb = np.zeros(rows, np.int64)
         self.Tb = np.zeros((rows, self.targets.shape[1]), net.dtype)
@@ -101,8 +103,8 @@ class CpuStepper:
         ``order``; write each step's cost and error; return steps completed."""
         Zs, Qs, dZs, dQs, row_loss, WT, idx, val, count = self.buffers
         return self.threads.run(lambda: cpu.train_steps(
-            self.Ws, self.bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, self.Xb,
-            self.yb, self.Tb, self.X, self.labels, self.targets, order, first_step, n_steps,
+            self.Ws, self.bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, self.rows_csr,
+            self.Xb, self.yb, self.Tb, self.X, self.labels, self.targets, order, first_step, n_steps,
             self.batch_size, lr, self.act, self.loss, costs, errors), n_steps)
 
     def sync(self):

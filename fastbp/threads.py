@@ -7,13 +7,20 @@ a time slice, and two threads were seen 10 to 100 times slower than one
 same result for any thread count, so the choice is free: measure both,
 keep the faster, and re-measure the other after 16 chunks, then after
 twice as many each time it loses again.
+
+A shared virtual machine adds noise of tens of percent to one chunk's time
+(and never takes any away), so each choice is judged by the least of its
+last SAMPLES measurements: one unlucky chunk does not hand two threads'
+50 % lead to one thread for hundreds of chunks.
 """
 
+import collections
 import time
 
 import numba
 
 FIRST_LOOK = 16  # chunks before the slower choice is measured again
+SAMPLES = 2  # measurements kept per choice; its estimate is their minimum
 
 
 class ThreadTuner:
@@ -23,7 +30,7 @@ class ThreadTuner:
     def __init__(self):
         full = numba.get_num_threads()
         self.choices = (1, full) if full > 1 else (1,)  # one first: it never stalls
-        self.seconds_per_step = {}
+        self.samples = {threads: collections.deque(maxlen=SAMPLES) for threads in self.choices}
         self.chunks = 0
         self.interval = FIRST_LOOK
         self.next_look = None
@@ -31,28 +38,32 @@ class ThreadTuner:
 
     def pick(self):
         self.chunks += 1
-        for threads in self.choices:
-            if threads not in self.seconds_per_step:
-                return threads
-        best = min(self.choices, key=self.seconds_per_step.get)
+        fewest = min(self.choices, key=lambda threads: len(self.samples[threads]))
+        if len(self.samples[fewest]) < SAMPLES:  # still measuring: alternate
+            return fewest
+        best = min(self.choices, key=self.estimate)
         if best != self.best:  # the ranking changed: look again soon
             self.best, self.interval = best, FIRST_LOOK
             self.next_look = self.chunks + self.interval
         if self.chunks >= self.next_look:
             self.interval *= 2
             self.next_look = self.chunks + self.interval
-            return max(self.choices, key=self.seconds_per_step.get)
+            return max(self.choices, key=self.estimate)
         return best
+
+    def estimate(self, threads):
+        """Seconds per step with ``threads``: the least recent measurement."""
+        return min(self.samples[threads], default=float("inf"))
 
     def record(self, threads, seconds, steps):
         if self.chunks > 1:  # the first chunk compiles or loads kernels: not a timing
-            self.seconds_per_step[threads] = seconds / max(steps, 1)
+            self.samples[threads].append(seconds / max(steps, 1))
 
     def preferred(self):
         """The thread count measured faster so far (all threads until measured)."""
-        if len(self.seconds_per_step) < len(self.choices):
+        if any(not self.samples[threads] for threads in self.choices):
             return self.choices[-1]
-        return min(self.choices, key=self.seconds_per_step.get)
+        return min(self.choices, key=self.estimate)
 
     def run(self, fn, steps):
         """Call ``fn()`` with the chosen thread count; return its result."""

@@ -20,48 +20,20 @@ import math
 
 from numba import njit, prange
 
-from .codes import CROSS_ENTROPY, IDENTITY, RELU, SIGMOID, TANH
+from .codes import CROSS_ENTROPY, IDENTITY
+from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
+from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, compress_rows,  # noqa: F401
+                         count_nonzero, csr_forward, csr_sgd_update, nonzero_cols,
+                         nonzero_rows, row_nonzeros, sparse_backward_input,
+                         sparse_forward, sparse_sgd_update)
 
 __all__ = ["dense_forward", "activation_backward", "dense_backward_weights",
            "dense_backward_input", "softmax_cross_entropy", "squared_error",
            "count_misclassified", "sgd_update", "gather_rows", "forward_all",
            "backprop_all", "train_steps"]
 
-# fastmath without nnan/ninf: lets LLVM reassociate and vectorise the
-# dot-product reductions, but keeps NaN/inf semantics so divergence is seen.
-_FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-_PARALLEL = dict(parallel=True, fastmath=_FASTMATH, cache=True, nogil=True)
-_SERIAL = dict(fastmath=_FASTMATH, cache=True, nogil=True)
 
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _activate(z, act, zero, one):
-    """h(z) for one scalar (6.3): ReLU, logistic sigmoid, tanh or identity.
-
-    zero and one carry the dtype, so float32 stays float32.
-    """
-    if act == RELU:
-        return z if z > zero or z != z else zero  # z != z: NaN stays visible
-    if act == SIGMOID:
-        return one / (one + math.exp(-z))
-    if act == TANH:
-        return math.tanh(z)
-    return z
-
-
-@njit(inline="always", fastmath=_FASTMATH)
-def _derivative(z, q, act, zero, one):
-    """h'(z), reusing q = h(z) from the forward pass where that is cheaper."""
-    if act == RELU:
-        return one if z > zero else zero
-    if act == SIGMOID:
-        return q * (one - q)
-    if act == TANH:
-        return one - q * q
-    return one
-
-
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _dot4x4(A, i, B, j):
     """The 4 x 4 block of dot products A[i:i+4] . B[j:j+4] over their rows.
 
@@ -95,7 +67,7 @@ def _dot4x4(A, i, B, j):
             (a20, a21, a22, a23), (a30, a31, a32, a33))
 
 
-@njit(inline="always", fastmath=_FASTMATH)
+@njit(inline="always", fastmath=FASTMATH)
 def _dot(A, i, B, j):
     """A[i] . B[j], for the edges that do not fill a 4 x 4 block."""
     acc = A.dtype.type(0)
@@ -104,7 +76,7 @@ def _dot(A, i, B, j):
     return acc
 
 
-@njit(**_PARALLEL)
+@njit(**PARALLEL)
 def dense_forward(Z, Q, Q_prev, W, b, act):
     """Fused dense layer: ``Z = Q_prev W^T + b`` and ``Q = h(Z)`` (Alg. 6.1 l. 4-5).
 
@@ -126,7 +98,7 @@ def dense_forward(Z, Q, Q_prev, W, b, act):
                     for c in range(4):
                         z = block[a][c] + b[j0 + c]
                         Z[i0 + a, j0 + c] = z
-                        Q[i0 + a, j0 + c] = _activate(z, act, zero, one)
+                        Q[i0 + a, j0 + c] = activate(z, act, zero, one)
             j_edge = U - U % 4
         else:
             j_edge = 0
@@ -134,10 +106,10 @@ def dense_forward(Z, Q, Q_prev, W, b, act):
             for j in range(j_edge, U):
                 z = _dot(Q_prev, i, W, j) + b[j]
                 Z[i, j] = z
-                Q[i, j] = _activate(z, act, zero, one)
+                Q[i, j] = activate(z, act, zero, one)
 
 
-@njit(**_PARALLEL)
+@njit(**PARALLEL)
 def activation_backward(dZ, dQ, Z, Q, act):
     """``dZ = dQ * h'(Z)`` element-wise (6.27a, Alg. 6.1 line 16).
 
@@ -148,10 +120,10 @@ def activation_backward(dZ, dQ, Z, Q, act):
     # Race-free: iteration i writes only row i of dZ.
     for i in prange(n):
         for j in range(U):
-            dZ[i, j] = dQ[i, j] * _derivative(Z[i, j], Q[i, j], act, zero, one)
+            dZ[i, j] = dQ[i, j] * derivative(Z[i, j], Q[i, j], act, zero, one)
 
 
-@njit(**_PARALLEL)
+@njit(**PARALLEL)
 def dense_backward_weights(dW, db, dZ, Q_prev):
     """``dW = dZ^T Q_prev / n_b`` and ``db = sum_i dZ_i / n_b`` (6.27c/d, l. 18-19).
 
@@ -177,7 +149,7 @@ def dense_backward_weights(dW, db, dZ, Q_prev):
         db[j] = s * inv_n
 
 
-@njit(**_PARALLEL)
+@njit(**PARALLEL)
 def dense_backward_input(dQ_prev, dZ, W):
     """``dQ_prev = dZ W`` (6.27b, Alg. 6.1 line 17); never called for the input.
 
@@ -196,7 +168,48 @@ def dense_backward_input(dQ_prev, dZ, W):
                     dQ_prev[i, k] += g * W[j, k]
 
 
-@njit(**_PARALLEL)
+@njit(inline="always", fastmath=FASTMATH)
+def _softmax_cross_entropy_row(dZ, Z, i, y):
+    """Row i of softmax_cross_entropy: writes dZ[i], returns the row's loss."""
+    M = Z.shape[1]
+    m = Z[i, 0]
+    for j in range(1, M):
+        if Z[i, j] > m:
+            m = Z[i, j]
+    s = Z.dtype.type(0)
+    for j in range(M):
+        e = math.exp(Z[i, j] - m)
+        dZ[i, j] = e
+        s += e
+    inv_s = 1 / s
+    for j in range(M):
+        dZ[i, j] *= inv_s
+    dZ[i, y] -= 1
+    return math.log(s) + m - Z[i, y]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _squared_error_row(dZ, Z, i, targets):
+    """Row i of squared_error: writes dZ[i], returns the row's loss."""
+    s = Z.dtype.type(0)
+    for j in range(Z.shape[1]):
+        r = targets[i, j] - Z[i, j]
+        dZ[i, j] = -2 * r
+        s += r * r
+    return s
+
+
+@njit(inline="always")
+def _argmax_row(Z, i):
+    """Index of the first maximum of Z[i]."""
+    best = 0
+    for j in range(1, Z.shape[1]):
+        if Z[i, j] > Z[i, best]:
+            best = j
+    return best
+
+
+@njit(**PARALLEL)
 def softmax_cross_entropy(dZ, row_loss, Z, labels):
     """Cost and output gradient for M-class classification (6.20, 6.26b).
 
@@ -204,75 +217,91 @@ def softmax_cross_entropy(dZ, row_loss, Z, labels):
     output, each row's loss; Z : (n_b, M) logits; labels : (n_b,) int.
     Returns J, the mean loss, computed with the max-shift (log-sum-exp).
     """
-    n, M = Z.shape
     # Race-free: iteration i writes only row i of dZ and entry i of row_loss.
-    for i in prange(n):
-        m = Z[i, 0]
-        for j in range(1, M):
-            if Z[i, j] > m:
-                m = Z[i, j]
-        s = Z.dtype.type(0)
-        for j in range(M):
-            e = math.exp(Z[i, j] - m)
-            dZ[i, j] = e
-            s += e
-        inv_s = 1 / s
-        for j in range(M):
-            dZ[i, j] *= inv_s
-        y = labels[i]
-        dZ[i, y] -= 1
-        row_loss[i] = math.log(s) + m - Z[i, y]
-    return _mean(row_loss)
+    for i in prange(Z.shape[0]):
+        row_loss[i] = _softmax_cross_entropy_row(dZ, Z, i, labels[i])
+    return mean(row_loss)
 
 
-@njit(**_PARALLEL)
+@njit(**PARALLEL)
 def squared_error(dZ, row_loss, Z, targets):
     """Cost and output gradient for regression (6.19, 6.26a).
 
     dZ : (n_b, M) output ``-2 (targets - Z)``; row_loss : (n_b,) output,
     ``||targets_i - Z_i||^2``; Z, targets : (n_b, M). Returns their mean J.
     """
-    n, M = Z.shape
     # Race-free: iteration i writes only row i of dZ and entry i of row_loss.
-    for i in prange(n):
-        s = Z.dtype.type(0)
-        for j in range(M):
-            r = targets[i, j] - Z[i, j]
-            dZ[i, j] = -2 * r
-            s += r * r
-        row_loss[i] = s
-    return _mean(row_loss)
+    for i in prange(Z.shape[0]):
+        row_loss[i] = _squared_error_row(dZ, Z, i, targets)
+    return mean(row_loss)
 
 
-@njit(**_SERIAL)
-def _mean(values):
-    """Mean in a fixed order (deterministic, unlike a threaded reduction)."""
-    s = values.dtype.type(0)
-    for i in range(values.shape[0]):
-        s += values[i]
-    return s / values.shape[0]
-
-
-@njit(**_PARALLEL)
+@njit(**PARALLEL)
 def count_misclassified(Z, labels):
     """Number of rows whose argmax (first maximum) differs from the label.
 
     Z : (n_b, M) logits; labels : (n_b,) int. Integer sums are exact, so the
     threaded reduction is deterministic.
     """
-    n, M = Z.shape
     wrong = 0
     # Race-free: the only shared value is an integer prange reduction.
-    for i in prange(n):
-        best = 0
-        for j in range(1, M):
-            if Z[i, j] > Z[i, best]:
-                best = j
-        wrong += best != labels[i]
+    for i in prange(Z.shape[0]):
+        wrong += _argmax_row(Z, i) != labels[i]
     return wrong
 
 
-@njit(**_PARALLEL)
+# Output layers at most this wide run fused, one sample per iteration
+# (output_layer_rows); wider ones use the blocked dense kernels.
+FUSED_OUTPUT_MAX = 16
+
+
+@njit(**PARALLEL)
+def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, labels,
+                      targets, act, loss, back):
+    """The last layer's forward, loss and backward to the layer before, fused
+    per sample (a narrow output layer is too small to block; one pass keeps
+    each row in L1): for each row i,
+
+    ``Z[i] = W Q_prev[i] + b`` (6.11), the loss row and ``dZ[i]`` (6.26),
+    ``wrong[i]`` = 1 if the argmax misses the label (classification), and,
+    if ``back``, ``dZ_prev[i] = (dZ[i] W) * h'(Z_prev[i])`` (6.27b, then
+    6.27a of the layer below).
+
+    Z, dZ : (n_b, M) outputs; row_loss (n_b,), wrong (>= n_b,) int64 outputs;
+    dZ_prev : (n_b, H) output, written only if back; Z_prev, Q_prev : (n_b, H),
+    the layer below (for a one-layer net Q_prev is the input X and back is
+    False); W : (M, H); b : (M,); labels (n_b,) or targets (n_b, M) as in
+    backprop_all.
+    """
+    n, M = Z.shape
+    H = W.shape[1]
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    # Race-free: iteration i writes only row i of Z, dZ, dZ_prev and entry i
+    # of row_loss and wrong.
+    for i in prange(n):
+        for j in range(M):
+            acc = zero
+            for k in range(H):
+                acc += W[j, k] * Q_prev[i, k]
+            Z[i, j] = acc + b[j]
+        if loss == CROSS_ENTROPY:
+            row_loss[i] = _softmax_cross_entropy_row(dZ, Z, i, labels[i])
+            wrong[i] = _argmax_row(Z, i) != labels[i]
+        else:
+            row_loss[i] = _squared_error_row(dZ, Z, i, targets)
+            wrong[i] = 0
+        if back:
+            for k in range(H):
+                dZ_prev[i, k] = zero
+            for j in range(M):
+                g = dZ[i, j]
+                for k in range(H):
+                    dZ_prev[i, k] += g * W[j, k]
+            for k in range(H):
+                dZ_prev[i, k] *= derivative(Z_prev[i, k], Q_prev[i, k], act, zero, one)
+
+
+@njit(**PARALLEL)
 def sgd_update(W, b, dW, db, lr):
     """One SGD step (6.23a/b): ``W -= lr dW``, ``b -= lr db``, in place.
 
@@ -287,7 +316,7 @@ def sgd_update(W, b, dW, db, lr):
         b[j] -= step * db[j]
 
 
-@njit(**_PARALLEL)
+@njit(**PARALLEL)
 def gather_rows(out, src, rows):
     """``out[r] = src[rows[r]]``: the rows of one shuffled mini-batch.
 
@@ -301,7 +330,7 @@ def gather_rows(out, src, rows):
             out[r, k] = src[s, k]
 
 
-@njit(**_SERIAL)
+@njit(**SERIAL)
 def forward_all(Zs, Qs, X, Ws, bs, act):
     """Forward pass through every layer (6.24): Zs[-1] holds the output Z_L.
 
@@ -316,7 +345,7 @@ def forward_all(Zs, Qs, X, Ws, bs, act):
         dense_forward(Zs[l][:n], Qs[l][:n], Q_prev, Ws[l], bs[l], h)
 
 
-@njit(**_SERIAL)
+@njit(**SERIAL)
 def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
                  Ws, bs, act, loss):
     """Algorithm 6.1 for one mini-batch: forward, cost, backward; returns J.
@@ -344,131 +373,7 @@ def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
     return J
 
 
-@njit(inline="always", fastmath=_FASTMATH)
-def _add_scaled_rows(out, M, rows, values, count, scale):
-    """``out += scale * sum_m values[m] * M[rows[m], :]`` for m < count.
-
-    Eight rows per pass (then one pass of four), so each element of ``out``
-    is loaded and stored once per eight multiply-adds: an axpy is bound by
-    L1 traffic, not arithmetic. A tail of 1-3 rows runs as one pass of four
-    whose missing rows repeat the last real row with a zero factor.
-    """
-    U = out.shape[0]
-    m = 0
-    while m + 8 <= count:
-        k0, k1, k2, k3 = rows[m], rows[m + 1], rows[m + 2], rows[m + 3]
-        k4, k5, k6, k7 = rows[m + 4], rows[m + 5], rows[m + 6], rows[m + 7]
-        x0, x1 = scale * values[m], scale * values[m + 1]
-        x2, x3 = scale * values[m + 2], scale * values[m + 3]
-        x4, x5 = scale * values[m + 4], scale * values[m + 5]
-        x6, x7 = scale * values[m + 6], scale * values[m + 7]
-        for j in range(U):
-            out[j] += (((x0 * M[k0, j] + x1 * M[k1, j]) + (x2 * M[k2, j] + x3 * M[k3, j]))
-                       + ((x4 * M[k4, j] + x5 * M[k5, j]) + (x6 * M[k6, j] + x7 * M[k7, j])))
-        m += 8
-    while m < count:
-        last = count - 1
-        zero = scale - scale
-        k0, x0 = rows[m], scale * values[m]
-        k1, x1 = (rows[m + 1], scale * values[m + 1]) if m + 1 <= last else (k0, zero)
-        k2, x2 = (rows[m + 2], scale * values[m + 2]) if m + 2 <= last else (k0, zero)
-        k3, x3 = (rows[m + 3], scale * values[m + 3]) if m + 3 <= last else (k0, zero)
-        for j in range(U):
-            out[j] += (x0 * M[k0, j] + x1 * M[k1, j]) + (x2 * M[k2, j] + x3 * M[k3, j])
-        m += 4
-
-
-@njit(**_PARALLEL)
-def nonzero_rows(idx, val, count, A):
-    """Per-row lists of A's non-zero entries (compressed sparse rows).
-
-    idx : int32 and val : outputs of at least (n, P), of which row i's first
-    count[i] entries are the column indices and values of A[i]'s non-zeros
-    (NaN counts as non-zero); count : (>= n,) output; A : (n, P).
-    """
-    n, P = A.shape
-    # Race-free: iteration i writes only row i of idx, val and entry i of count.
-    for i in prange(n):
-        c = 0
-        for k in range(P):
-            a = A[i, k]
-            idx[i, c] = k  # written unconditionally: no branch to mispredict
-            val[i, c] = a
-            c += a != 0
-        count[i] = c
-
-
-@njit(**_PARALLEL)
-def nonzero_cols(idx, val, count, A):
-    """Per-column lists of A's non-zero entries (compressed sparse columns).
-
-    idx : int32 and val : outputs of at least (P, n), of which row k's first
-    count[k] entries are the row indices and values of A[:, k]'s non-zeros;
-    count : (>= P,) output; A : (n, P).
-    """
-    n, P = A.shape
-    # Race-free: iteration k writes only row k of idx, val and entry k of count.
-    for k in prange(P):
-        c = 0
-        for i in range(n):
-            a = A[i, k]
-            idx[k, c] = i
-            val[k, c] = a
-            c += a != 0
-        count[k] = c
-
-
-@njit(**_PARALLEL)
-def sparse_forward(Z, Q, idx, val, count, WT, b, act):
-    """``dense_forward`` from the non-zeros of Q_prev and W^T: zero inputs
-    (81 % of MNIST pixels) cost nothing.
-
-    Z, Q : (n_b, U) outputs (Q may be Z); idx, val, count : ``nonzero_rows``
-    of Q_prev (n_b, P); WT : (P, U), W transposed; b : (U,).
-    """
-    n, U = Z.shape
-    zero, one = Z.dtype.type(0), Z.dtype.type(1)
-    # Race-free: iteration i writes only row i of Z and Q.
-    for i in prange(n):
-        for j in range(U):
-            Z[i, j] = b[j]
-        _add_scaled_rows(Z[i], WT, idx[i], val[i], count[i], one)
-        for j in range(U):
-            Q[i, j] = _activate(Z[i, j], act, zero, one)
-
-
-@njit(**_PARALLEL)
-def sparse_backward_input(dQ_prev, idx, val, count, W):
-    """``dQ_prev = dZ W`` (6.27b) from the non-zeros of dZ (ReLU zeroes many).
-
-    dQ_prev : (n_b, P) output; idx, val, count : ``nonzero_rows`` of dZ
-    (n_b, U); W : (U, P).
-    """
-    n, P = dQ_prev.shape
-    one = dQ_prev.dtype.type(1)
-    # Race-free: iteration i writes only row i of dQ_prev.
-    for i in prange(n):
-        for k in range(P):
-            dQ_prev[i, k] = 0
-        _add_scaled_rows(dQ_prev[i], W, idx[i], val[i], count[i], one)
-
-
-@njit(**_PARALLEL)
-def sparse_sgd_update(T, idx, val, count, S, lr, n):
-    """A weight gradient (6.27c) fused with its SGD step (6.23a), no dW stored:
-    ``T[r] -= lr / n * sum_m val[r, m] * S[idx[r, m]]`` for every row r of T.
-
-    Two uses: T = W^T (P, U) with ``nonzero_cols`` of Q_prev and S = dZ, or
-    T = W (U, P) with ``nonzero_cols`` of dZ and S = Q_prev; n = n_b.
-    """
-    step = T.dtype.type(-lr / n)  # in T's dtype: float64 here would halve the vectors
-    # Race-free: iteration r writes only row r of T; samples are summed in
-    # list order, which is fixed.
-    for r in prange(T.shape[0]):
-        _add_scaled_rows(T[r], S, idx[r], val[r], count[r], step)
-
-
-@njit(**_SERIAL)
+@njit(**SERIAL)
 def bias_sgd_update(b, dZ, lr):
     """``b -= lr * db`` with db = sum_i dZ_i / n_b (6.27d, 6.23b). b : (U,), dZ : (n_b, U)."""
     n, U = dZ.shape
@@ -478,21 +383,7 @@ def bias_sgd_update(b, dZ, lr):
             b[j] -= step * dZ[i, j]
 
 
-@njit(**_PARALLEL)
-def count_nonzero(A):
-    """Number of non-zero entries of A (n, P); an exact integer reduction."""
-    n, P = A.shape
-    total = 0
-    # Race-free: the only shared value is an integer prange reduction.
-    for i in prange(n):
-        c = 0
-        for k in range(P):
-            c += A[i, k] != 0
-        total += c
-    return total
-
-
-@njit(**_PARALLEL)
+@njit(**PARALLEL)
 def transpose(out, A):
     """``out = A^T``. out : (P, n) output; A : (n, P)."""
     n, P = A.shape
@@ -502,13 +393,6 @@ def transpose(out, A):
             out[k, i] = A[i, k]
 
 
-# Inputs at most this dense (fraction of non-zeros) take the sparse first
-# layer, if it is at least SPARSE_MIN_UNITS wide: its axpys run along the
-# layer's units, too short below that to fill the vector registers.
-SPARSE_DENSITY = 0.3
-SPARSE_MIN_UNITS = 32
-
-
 @njit(inline="always")
 def _lists(idx, val, rows, cols):
     """(rows, cols) views of the flat list scratch, for nonzero_rows/cols."""
@@ -516,9 +400,9 @@ def _lists(idx, val, rows, cols):
     return idx[:size].reshape((rows, cols)), val[:size].reshape((rows, cols))
 
 
-@njit(**_SERIAL)
-def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, Xb, yb, Tb,
-                X, labels, targets, order, first_step, n_steps, batch_size, lr, act, loss,
+@njit(**SERIAL)
+def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_csr, Xb, yb,
+                Tb, X, labels, targets, order, first_step, n_steps, batch_size, lr, act, loss,
                 batch_cost, batch_error):
     """Run ``n_steps`` SGD iterations (6.21/6.23) over the shuffled ``order``.
 
@@ -526,61 +410,76 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, Xb, yb,
     batch of an epoch may be shorter); Ws, bs are updated in place. Each
     weight gradient is applied as it is computed (no dW is stored), after
     dQ_prev has used the old weights. The first layer runs on W^T and the
-    non-zeros of its input when the batch is sparse (MNIST: 19 % non-zero),
-    else on W with register-blocked products; other layers skip the zeros
-    that ReLU leaves in dZ.
+    non-zeros of its input (read in place from ``rows_csr``) when the batch
+    is sparse (MNIST: 19 % non-zero), else on W with register-blocked
+    products; other layers skip the zeros that ReLU leaves in dZ; a narrow
+    output layer runs fused with its loss and backward (output_layer_rows).
 
     WT : (p, U_1) work copy of Ws[0]^T; idx (int32), val : flat scratch of
     batch_size * max(widths) entries, count : (max(batch_size, widths),)
-    for the non-zero lists; Xb, yb, Tb :
-    gather buffers (batch_size rows); batch_cost, batch_error : (n_steps,)
-    outputs per iteration (batch_error is the misclassification rate; NaN
-    for regression). Returns the number of steps completed: fewer than
-    n_steps when a cost turned non-finite, and that step is not applied.
+    for the non-zero lists; rows_csr : (indptr, indices, values, colcum), the
+    training set's ``compress_rows`` and the running sum of its non-zeros per
+    column, or four empty arrays (never sparse); Xb, yb, Tb : gather buffers
+    (batch_size rows); batch_cost, batch_error : (n_steps,) outputs per
+    iteration (batch_error is the misclassification rate; NaN for
+    regression). Returns the number of steps completed: fewer than n_steps
+    when a cost turned non-finite, and that step is not applied.
     """
+    indptr, indices, values, colcum = rows_csr
     L = len(Ws)
     n = order.shape[0]
     p = X.shape[1]
+    listed = indptr.shape[0] == X.shape[0] + 1 and WT.shape[1] >= SPARSE_MIN_UNITS
+    fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
     transposed = False  # whether WT, not Ws[0], holds the first layer now
     done = n_steps
     for s in range(n_steps):
         start = (first_step + s) * batch_size
         nb = min(batch_size, n - start)
         rows = order[start:start + nb]
-        gather_rows(Xb[:nb], X, rows)
+        sparse = listed and _batch_nonzeros(indptr, rows) <= SPARSE_DENSITY * nb * p
+        if not sparse:
+            gather_rows(Xb[:nb], X, rows)
         if loss == CROSS_ENTROPY:
             for r in range(nb):
                 yb[r] = labels[rows[r]]
         else:
             gather_rows(Tb[:nb], targets, rows)
         Xs = Xb[:nb]
-        # Forward (6.24).
-        sparse = (WT.shape[1] >= SPARSE_MIN_UNITS
-                  and count_nonzero(Xs) <= SPARSE_DENSITY * nb * p)
-        if sparse:
-            ri, rv = _lists(idx, val, nb, p)
-            nonzero_rows(ri, rv, count, Xs)
         if sparse != transposed:
             if sparse:
                 transpose(WT, Ws[0])
             else:
                 transpose(Ws[0], WT)
             transposed = sparse
-        for l in range(L):
+        # Forward (6.24), up to the output layer if that runs fused.
+        for l in range(L - 1 if fused else L):
             h = act if l < L - 1 else IDENTITY
             if l == 0 and sparse:
-                sparse_forward(Zs[0][:nb], Qs[0][:nb], ri, rv, count, WT, bs[0], h)
+                csr_forward(Zs[0][:nb], Qs[0][:nb], indptr, indices, values, rows, WT,
+                            bs[0], h)
             else:
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 dense_forward(Zs[l][:nb], Qs[l][:nb], Q_prev, Ws[l], bs[l], h)
         # Cost and output gradient (Alg. 6.1 lines 7-13).
         Z = Zs[L - 1][:nb]
-        if loss == CROSS_ENTROPY:
+        if fused:  # ... with the output layer's forward and dZ of the layer below
+            below = L - 2 if L > 1 else 0
+            Q_prev = Xs if L == 1 else Qs[below][:nb]
+            output_layer_rows(Z, dZs[L - 1][:nb], row_loss[:nb], count, dZs[below][:nb],
+                              Zs[below][:nb], Q_prev, Ws[L - 1], bs[L - 1], yb[:nb], Tb[:nb],
+                              act, loss, L > 1)
+            J = mean(row_loss[:nb])
+            wrong = 0
+            for r in range(nb):
+                wrong += count[r]
+        elif loss == CROSS_ENTROPY:
             J = softmax_cross_entropy(dZs[L - 1][:nb], row_loss[:nb], Z, yb[:nb])
-            batch_error[s] = count_misclassified(Z, yb[:nb]) / nb
+            wrong = count_misclassified(Z, yb[:nb])
         else:
             J = squared_error(dZs[L - 1][:nb], row_loss[:nb], Z, Tb[:nb])
-            batch_error[s] = math.nan
+            wrong = 0
+        batch_error[s] = wrong / nb if loss == CROSS_ENTROPY else math.nan
         batch_cost[s] = J
         if not math.isfinite(J):
             done = s
@@ -589,16 +488,16 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, Xb, yb,
         for l in range(L - 1, -1, -1):
             dZ = dZs[l][:nb]
             U = dZ.shape[1]
-            if l < L - 1:
+            if l < L - 1 and not (fused and l == L - 2):
                 activation_backward(dZ, dQs[l][:nb], Zs[l][:nb], Qs[l][:nb], act)
-            if l > 0:  # dQ_prev with the weights before this step's update
+            if l > 0 and not (fused and l == L - 1):  # dQ_prev with this step's old weights
                 ri, rv = _lists(idx, val, nb, U)
                 nonzero_rows(ri, rv, count, dZ)
                 sparse_backward_input(dQs[l - 1][:nb], ri, rv, count, Ws[l])
             if l == 0 and sparse:
                 ci, cv = _lists(idx, val, p, nb)
-                nonzero_cols(ci, cv, count, Xs)
-                sparse_sgd_update(WT, ci, cv, count, dZ, lr, nb)
+                csr_sgd_update(WT, ci, cv, count, indptr, indices, values, rows, dZ, lr, nb,
+                               colcum)
             else:
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 ci, cv = _lists(idx, val, U, nb)
@@ -608,3 +507,12 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, Xb, yb,
     if transposed:
         transpose(Ws[0], WT)
     return done
+
+
+@njit(**SERIAL)
+def _batch_nonzeros(indptr, rows):
+    """Non-zeros of the compressed training set's rows ``rows``, together."""
+    total = 0
+    for r in range(rows.shape[0]):
+        total += indptr[rows[r] + 1] - indptr[rows[r]]
+    return total

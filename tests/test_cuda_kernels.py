@@ -12,9 +12,9 @@ KERNELS = pathlib.Path(importlib.util.find_spec("fastbp.kernels").submodule_sear
 # Where a CPU kernel returns a scalar, its CUDA twin writes it into one more,
 # last, argument with one of these names (kernels/cuda.py states the rule).
 SCALAR_OUTPUTS = {"out_cost", "out_wrong", "out_done"}
-# train_steps' work buffers are the device's own (the CPU loop keeps W^T and
-# non-zero lists, the GPU loop gradient arrays); every other argument agrees.
-DEVICE_WORK = {"train_steps": {"WT", "idx", "val", "count", "dWs", "dbs"}}
+# train_steps' work buffers are the device's own (the CPU loop keeps W^T,
+# non-zero lists and the compressed training rows, the GPU loop gradient arrays); every other argument agrees.
+DEVICE_WORK = {"train_steps": {"WT", "idx", "val", "count", "rows_csr", "dWs", "dbs"}}
 
 
 def public_kernels(module):

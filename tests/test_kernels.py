@@ -1,12 +1,13 @@
 """Every CPU kernel against fastbp.reference on seeded random inputs."""
 
+import numba
 import numpy as np
 import pytest
 
 from fastbp import reference
 from fastbp.kernels import codes, cpu
 
-from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err
+from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, data, rel_err
 
 DTYPES = ("float64", "float32")
 
@@ -214,6 +215,118 @@ def test_sparse_sgd_update_both_layouts_equal_6_23(P, U, n, dtype):
     assert rel_err(W2, W_ref) <= RTOL[dtype]
     cpu.bias_sgd_update(b2, dZ, lr)
     assert rel_err(b2, b_ref) <= RTOL[dtype]
+
+
+def compressed(X):
+    """fastbp's compressed rows of X via the two kernels, as run before training."""
+    counts = np.empty(X.shape[0], np.int64)
+    cpu.row_nonzeros(counts, X)
+    indptr = np.zeros(X.shape[0] + 1, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], X.dtype)
+    cpu.compress_rows(indices, values, indptr, X)
+    return indptr, indices, values
+
+
+@pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (129, 100), (33, 7)])
+def test_compress_rows_lists_every_non_zero_in_order(n, P):
+    X = sparse_input(n * 3 + P, n, P, "float64")
+    X[0, 0] = np.nan  # NaN must be listed, so divergence stays visible
+    X[-1] = 0  # an empty row (the last one: its end is the arrays' end)
+    indptr, indices, values = compressed(X)
+    assert indptr[0] == 0 and indptr[-1] == np.count_nonzero(X)
+    for i in range(n):
+        expected = np.flatnonzero(X[i] != 0)
+        assert indices[indptr[i]:indptr[i + 1]].tolist() == expected.tolist(), f"row {i}"
+        assert np.array_equal(values[indptr[i]:indptr[i + 1]], X[i, expected], equal_nan=True)
+
+
+def batch_of(seed, n_data, n):
+    """n distinct rows of n_data, shuffled (a mini-batch of 6.21)."""
+    return np.random.default_rng(seed).permutation(n_data)[:n]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 7), (7, 1), (33, 129), (129, 33)])
+def test_csr_forward_reads_the_batch_rows_in_place(P, U, n, act, dtype):
+    X = sparse_input(n * P + U + 1, 2 * n + 3, P, dtype)
+    rows = batch_of(n + P, X.shape[0], n)
+    _, W, b = data(n + P + U, (1,), (U, P), (U,), dtype=dtype)
+    Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
+    cpu.csr_forward(Z, Q, *compressed(X), rows, np.ascontiguousarray(W.T), b,
+                    codes.ACTIVATIONS[act])
+    Z_ref = X[rows].astype(np.float64) @ W.T.astype(np.float64) + b
+    assert rel_err(Z, Z_ref) <= RTOL[dtype]
+    assert rel_err(Q, reference.activation(Z_ref, act)) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 1), (7, 33), (129, 7), (33, 129)])
+def test_csr_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
+    """W^T -= lr dW^T from the batch's compressed rows; the columns are split
+    into one chunk per thread, and the result is bitwise the same for 1 or 2."""
+    X = sparse_input(n + 3 * P, n + 5, P, dtype)
+    rows = batch_of(P, X.shape[0], n)
+    dZ = sparse_input(n + 5 * U, n, U, dtype, density=0.5)
+    (W,) = data(P + U, (U, P), dtype=dtype)
+    lr = 0.3
+    W_ref = W.astype(np.float64) - lr * (dZ.T.astype(np.float64) @ X[rows] / n)
+    indptr, indices, values = compressed(X)
+    colcum = np.zeros(P + 1, np.int64)
+    np.cumsum(np.bincount(indices, minlength=P), out=colcum[1:])
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        WT = W.T.copy()
+        idx, val = np.full((P, n), -1, np.int32), np.full((P, n), np.nan, dtype)
+        count = np.full(P, -1, np.int64)
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            cpu.csr_sgd_update(WT, idx, val, count, indptr, indices, values, rows, dZ, lr, n,
+                               colcum)
+        finally:
+            numba.set_num_threads(previous)
+        assert rel_err(WT.T, W_ref) <= RTOL[dtype]
+        results.append(WT)
+    assert np.array_equal(results[0], results[1])
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("H,M", [(1, 1), (7, 2), (33, 10), (129, 16)])
+def test_output_layer_rows_is_the_last_layer_of_algorithm_6_1(H, M, n, loss, act, dtype):
+    """Forward of the output layer, loss rows, dZ (6.26) and the layer below's
+    dZ (6.27b then 6.27a), against the reference's formulas."""
+    Z_prev, W, b = data(n * H + M, (n, H), (M, H), (M,), dtype=dtype)
+    Q_prev = reference.activation(Z_prev, act).astype(dtype)
+    rng = np.random.default_rng(n + H)
+    labels = rng.integers(0, M, n)
+    targets = rng.normal(size=(n, M)).astype(dtype)
+    Z, dZ = np.full((n, M), np.nan, dtype), np.full((n, M), np.nan, dtype)
+    row_loss, wrong = np.full(n, np.nan, dtype), np.full(n + 2, -1, np.int64)
+    dZ_prev = np.full((n, H), np.nan, dtype)
+    cpu.output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, labels,
+                          targets, codes.ACTIVATIONS[act], codes.LOSSES[loss], True)
+    Z_ref = Q_prev.astype(np.float64) @ W.T.astype(np.float64) + b
+    y = labels if loss == "cross_entropy" else targets.astype(np.float64)
+    J_ref, dZ_ref = reference.cost_and_output_gradient(Z_ref, y, loss)
+    assert rel_err(Z, Z_ref) <= RTOL[dtype]
+    assert rel_err(row_loss.mean(), J_ref) <= RTOL[dtype]
+    assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+    dZ_prev_ref = (dZ_ref @ W.astype(np.float64)) * reference.activation_derivative(
+        Z_prev.astype(np.float64), act)
+    assert rel_err(dZ_prev, dZ_prev_ref) <= RTOL[dtype]
+    if loss == "cross_entropy":
+        assert wrong[:n].tolist() == (Z_ref.argmax(axis=1) != labels).astype(int).tolist()
+    untouched = np.full((n, H), 7.0, dtype)
+    cpu.output_layer_rows(Z, dZ, row_loss, wrong, untouched, Z_prev, Q_prev, W, b, labels,
+                          targets, codes.ACTIVATIONS[act], codes.LOSSES[loss], False)
+    assert (untouched == 7.0).all()  # back=False: a one-layer net has no layer below
 
 
 @pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (129, 100)])

@@ -7,7 +7,7 @@ import fastbp
 from fastbp import reference
 from fastbp.train import epoch_order
 
-from conftest import rel_err
+from conftest import LOSSES, rel_err, targets_for
 
 
 def blobs(n=301, p=5, m=3, seed=0):
@@ -71,6 +71,28 @@ def test_cpu_training_matches_the_numpy_reference(act):
     assert rel_err(hists[0].val_cost, hists[1].val_cost) <= 1e-10
 
 
+@pytest.mark.parametrize("density", [0.1, 1.0], ids=["sparse-input", "dense-input"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("sizes", [[20, 3], [20, 6, 3], [20, 6, 5, 3], [20, 6, 17],
+                                   [20, 40, 3], [20, 40, 5, 3], [20, 40, 17]],
+                         ids=lambda s: "-".join(map(str, s)))
+def test_every_path_of_the_compiled_loop_follows_the_reference(sizes, loss, density):
+    """One, two and three layers; output layers narrow enough to run fused
+    (<= 16) and wider; first layers that skip zero inputs (>= 32 units on
+    sparse data) and dense ones; both losses: the trajectory is the
+    reference's."""
+    rng = np.random.default_rng(len(sizes) + sizes[-1])
+    X = rng.normal(size=(97, 20)) * (rng.random((97, 20)) < density)
+    y = targets_for(loss, rng, 97, sizes[-1])
+    nets = [fastbp.Network(sizes, loss=loss, dtype="float64", seed=2) for _ in "ab"]
+    hists = [fastbp.train(net, X, y, lr=0.05, batch_size=10, epochs=2, device=device)
+             for net, device in zip(nets, ["cpu", "numpy"])]
+    for (W, b), (W_ref, b_ref) in zip(nets[0].layers, nets[1].layers):
+        assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
+    assert rel_err(hists[0].batch_cost, hists[1].batch_cost) <= 1e-10
+    np.testing.assert_array_equal(hists[0].batch_error, hists[1].batch_error)
+
+
 def test_one_sgd_step_is_exactly_equation_6_23():
     X, y = blobs(n=10, p=4)
     net = fastbp.Network([4, 5, 3], dtype="float64", seed=0)
@@ -131,13 +153,17 @@ def test_first_layer_switches_path_when_density_changes():
     W^T in the middle of the compiled loop and still match the reference."""
     rng = np.random.default_rng(6)
     X = rng.random((60, 20))
-    X[:30] *= rng.random((30, 20)) < 0.1  # the first half is sparse
+    X[:48] *= rng.random((48, 20)) < 0.1  # 0.28 dense overall: rows get compressed
     y = rng.integers(0, 3, 60)
     order = np.arange(60)
+    density = [(X[s:s + 10] != 0).mean() for s in range(0, 60, 10)]
+    assert min(density) <= 0.3 < max(density)  # batches 1-5 sparse, batch 6 dense
     nets = [fastbp.Network([20, 40, 3], dtype="float64", seed=3) for _ in "ab"]  # >= 32 units
     for net, device in zip(nets, ["cpu", "numpy"]):
         stepper = fastbp.backends.make_stepper(device, net, *net.checked_layers(),
                                                np.ascontiguousarray(X), y, 10)
+        if device == "cpu":
+            assert stepper.rows_csr[0].shape == (61,)
         stepper.run(order, 0, 6, 0.3, np.empty(6), np.empty(6))
     for (W, _), (W_ref, _) in zip(nets[0].layers, nets[1].layers):
         assert rel_err(W, W_ref) <= 1e-10
