@@ -13,6 +13,8 @@ import numpy as np
 
 from .kernels import cpu
 
+BALANCE_ROWS = 4096  # rows whose non-zeros per column split the update into chunks
+
 
 def compressed_rows(X, first_units):
     """(indptr, indices, values, colcum) of X (n, p): compressed sparse rows
@@ -28,8 +30,10 @@ def compressed_rows(X, first_units):
             np.cumsum(counts, out=indptr[1:])
             indices, values = np.empty(total, np.int32), np.empty(total, X.dtype)
             cpu.compress_rows(indices, values, indptr, X)
+            # Column counts only balance the update's chunks: a sample of rows will do.
+            sample = indices[:indptr[min(n, BALANCE_ROWS)]]
             colcum = np.zeros(p + 1, np.int64)
-            np.cumsum(np.bincount(indices, minlength=p), out=colcum[1:])
+            np.cumsum(np.bincount(sample, minlength=p), out=colcum[1:])
             return indptr, indices, values, colcum
     return (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, X.dtype),
             np.zeros(0, np.int64))

@@ -20,7 +20,7 @@ from numba import njit, prange
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
-from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate
+from .cpu_common import FASTMATH, PARALLEL, activate
 
 # Inputs at most this dense (fraction of non-zeros) take the sparse first
 # layer, if it is at least SPARSE_MIN_UNITS wide: its axpys run along the
@@ -194,13 +194,14 @@ def compress_rows(indices, values, indptr, X):
     n, P = X.shape
     # Race-free: iteration i writes only positions indptr[i] .. indptr[i+1]-1.
     for i in prange(n):
-        c = indptr[i]
+        c, end = indptr[i], indptr[i + 1]
         for k in range(P):
+            if c == end:  # all of the row's non-zeros are in: stop before a
+                break     # spare write lands in the next row's first slot
             a = X[i, k]
-            if a != 0:  # a branch: a spare write would land in the next row
-                indices[c] = k
-                values[c] = a
-                c += 1
+            indices[c] = k  # written unconditionally, kept only if a != 0:
+            values[c] = a   # no branch on the data to mispredict
+            c += a != 0
 
 
 @intrinsic
