@@ -22,6 +22,7 @@ import numpy as np
 import fastbp
 from fastbp import reference
 from fastbp.kernels import codes, cpu
+from fastbp.sparse_rows import compressed_rows
 
 RELU = codes.RELU
 
@@ -58,6 +59,20 @@ def cases(n, P, U, X, dtype):
         cpu.nonzero_cols(idx, val, count, X)
         cpu.sparse_sgd_update(WT1, idx, val, count, dZ, 0.0, n)  # lr 0: weights stay
 
+    # The training loop's first layer: the batch read in place from the
+    # compressed training rows (here the batch is the whole "training set").
+    indptr, indices, values, colcum = compressed_rows(X, U)  # empty unless X is sparse
+    listed = indptr.shape[0] == n + 1
+    order = np.arange(n)
+    WT2 = WT.copy()
+
+    def csr_forward():
+        cpu.csr_forward(Z, Q, indptr, indices, values, order, WT, b, RELU)
+
+    def csr_update():
+        cpu.csr_sgd_update(WT2, idx, val, count, indptr, indices, values, order, dZ, 0.0, n,
+                           colcum)
+
     def sparse_update():  # other layers on W: lists of dZ's columns
         cpu.nonzero_cols(idx, val, count, dZ)
         cpu.sparse_sgd_update(W1, idx, val, count, X, 0.0, n)
@@ -73,10 +88,14 @@ def cases(n, P, U, X, dtype):
         ("dense_forward (relu)", mm, lambda: cpu.dense_forward(Z, Q, X, W, b, RELU),
          np_forward, lambda: Q),
         ("nonzero_rows + sparse_forward", mm, sparse_forward, np_forward, lambda: Q),
+        *([("csr_forward (compressed rows)", mm, csr_forward, np_forward, lambda: Q)]
+          if listed else []),
         ("dense_backward_weights", mm, lambda: cpu.dense_backward_weights(dW, db, dZ, X),
          lambda: dZ.T @ X / n, lambda: dW),
         ("nonzero_cols(X) + sparse_sgd_update", mm, sparse_update_t,
          lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: WT1.T),
+        *([("csr_sgd_update (compressed rows)", mm, csr_update,
+            lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: WT2.T)] if listed else []),
         ("nonzero_cols(dZ) + sparse_sgd_update", mm, sparse_update,
          lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: W1),
         ("dense_backward_input", mm, lambda: cpu.dense_backward_input(dQ, dZ, W),
@@ -91,15 +110,34 @@ def cases(n, P, U, X, dtype):
     ]
 
 
-def loss_cases(n, M, dtype):
+def loss_cases(n, M, dtype, H=200):
     rng = np.random.default_rng(1)
     Z = rng.normal(size=(n, M)).astype(dtype) * 3
     y = rng.integers(0, M, n)
     dZ, row_loss = np.empty_like(Z), np.empty(n, dtype)
+    # The fused last layer: its forward from (n, H) ReLU outputs, the loss
+    # and dZ, and dZ of the layer below.
+    Z_prev = rng.normal(size=(n, H)).astype(dtype)
+    Q_prev = np.maximum(Z_prev, 0)
+    W = rng.normal(0, 0.1, size=(M, H)).astype(dtype)
+    b = np.zeros(M, dtype)
+    Z2, dZ2, dZ_prev = np.empty_like(Z), np.empty_like(Z), np.empty_like(Z_prev)
+    wrong, targets = np.empty(n, np.int64), np.empty((0, M), dtype)
+
+    def fused():
+        cpu.output_layer_rows(Z2, dZ2, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, y,
+                              targets, RELU, codes.CROSS_ENTROPY, True)
+
+    def np_fused():
+        _, g = reference.cost_and_output_gradient(Q_prev @ W.T + b, y, "cross_entropy")
+        return (g @ W) * (Z_prev > 0)
+
     return [("softmax_cross_entropy", 5 * n * M,
              lambda: cpu.softmax_cross_entropy(dZ, row_loss, Z, y),
              lambda: reference.cost_and_output_gradient(Z, y, "cross_entropy")[1],
-             lambda: dZ)]
+             lambda: dZ),
+            ("output_layer_rows (fused last layer)", 4 * n * M * H, fused, np_fused,
+             lambda: dZ_prev)]
 
 
 def shapes(data_dir):
@@ -124,7 +162,7 @@ def all_cases(args):
     for title, n, P, U, X in shapes(args.data_dir):
         rows = cases(n, P, U, X, dtype)
         if U == 10:
-            rows += loss_cases(n, U, dtype)
+            rows += loss_cases(n, U, dtype, H=P)
         out.append((title, rows))
     return out
 
