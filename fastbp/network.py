@@ -185,13 +185,14 @@ class Network:
         atomic_save_npz(path, self.weight_arrays(), self.metadata())
 
 
-def evaluate_prepared(net, Ws, bs, X, y):
-    """(cost, error) for checked, converted X and y, in CHUNK_ROWS pieces."""
+def evaluate_prepared(net, Ws, bs, X, y, rows_csr=None):
+    """(cost, error) for checked, converted X and y, in CHUNK_ROWS pieces;
+    rows_csr : X's compressed rows, if kept (see ``inference.forward_chunks``)."""
     n = X.shape[0]
     dZ = np.empty((min(CHUNK_ROWS, n), net.n_outputs), net.dtype)
     row_loss = np.empty(dZ.shape[0], net.dtype)
     total_cost, wrong = 0.0, 0
-    for start, Z in forward_chunks(net, Ws, bs, X, CHUNK_ROWS):
+    for start, Z in forward_chunks(net, Ws, bs, X, CHUNK_ROWS, rows_csr):
         m = Z.shape[0]
         yc = y[start:start + m]
         if net.is_classifier:

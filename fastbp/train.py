@@ -17,6 +17,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import DivergenceError
 from .history import History
 from .network import Network, evaluate_prepared
+from .sparse_rows import compressed_rows
 
 # Iterations per compiled call at most: bounds how late progress reports and
 # Ctrl-C are seen, at a cost of one call (~tens of microseconds) per chunk.
@@ -144,6 +145,9 @@ class _Run:
     def __init__(self, net, Ws, bs, stepper, history, lr, eval_every, val):
         self.net, self.Ws, self.bs, self.stepper = net, Ws, bs, stepper
         self.history, self.lr, self.eval_every, self.val = history, lr, eval_every, val
+        # Validation runs every eval_every iterations: compress its rows once.
+        self.val_rows = (compressed_rows(val[0], net.sizes[1])
+                         if val is not None and eval_every else None)
 
     def chunk(self, order, epoch, step):
         """Run iterations from ``step`` up to the next evaluation point, the
@@ -169,7 +173,8 @@ class _Run:
         if self.val is not None and self.eval_every and iteration % self.eval_every == 0:
             self.stepper.sync()
             with _threads_like(self.stepper):
-                cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val)
+                cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val,
+                                                self.val_rows)
             h.val_iteration.append(iteration)
             h.val_cost.append(cost)
             h.val_error.append(error)

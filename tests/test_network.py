@@ -76,10 +76,16 @@ def test_forward_spans_several_chunks(monkeypatch, density):
     X = rng.normal(size=(33, 4)) * (rng.random((33, 4)) < density)
     Z_ref = reference.forward(net.layers, X, "relu")[0][-1]
     assert np.allclose(net.forward(X), Z_ref, rtol=1e-12)
-    cost, error = net.evaluate(X, np.arange(33) % 2)
     J_ref, _ = reference.cost_and_output_gradient(Z_ref, np.arange(33) % 2, "cross_entropy")
-    assert cost == pytest.approx(J_ref, rel=1e-12)
-    assert error == np.mean(Z_ref.argmax(axis=1) != np.arange(33) % 2)
+    # As predict and evaluate run it, and as validation during training runs
+    # it: from the data's compressed rows, kept for the run (sparse data only).
+    rows_csr = fastbp.sparse_rows.compressed_rows(X, 33)
+    assert (rows_csr[0].shape == (34,)) == (density < 0.3)
+    for kept in (None, rows_csr):
+        cost, error = fastbp.network.evaluate_prepared(net, *net.checked_layers(), X,
+                                                       np.arange(33) % 2, kept)
+        assert cost == pytest.approx(J_ref, rel=1e-12)
+        assert error == np.mean(Z_ref.argmax(axis=1) != np.arange(33) % 2)
 
 
 @pytest.mark.parametrize("dtype", ["float32", "float64"])
