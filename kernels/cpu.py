@@ -13,7 +13,11 @@ Conventions (shared with ``kernels/cuda.py``, which has the same names):
   the number of threads.
 
 Activation and loss names are resolved to the integer codes of
-``kernels.codes`` in Python before these kernels run.
+``kernels.codes`` in Python before these kernels run. Compile options and
+scalar helpers live in ``cpu_common.py``; the zero-skipping kernels (lists of
+non-zeros, compressed training rows) in ``cpu_sparse.py``, re-exported here.
+The public kernels are those of ``__all__``, each with a CUDA twin; the rest
+are CPU-only pieces of ``train_steps`` and of inference.
 """
 
 import math

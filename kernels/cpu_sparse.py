@@ -29,8 +29,6 @@ SPARSE_DENSITY = 0.3
 SPARSE_MIN_UNITS = 32
 
 
-
-
 @njit(inline="always", fastmath=FASTMATH)
 def _add_scaled_rows(out, M, rows, values, count, scale):
     """``out += scale * sum_m values[m] * M[rows[m], :]`` for m < count.
