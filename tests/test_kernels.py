@@ -12,6 +12,14 @@ from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, data, rel_err
 DTYPES = ("float64", "float32")
 
 
+def assert_dense_layer(Z, Q, Q_prev, W, b, act, dtype):
+    """Z = Q_prev W^T + b and Q = h(Z) (6.11), against float64 NumPy."""
+    Z_ref = Q_prev.astype(np.float64) @ W.T.astype(np.float64) + b
+    assert rel_err(Z, Z_ref) <= RTOL[dtype]
+    assert rel_err(Q, reference.activation(Z_ref, act)) <= RTOL[dtype]
+
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("n", BATCHES)
@@ -21,9 +29,7 @@ def test_dense_forward(P, U, n, act, dtype):
     Z = np.full((n, U), np.nan, dtype)
     Q = np.full((n, U), np.nan, dtype)
     cpu.dense_forward(Z, Q, Q_prev, W, b, codes.ACTIVATIONS[act])
-    Z_ref = Q_prev.astype(np.float64) @ W.T.astype(np.float64) + b
-    assert rel_err(Z, Z_ref) <= RTOL[dtype]
-    assert rel_err(Q, reference.activation(Z_ref, act)) <= RTOL[dtype]
+    assert_dense_layer(Z, Q, Q_prev, W, b, act, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -180,9 +186,7 @@ def test_sparse_forward(P, U, n, act, dtype):
     Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
     cpu.sparse_forward(Z, Q, *lists(Q_prev, "rows"), np.ascontiguousarray(W.T), b,
                        codes.ACTIVATIONS[act])
-    Z_ref = Q_prev.astype(np.float64) @ W.T.astype(np.float64) + b
-    assert rel_err(Z, Z_ref) <= RTOL[dtype]
-    assert rel_err(Q, reference.activation(Z_ref, act)) <= RTOL[dtype]
+    assert_dense_layer(Z, Q, Q_prev, W, b, act, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -257,9 +261,7 @@ def test_csr_forward_reads_the_batch_rows_in_place(P, U, n, act, dtype):
     Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
     cpu.csr_forward(Z, Q, *compressed(X), rows, np.ascontiguousarray(W.T), b,
                     codes.ACTIVATIONS[act])
-    Z_ref = X[rows].astype(np.float64) @ W.T.astype(np.float64) + b
-    assert rel_err(Z, Z_ref) <= RTOL[dtype]
-    assert rel_err(Q, reference.activation(Z_ref, act)) <= RTOL[dtype]
+    assert_dense_layer(Z, Q, X[rows], W, b, act, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
