@@ -1,26 +1,32 @@
 """Chooses, chunk by chunk, how many threads the compiled SGD loop uses.
 
-A step is a dozen short parallel regions (tens of microseconds each). On a
-busy machine a thread that the OS has descheduled holds every region up for
-a time slice, and two threads were seen 10 to 100 times slower than one
+A step is a handful of short parallel regions (tens of microseconds each).
+On a busy machine a thread that the OS has descheduled holds every region up
+for a time slice, and two threads were seen 10 to 100 times slower than one
 (one CPU-bound process beside a 2-core run). The kernels give bitwise the
-same result for any thread count, so the choice is free: measure both,
-keep the faster, and re-measure the other after 16 chunks, then after
-twice as many each time it loses again.
+same result for any thread count, so the choice is free: measure both, keep
+the faster, and now and then measure the other again.
 
-A shared virtual machine adds noise of tens of percent to one chunk's time
-(and never takes any away), so each choice is judged by the least of its
-last SAMPLES measurements: one unlucky chunk does not hand two threads'
-50 % lead to one thread for hundreds of chunks.
+A shared virtual machine adds noise of tens of percent to one chunk's time,
+sometimes for several chunks in a row (and never takes any away), so each
+choice is judged by the least of its last SAMPLES measurements, and after
+the lead changes hands the old leader is measured again soon (LOOK_AFTER
+chunks): a burst of noise that hands two threads' 50 % lead to one thread
+costs a few chunks, not an epoch. Other looks back off (twice the interval
+each time) and are never more frequent than keeps their cost under
+EXPLORE_SHARE of the run: a choice measured 30 x
+slower is looked at again only after a hundred chunks or more.
 """
 
 import collections
+import math
 import time
 
 import numba
 
-FIRST_LOOK = 16  # chunks before the slower choice is measured again
+LOOK_AFTER = 2  # chunks after the lead changes before the other choice is measured again
 SAMPLES = 2  # measurements kept per choice; its estimate is their minimum
+EXPLORE_SHARE = 0.25  # the most time that looks at the slower choice may add
 
 
 class ThreadTuner:
@@ -32,7 +38,7 @@ class ThreadTuner:
         self.choices = (1, full) if full > 1 else (1,)  # one first: it never stalls
         self.samples = {threads: collections.deque(maxlen=SAMPLES) for threads in self.choices}
         self.chunks = 0
-        self.interval = FIRST_LOOK
+        self.interval = LOOK_AFTER
         self.next_look = None
         self.best = None
 
@@ -42,14 +48,23 @@ class ThreadTuner:
         if len(self.samples[fewest]) < SAMPLES:  # still measuring: alternate
             return fewest
         best = min(self.choices, key=self.estimate)
-        if best != self.best:  # the ranking changed: look again soon
-            self.best, self.interval = best, FIRST_LOOK
-            self.next_look = self.chunks + self.interval
+        if best != self.best:  # the lead changed hands: look at the other again soon
+            self.best = best
+            self.next_look = self.chunks + self._spacing(LOOK_AFTER)
         if self.chunks >= self.next_look:
             self.interval *= 2
-            self.next_look = self.chunks + self.interval
-            return max(self.choices, key=self.estimate)
+            self.next_look = self.chunks + self._spacing(self.interval)
+            return self._slower()
         return best
+
+    def _slower(self):
+        return max(self.choices, key=self.estimate)
+
+    def _spacing(self, chunks):
+        """``chunks``, or more where a look would cost more than EXPLORE_SHARE:
+        one look at a choice r times slower costs r - 1 chunks of the faster."""
+        ratio = self.estimate(self._slower()) / self.estimate(self.best)
+        return max(chunks, math.ceil((ratio - 1) / EXPLORE_SHARE))
 
     def estimate(self, threads):
         """Seconds per step with ``threads``: the least recent measurement."""
@@ -57,7 +72,7 @@ class ThreadTuner:
 
     def record(self, threads, seconds, steps):
         if self.chunks > 1:  # the first chunk compiles or loads kernels: not a timing
-            self.samples[threads].append(seconds / max(steps, 1))
+            self.samples[threads].append(max(seconds, 1e-9) / max(steps, 1))
 
     def preferred(self):
         """The thread count measured faster so far (all threads until measured)."""
