@@ -1,11 +1,34 @@
 """Thread count: free to change (bitwise the same result), chosen by measurement."""
 
+import os
+import subprocess
+import sys
+import textwrap
+
 import numba
 import numpy as np
 import pytest
 
 import fastbp
 from fastbp import threads
+
+# A sparse first layer (so its update splits the pixels by thread), trained
+# with each thread count given.
+TRAIN = textwrap.dedent("""
+    import hashlib, sys
+    import numba
+    import numpy as np
+    import fastbp
+    rng = np.random.default_rng(0)
+    X = rng.random((300, 40)) * (rng.random((300, 40)) < 0.2)
+    y = rng.integers(0, 5, 300)
+    for count in map(int, sys.argv[1:]):
+        numba.set_num_threads(count)
+        net = fastbp.Network([40, 64, 5], seed=1)
+        fastbp.train(net, X, y, lr=0.3, batch_size=16, epochs=2, device="cpu")
+        print(hashlib.sha256(b"".join(W.tobytes() + b.tobytes()
+                                      for W, b in net.layers)).hexdigest())
+""")
 
 
 def test_training_is_bitwise_the_same_for_any_thread_count():
@@ -28,6 +51,19 @@ def test_training_is_bitwise_the_same_for_any_thread_count():
         results.append(net.layers)
     for (W1, b1), (W2, b2) in zip(*results):
         assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
+
+
+def test_training_is_the_same_with_more_threads_than_cores():
+    """3 or 4 threads (more than this 2-core machine has; the first layer's
+    update then makes 3 or 4 pixel chunks): still bitwise the same as one
+    thread in a process that has only one."""
+    here = subprocess.run([sys.executable, "-c", TRAIN, "1"], capture_output=True, text=True,
+                          timeout=600, env=dict(os.environ, NUMBA_NUM_THREADS="1"))
+    more = subprocess.run([sys.executable, "-c", TRAIN, "1", "3", "4"], capture_output=True,
+                          text=True, timeout=600, env=dict(os.environ, NUMBA_NUM_THREADS="4"))
+    assert here.returncode == 0 and more.returncode == 0, here.stderr + more.stderr
+    digests = here.stdout.split() + more.stdout.split()
+    assert len(digests) == 4 and len(set(digests)) == 1, digests
 
 
 def drive(tuner, speed, chunks):
