@@ -13,9 +13,10 @@ choice is judged by the least of its last SAMPLES measurements, and after
 the lead changes hands the old leader is measured again soon (LOOK_AFTER
 chunks): a burst of noise that hands two threads' 50 % lead to one thread
 costs a few chunks, not an epoch. Other looks back off (twice the interval
-each time) and are never more frequent than keeps their cost under
-EXPLORE_SHARE of the run: a choice measured 30 x
-slower is looked at again only after a hundred chunks or more.
+each time), and a choice measured much slower waits longer for its look,
+up to MAX_WAIT chunks: two threads measured 80 x slower while other
+processes started up (seen: two benchmark workers warming up at once) get
+another chance after 16 chunks, not after hundreds.
 """
 
 import collections
@@ -26,7 +27,8 @@ import numba
 
 LOOK_AFTER = 2  # chunks after the lead changes before the other choice is measured again
 SAMPLES = 2  # measurements kept per choice; its estimate is their minimum
-EXPLORE_SHARE = 0.25  # the most time that looks at the slower choice may add
+EXPLORE_SHARE = 0.25  # the most time that looks at the slower choice may add ...
+MAX_WAIT = 16  # ... unless that means waiting longer than this many chunks
 
 
 class ThreadTuner:
@@ -50,21 +52,25 @@ class ThreadTuner:
         best = min(self.choices, key=self.estimate)
         if best != self.best:  # the lead changed hands: look at the other again soon
             self.best = best
-            self.next_look = self.chunks + self._spacing(LOOK_AFTER)
+            self._schedule_look(LOOK_AFTER)
         if self.chunks >= self.next_look:
-            self.interval *= 2
-            self.next_look = self.chunks + self._spacing(self.interval)
+            self._schedule_look(2 * self.interval)
             return self._slower()
         return best
 
     def _slower(self):
         return max(self.choices, key=self.estimate)
 
-    def _spacing(self, chunks):
-        """``chunks``, or more where a look would cost more than EXPLORE_SHARE:
-        one look at a choice r times slower costs r - 1 chunks of the faster."""
+    def _schedule_look(self, chunks):
+        """Look at the slower choice after ``chunks`` chunks, or later where a
+        look would cost more than EXPLORE_SHARE of the time (a look at a
+        choice r times slower costs r - 1 chunks of the faster one), but
+        not later than MAX_WAIT on that account: a choice measured slow
+        while the machine was busy for a moment gets another chance."""
         ratio = self.estimate(self._slower()) / self.estimate(self.best)
-        return max(chunks, math.ceil((ratio - 1) / EXPLORE_SHARE))
+        affordable = min(math.ceil((ratio - 1) / EXPLORE_SHARE), MAX_WAIT)
+        self.interval = max(chunks, affordable)
+        self.next_look = self.chunks + self.interval
 
     def estimate(self, threads):
         """Seconds per step with ``threads``: the least recent measurement."""
