@@ -28,7 +28,7 @@ from .codes import CROSS_ENTROPY, IDENTITY
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
 from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, compress_rows,  # noqa: F401
                          count_nonzero, csr_forward, csr_sgd_update, nonzero_cols,
-                         nonzero_rows, row_nonzeros, sparse_backward_input,
+                         nonzero_rows, prefetch_rows, row_nonzeros, sparse_backward_input,
                          sparse_forward, sparse_sgd_update)
 
 __all__ = ["dense_forward", "activation_backward", "dense_backward_weights",
@@ -488,6 +488,8 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_cs
         if not math.isfinite(J):
             done = s
             break
+        if listed and s + 1 < n_steps:  # the next batch's rows load during the updates
+            prefetch_rows(indptr, indices, values, order[start + nb:start + nb + batch_size])
         # Backward (6.27) with the update (6.23), layer L down to 1.
         for l in range(L - 1, -1, -1):
             dZ = dZs[l][:nb]

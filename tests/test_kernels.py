@@ -245,6 +245,20 @@ def test_compress_rows_lists_every_non_zero_in_order(n, P):
         assert np.array_equal(values[indptr[i]:indptr[i + 1]], X[i, expected], equal_nan=True)
 
 
+def test_prefetch_rows_runs_on_any_batch_and_writes_nothing():
+    """A hint to the cache, so nothing to compare but that it runs on every
+    shape of batch (empty rows, the last row, an empty batch) and changes
+    nothing; training tests cover that results stay bitwise the same."""
+    X = sparse_input(5, 9, 40, "float32")
+    X[3] = 0
+    X[-1] = 0
+    indptr, indices, values = compressed(X)
+    before = [a.copy() for a in (indptr, indices, values)]
+    for rows in (np.arange(9), np.array([8, 3, 0]), np.zeros(0, np.int64)):
+        cpu.prefetch_rows(indptr, indices, values, rows)
+    assert all(np.array_equal(a, b) for a, b in zip(before, (indptr, indices, values)))
+
+
 def batch_of(seed, n_data, n):
     """n distinct rows of n_data, shuffled (a mini-batch of 6.21)."""
     return np.random.default_rng(seed).permutation(n_data)[:n]
