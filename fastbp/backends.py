@@ -7,6 +7,7 @@ and reports per-iteration cost and error; ``fastbp.train`` orchestrates it.
 import importlib.util
 import math
 
+import numba
 import numpy as np
 
 from . import reference
@@ -94,9 +95,11 @@ class CpuStepper:
         self.act = codes.ACTIVATIONS[net.activation]
         self.loss = codes.LOSSES[net.loss]
         # One tuner per network shape for the whole process: repeated train()
-        # calls (an epoch each, say) keep what earlier ones measured.
-        self.threads = _TUNERS.setdefault((tuple(net.sizes), net.dtype.name, rows),
-                                          ThreadTuner())
+        # calls (an epoch each, say) keep what earlier ones measured. And per
+        # numba.set_num_threads() setting: the tuner chooses between one
+        # thread and the caller's count, never more than the caller set.
+        key = (tuple(net.sizes), net.dtype.name, rows, numba.get_num_threads())
+        self.threads = _TUNERS.setdefault(key, ThreadTuner())
 
     def run(self, order, first_step, n_steps, lr, costs, errors):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import threads
+from fastbp import backends, threads
 
 # A sparse first layer (so its update splits the pixels by thread), trained
 # with each thread count given.
@@ -19,15 +19,19 @@ TRAIN = textwrap.dedent("""
     import numba
     import numpy as np
     import fastbp
+    from fastbp import backends
     rng = np.random.default_rng(0)
     X = rng.random((300, 40)) * (rng.random((300, 40)) < 0.2)
     y = rng.integers(0, 5, 300)
     for count in map(int, sys.argv[1:]):
         numba.set_num_threads(count)
         net = fastbp.Network([40, 64, 5], seed=1)
-        fastbp.train(net, X, y, lr=0.3, batch_size=16, epochs=2, device="cpu")
+        # eval_every=3: chunks of 3 steps, so that the tuner runs both its choices
+        fastbp.train(net, X, y, lr=0.3, batch_size=16, epochs=2, device="cpu", eval_every=3)
+        used = sorted(t for tuner in backends._TUNERS.values()
+                      for t, measured in tuner.samples.items() if measured)
         print(hashlib.sha256(b"".join(W.tobytes() + b.tobytes()
-                                      for W, b in net.layers)).hexdigest())
+                                      for W, b in net.layers)).hexdigest(), max(used))
 """)
 
 
@@ -46,8 +50,12 @@ def test_training_is_bitwise_the_same_for_any_thread_count():
             net.layers[0][1][:] = 0.01
             fastbp.train(net, X, y, lr=0.3, batch_size=16, epochs=2, device="cpu",
                          validation=(X, y), eval_every=7)
+            tuner = backends._TUNERS[((40, 64, 5), "float32", 16, count)]
         finally:
             numba.set_num_threads(previous)
+        # The tuner chose between 1 and ``count`` threads and measured both.
+        assert tuner.choices == tuple(sorted({1, count}))
+        assert all(tuner.samples[t] for t in tuner.choices)
         results.append(net.layers)
     for (W1, b1), (W2, b2) in zip(*results):
         assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
@@ -62,8 +70,9 @@ def test_training_is_the_same_with_more_threads_than_cores():
     more = subprocess.run([sys.executable, "-c", TRAIN, "1", "3", "4"], capture_output=True,
                           text=True, timeout=600, env=dict(os.environ, NUMBA_NUM_THREADS="4"))
     assert here.returncode == 0 and more.returncode == 0, here.stderr + more.stderr
-    digests = here.stdout.split() + more.stdout.split()
-    assert len(digests) == 4 and len(set(digests)) == 1, digests
+    lines = [line.split() for line in here.stdout.splitlines() + more.stdout.splitlines()]
+    assert [int(most) for _, most in lines] == [1, 1, 3, 4]  # chunks ran with 3, 4 threads
+    assert len({digest for digest, _ in lines}) == 1, lines
 
 
 def drive(tuner, speed, chunks):
