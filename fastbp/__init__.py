@@ -3,9 +3,11 @@
 Algorithm 6.1 of Lindholm et al. (ch. 6) on hand-written Numba kernels.
 """
 
+import os as _os
+
 import numba as _numba
 
-from . import compile_lock, datasets, reference
+from . import cache_stamp, compile_lock, datasets, reference
 from .kernels import cpu as _cpu_kernels
 from .errors import DataError, DivergenceError
 from .history import History
@@ -13,7 +15,10 @@ from .network import Network, load
 from .train import train
 from .api import backprop
 
-compile_lock.guard(_cpu_kernels)  # before any kernel compiles or loads from the cache
+# Both before any kernel compiles or loads from the cache:
+compile_lock.guard(_cpu_kernels)
+cache_stamp.stamp(_cpu_kernels,
+                  cache_stamp.sources_fingerprint(_os.path.dirname(_cpu_kernels.__file__)))
 # Start Numba's thread pool now: parallel code loaded from the on-disk cache
 # before the pool exists crashed the process (numba issue 8578; seen here with
 # load() then predict() in a fresh process).
