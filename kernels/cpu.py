@@ -250,8 +250,17 @@ def count_misclassified(Z, labels):
     wrong = 0
     # Race-free: the only shared value is an integer prange reduction.
     for i in prange(Z.shape[0]):
-        wrong += _argmax_row(Z, i) != labels[i]
+        wrong += _row_is_wrong(Z, labels, i)
     return wrong
+
+
+@njit(inline="never")
+def _row_is_wrong(Z, labels, i):
+    """1 when row i's argmax differs from its label, else 0. Never inlined
+    into the prange: on Python >= 3.12 Numba's reduction analysis fails
+    ("unexpected cycle in lookup()", numba#10132) when a reduced loop's body
+    holds a branch; LLVM still inlines it."""
+    return 1 if _argmax_row(Z, i) != labels[i] else 0
 
 
 # Output layers at most this wide run fused, one sample per iteration

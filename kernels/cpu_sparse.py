@@ -156,15 +156,23 @@ def sparse_sgd_update(T, idx, val, count, S, lr, n):
 @njit(**PARALLEL)
 def count_nonzero(A):
     """Number of non-zero entries of A (n, P); an exact integer reduction."""
-    n, P = A.shape
+    n = A.shape[0]
     total = 0
     # Race-free: the only shared value is an integer prange reduction.
     for i in prange(n):
-        c = 0
-        for k in range(P):
-            c += A[i, k] != 0
-        total += c
+        total += _row_nonzero_count(A[i])
     return total
+
+
+@njit(inline="never")
+def _row_nonzero_count(row):
+    """Non-zeros of one row. Its own function so that count_nonzero's prange
+    body holds no inner loop (numba#10132, Python >= 3.12: see
+    cpu._row_is_wrong)."""
+    c = 0
+    for k in range(row.shape[0]):
+        c += row[k] != 0
+    return c
 
 
 # --- the training set's compressed rows (built once per run) ----------------
