@@ -32,7 +32,14 @@ def grid(kernel, n_items, args):
     if config.ENABLE_CUDASIM:
         return 1  # the simulator runs cooperative grids of one block only
     compiled = kernel.compile(tuple(kernel.typeof_pyval(a) for a in args))
-    return min(blocks, compiled.max_cooperative_grid_blocks(kernels.THREADS))
+    resident = compiled.max_cooperative_grid_blocks(kernels.THREADS)
+    if resident < 1:  # seen on an H100: train_steps at 512 threads (registers)
+        raise ValueError(
+            f"fastbp.kernels.cuda.THREADS = {kernels.THREADS} is too many for "
+            f"{kernel.py_func.__name__} on this GPU: not one block of that many threads fits "
+            "on a multiprocessor at once (registers or shared memory); use fewer, "
+            "e.g. the default 128")
+    return min(blocks, resident)
 
 
 def most_items(sizes, n_rows):

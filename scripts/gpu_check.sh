@@ -11,7 +11,8 @@
 #     --implementation cp --platform manylinux_2_28_x86_64 -d .whl numpy==2.4.6
 #   python3 -m pip download --no-deps --only-binary=:all: -d .whl \
 #     pytest pluggy iniconfig packaging pygments   # only if the machine lacks pytest
-# Then: run(command="bash scripts/gpu_check.sh", carry=[".whl"], timeout_s=600).
+# and copy MNIST to .data/mnist (also in .git/info/exclude) to time on real data.
+# Then: run(command="bash scripts/gpu_check.sh", carry=[".whl", ".data"], timeout_s=600).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -26,13 +27,14 @@ cp -r kernels "$SITE/fastbp/kernels"
 # shadow the installed copy when python runs from the repository root.
 export PYTHONPATH="$SITE" PYTHONSAFEPATH=1 NUMBA_CUDA_LOW_OCCUPANCY_WARNINGS=0
 unset NUMBA_ENABLE_CUDASIM
-for dir in shared/data/mnist ../shared/data/mnist; do
+for dir in .data/mnist shared/data/mnist ../shared/data/mnist; do
   if [ -z "${FASTBP_DATA_DIR:-}" ] && [ -d "$dir" ]; then
     FASTBP_DATA_DIR="$(cd "$dir" && pwd)"
     export FASTBP_DATA_DIR
   fi
 done
 
+nvidia-smi --query-gpu=name,driver_version,memory.total --format=csv,noheader || true
 python3 - <<'EOF'
 import numba, numpy
 from numba import cuda
@@ -43,12 +45,17 @@ EOF
 
 echo "== CUDA tests on the GPU (tests/cuda_sim without the simulator)"
 status=0
-timeout 330 python3 -m pytest -q -p no:cacheprovider --tb=short \
+# pytest-timeout (in the GPU image) ends a hung kernel's test instead of the run.
+per_test=()
+python3 -c "import pytest_timeout" 2>/dev/null && per_test=(--timeout=120 --timeout-method=thread)
+timeout "${FASTBP_GPU_TEST_S:-330}" python3 -m pytest -q -p no:cacheprovider --tb=short -rfE \
+  "${per_test[@]}" \
   -W "ignore:Host array used in CUDA kernel" \
   tests/cuda_sim/sim_kernels.py tests/cuda_sim/sim_train.py || status=$?
 echo "CUDA tests: exit $status"
 
 echo "== Seconds per epoch (data: ${FASTBP_DATA_DIR:-random, MNIST-shaped})"
-timeout 210 python3 scripts/bench_cuda.py --epochs 3 --threads 128,256 \
+timeout "${FASTBP_GPU_BENCH_S:-210}" python3 scripts/bench_cuda.py --epochs 3 \
+  --threads 64,128,256 \
   || echo "bench_cuda.py: exit $?"
 exit "$status"

@@ -167,3 +167,30 @@ def test_host_buffers_match_device_buffers():
     for h, d in zip(host[:3], dev[:3]):
         assert [a.shape for a in h] == [a.shape for a in d]
     assert dev[1][-1] is dev[0][-1]
+
+
+def test_too_many_threads_for_a_cooperative_kernel_is_one_clear_error(monkeypatch):
+    """On an H100, train_steps at 512 threads per block fits no block on a
+    multiprocessor (max_cooperative_grid_blocks is 0): an error naming THREADS,
+    not a launch of 0 blocks."""
+    from fastbp import cuda_backend
+
+    class Compiled:
+        def max_cooperative_grid_blocks(self, threads):
+            return 0 if threads >= 512 else 7
+
+    class Kernel:  # what grid() reads of a numba-cuda dispatcher
+        py_func = kernels.train_steps.py_func
+
+        def typeof_pyval(self, value):
+            return value
+
+        def compile(self, signature):
+            return Compiled()
+
+    monkeypatch.setattr(cuda_backend.config, "ENABLE_CUDASIM", False)
+    monkeypatch.setattr(kernels, "THREADS", 256)
+    assert cuda_backend.grid(Kernel(), 10**6, (1, 2)) == 7
+    monkeypatch.setattr(kernels, "THREADS", 512)
+    with pytest.raises(ValueError, match=r"THREADS = 512 is too many for train_steps"):
+        cuda_backend.grid(Kernel(), 10**6, (1, 2))
