@@ -44,7 +44,7 @@ arrays. Nothing here needs a GPU to import: ``@cuda.jit`` compiles lazily.
 
 import math
 
-from numba import cuda, float64, int64
+from numba import config, cuda, float64, int64
 
 from .codes import CROSS_ENTROPY, IDENTITY, RELU, SIGMOID, TANH
 
@@ -62,6 +62,17 @@ COOPERATIVE = frozenset({"softmax_cross_entropy", "squared_error", "count_miscla
 THREADS = 128
 # Size of the per-block shared arrays of train_steps' reductions.
 MAX_THREADS = 1024
+# Registers per thread allowed to train_steps (None: as many as ptxas likes).
+# Uncapped it takes 162 on an H100: 3 blocks of 128 threads per
+# multiprocessor, too few to hide the latency of its per-thread dot products.
+# A cap spills some (to L1) and lets more blocks in; measured s/epoch at 128
+# threads (scripts/gpu_registers.py): none 0.111, 128: 0.106, 96: 0.097,
+# 80: 0.110, 64: 0.138, 48: 0.156 (the weights bitwise the same for all).
+# Fixed when this module is imported.
+TRAIN_STEPS_REGISTERS = 96
+# Numba's simulator takes no register cap.
+_TRAIN_STEPS_OPTIONS = ({} if config.ENABLE_CUDASIM or TRAIN_STEPS_REGISTERS is None
+                        else {"max_registers": TRAIN_STEPS_REGISTERS})
 
 
 # --- device functions: one phase's share of work for thread t0 -------------
@@ -501,7 +512,7 @@ def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
         grid.sync()
 
 
-@cuda.jit
+@cuda.jit(**_TRAIN_STEPS_OPTIONS)
 def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
                 X, labels, targets, order, first_step, n_steps, batch_size,
                 lr, act, loss, batch_cost, batch_error, out_done):

@@ -4,6 +4,7 @@ fastbp "cpu" and, where importable with a GPU, PyTorch (eager) and JAX (the
 whole epoch in one jit). Prints a markdown table last.
 
     python scripts/bench_cuda.py [--epochs 3] [--threads 128,256,512] [--data-dir DIR]
+                                 [--only cuda,cpu,pytorch,jax]
 
 The first epoch of every contender compiles and is not counted; the table
 shows the median of the others. Without MNIST (no --data-dir and no
@@ -118,7 +119,14 @@ def main():
     parser.add_argument("--epochs", type=int, default=3)
     parser.add_argument("--threads", default="128,256,512")
     parser.add_argument("--data-dir", default=os.environ.get("FASTBP_DATA_DIR"))
+    parser.add_argument("--only", default="cuda,cpu,pytorch,jax",
+                        help="contenders to time, comma-separated")
     args = parser.parse_args()
+    only = set(args.only.split(","))
+    unknown = only - {"cuda", "cpu", "pytorch", "jax"}
+    if unknown:
+        parser.error(f"--only: unknown contender(s) {', '.join(sorted(unknown))}; "
+                     "choose from cuda, cpu, pytorch, jax")
     data, what = load(args.data_dir)
     rows = []
 
@@ -140,14 +148,17 @@ def main():
         print(f"{name}: epochs {[round(s, 4) for s in seconds]}, test error {error:.4f}",
               flush=True)
 
-    for threads in [int(t) for t in args.threads.split(",")]:
+    for threads in [int(t) for t in args.threads.split(",")] if "cuda" in only else []:
         cuda_kernels.THREADS = threads
         record(f"fastbp cuda, {threads} threads/block",
                lambda: fastbp_run(data, args.epochs, "cuda"))
     cuda_kernels.THREADS = 128
-    record("fastbp cpu", lambda: fastbp_run(data, args.epochs, "cpu"))
-    record("PyTorch eager (cuda)", lambda: torch_run(data, args.epochs))
-    record("JAX jit per epoch (gpu)", lambda: jax_run(data, args.epochs))
+    if "cpu" in only:
+        record("fastbp cpu", lambda: fastbp_run(data, args.epochs, "cpu"))
+    if "pytorch" in only:
+        record("PyTorch eager (cuda)", lambda: torch_run(data, args.epochs))
+    if "jax" in only:
+        record("JAX jit per epoch (gpu)", lambda: jax_run(data, args.epochs))
 
     print(f"\nSeconds per epoch, Example 6.2 on {what}, median of {args.epochs} epochs "
           f"after a warm-up epoch; test error after {args.epochs + 1} epochs.\n")
