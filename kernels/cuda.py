@@ -46,7 +46,8 @@ import math
 
 from numba import config, cuda, float64, int64
 
-from .codes import CROSS_ENTROPY, IDENTITY, RELU, SIGMOID, TANH
+from . import activations
+from .codes import CROSS_ENTROPY, IDENTITY
 
 __all__ = ["dense_forward", "activation_backward", "dense_backward_weights",
            "dense_backward_input", "softmax_cross_entropy", "squared_error",
@@ -77,28 +78,9 @@ _TRAIN_STEPS_OPTIONS = ({} if config.ENABLE_CUDASIM or TRAIN_STEPS_REGISTERS is 
 
 # --- device functions: one phase's share of work for thread t0 -------------
 
-@cuda.jit(device=True)
-def _activate(z, act, zero, one):
-    """h(z) for one scalar (6.3); zero and one carry the dtype."""
-    if act == RELU:
-        return z if z > zero or z != z else zero  # z != z: NaN stays visible
-    if act == SIGMOID:
-        return one / (one + math.exp(-z))
-    if act == TANH:
-        return math.tanh(z)
-    return z
-
-
-@cuda.jit(device=True)
-def _derivative(z, q, act, zero, one):
-    """h'(z), reusing q = h(z) from the forward pass."""
-    if act == RELU:
-        return one if z > zero else zero
-    if act == SIGMOID:
-        return q * (one - q)
-    if act == TANH:
-        return one - q * q
-    return one
+# h and h' (6.3): the bodies cpu_common.py compiles too.
+_activate = cuda.jit(device=True)(activations.activate)
+_derivative = cuda.jit(device=True)(activations.derivative)
 
 
 @cuda.jit(device=True)
