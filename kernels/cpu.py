@@ -24,6 +24,7 @@ import math
 
 from numba import njit, prange
 
+from . import losses
 from .codes import CROSS_ENTROPY, IDENTITY
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
 from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, compress_rows,  # noqa: F401
@@ -172,45 +173,15 @@ def dense_backward_input(dQ_prev, dZ, W):
                     dQ_prev[i, k] += g * W[j, k]
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _softmax_cross_entropy_row(dZ, Z, i, y):
-    """Row i of softmax_cross_entropy: writes dZ[i], returns the row's loss."""
-    M = Z.shape[1]
-    m = Z[i, 0]
-    for j in range(1, M):
-        if Z[i, j] > m:
-            m = Z[i, j]
-    s = Z.dtype.type(0)
-    for j in range(M):
-        e = math.exp(Z[i, j] - m)
-        dZ[i, j] = e
-        s += e
-    inv_s = 1 / s
-    for j in range(M):
-        dZ[i, j] *= inv_s
-    dZ[i, y] -= 1
-    return math.log(s) + m - Z[i, y]
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _squared_error_row(dZ, Z, i, targets):
-    """Row i of squared_error: writes dZ[i], returns the row's loss."""
-    s = Z.dtype.type(0)
-    for j in range(Z.shape[1]):
-        r = targets[i, j] - Z[i, j]
-        dZ[i, j] = -2 * r
-        s += r * r
-    return s
-
-
-@njit(inline="always")
-def _argmax_row(Z, i):
-    """Index of the first maximum of Z[i]."""
-    best = 0
-    for j in range(1, Z.shape[1]):
-        if Z[i, j] > Z[i, best]:
-            best = j
-    return best
+# A row's loss and output gradient, and whether it is misclassified: the
+# bodies cuda.py compiles too (kernels/losses.py).
+_softmax_cross_entropy_row = njit(inline="always", fastmath=FASTMATH)(
+    losses.softmax_cross_entropy_row)
+_squared_error_row = njit(inline="always", fastmath=FASTMATH)(losses.squared_error_row)
+# Never inlined into a prange: on Python >= 3.12 Numba's reduction analysis
+# fails ("unexpected cycle in lookup()", numba#10132) when a reduced loop's
+# body holds a branch; LLVM still inlines it.
+_row_is_wrong = njit(inline="never")(losses.row_is_wrong)
 
 
 @njit(**PARALLEL)
@@ -254,15 +225,6 @@ def count_misclassified(Z, labels):
     return wrong
 
 
-@njit(inline="never")
-def _row_is_wrong(Z, labels, i):
-    """1 when row i's argmax differs from its label, else 0. Never inlined
-    into the prange: on Python >= 3.12 Numba's reduction analysis fails
-    ("unexpected cycle in lookup()", numba#10132) when a reduced loop's body
-    holds a branch; LLVM still inlines it."""
-    return 1 if _argmax_row(Z, i) != labels[i] else 0
-
-
 # Output layers at most this wide run fused, one sample per iteration
 # (output_layer_rows); wider ones use the blocked dense kernels.
 FUSED_OUTPUT_MAX = 16
@@ -299,7 +261,7 @@ def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, lab
             Z[i, j] = acc + b[j]
         if loss == CROSS_ENTROPY:
             row_loss[i] = _softmax_cross_entropy_row(dZ, Z, i, labels[i])
-            wrong[i] = _argmax_row(Z, i) != labels[i]
+            wrong[i] = _row_is_wrong(Z, labels, i)
         else:
             row_loss[i] = _squared_error_row(dZ, Z, i, targets)
             wrong[i] = 0

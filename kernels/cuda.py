@@ -46,7 +46,7 @@ import math
 
 from numba import config, cuda, float64, int64
 
-from . import activations
+from . import activations, losses
 from .codes import CROSS_ENTROPY, IDENTITY
 
 __all__ = ["dense_forward", "activation_backward", "dense_backward_weights",
@@ -212,43 +212,24 @@ def _input_activation_items(dZ_prev, dQ_prev, Z_prev, Q_prev, dZ, W, act, t0, st
         dZ_prev[i, k] = g * _derivative(Z_prev[i, k], Q_prev[i, k], act, zero, one)
 
 
+# A row's loss, gradient and error: the bodies cpu.py compiles too.
+_softmax_row = cuda.jit(device=True)(losses.softmax_cross_entropy_row)
+_squared_row = cuda.jit(device=True)(losses.squared_error_row)
+_is_wrong = cuda.jit(device=True)(losses.row_is_wrong)
+
+
 @cuda.jit(device=True)
 def _softmax_rows(dZ, row_loss, Z, labels, t0, stride):
     """Rows i of ``softmax(Z) - onehot`` and their losses (max-shifted)."""
-    n = Z.shape[0]
-    M = Z.shape[1]
-    one = Z.dtype.type(1)
-    for i in range(t0, n, stride):
-        m = Z[i, 0]
-        for j in range(1, M):
-            if Z[i, j] > m:
-                m = Z[i, j]
-        s = Z.dtype.type(0)
-        for j in range(M):
-            e = math.exp(Z[i, j] - m)
-            dZ[i, j] = e
-            s += e
-        inv_s = one / s
-        for j in range(M):
-            dZ[i, j] *= inv_s
-        y = labels[i]
-        dZ[i, y] -= one
-        row_loss[i] = math.log(s) + m - Z[i, y]
+    for i in range(t0, Z.shape[0], stride):
+        row_loss[i] = _softmax_row(dZ, Z, i, labels[i])
 
 
 @cuda.jit(device=True)
 def _squared_rows(dZ, row_loss, Z, targets, t0, stride):
     """Rows i of ``-2 (targets - Z)`` and ``||targets_i - Z_i||^2``."""
-    n = Z.shape[0]
-    M = Z.shape[1]
-    two = Z.dtype.type(2)
-    for i in range(t0, n, stride):
-        s = Z.dtype.type(0)
-        for j in range(M):
-            r = targets[i, j] - Z[i, j]
-            dZ[i, j] = -two * r
-            s += r * r
-        row_loss[i] = s
+    for i in range(t0, Z.shape[0], stride):
+        row_loss[i] = _squared_row(dZ, Z, i, targets)
 
 
 @cuda.jit(device=True)
@@ -267,16 +248,6 @@ def _mean(values):
     for i in range(values.shape[0]):
         s += values[i]
     return s / values.shape[0]
-
-
-@cuda.jit(device=True)
-def _is_wrong(Z, labels, i):
-    """1 when row i's argmax (first maximum) differs from its label, else 0."""
-    best = 0
-    for j in range(1, Z.shape[1]):
-        if Z[i, j] > Z[i, best]:
-            best = j
-    return 1 if best != labels[i] else 0
 
 
 @cuda.jit(device=True)

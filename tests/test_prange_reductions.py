@@ -17,16 +17,23 @@ import pytest
 KERNELS = pathlib.Path(__file__).resolve().parents[1] / "kernels"
 
 
+def inlines_always(call):
+    """Whether ``call`` is ``njit(..., inline="always", ...)``."""
+    return isinstance(call, ast.Call) and any(
+        kw.arg == "inline" and getattr(kw.value, "value", None) == "always"
+        for kw in call.keywords)
+
+
 def inlined_functions(tree):
-    """Names of the module's ``@njit(inline="always")`` functions."""
+    """Names of the module's always-inlined functions: ``@njit(inline="always")``
+    definitions and ``name = njit(inline="always")(body)`` assignments."""
     names = set()
     for node in ast.walk(tree):
-        if isinstance(node, ast.FunctionDef):
-            for deco in node.decorator_list:
-                if isinstance(deco, ast.Call) and any(
-                        kw.arg == "inline" and getattr(kw.value, "value", None) == "always"
-                        for kw in deco.keywords):
-                    names.add(node.name)
+        if isinstance(node, ast.FunctionDef) and any(map(inlines_always, node.decorator_list)):
+            names.add(node.name)
+        elif (isinstance(node, ast.Assign) and isinstance(node.value, ast.Call)
+              and inlines_always(node.value.func)):
+            names.update(t.id for t in node.targets if isinstance(t, ast.Name))
     return names
 
 
@@ -77,6 +84,12 @@ def test_the_check_finds_the_shape_that_failed(tmp_path):
         "    for i in prange(Z.shape[0]):\n"
         "        wrong += _argmax_row(Z, i) != labels[i]\n"
         "    return wrong\n"
+        "_row = njit(inline='always')(losses.row)\n"
+        "def rows(Z):\n"
+        "    total = 0\n"
+        "    for i in prange(Z.shape[0]):\n"
+        "        total += _row(Z, i)\n"
+        "    return total\n"
         "def nonzero(A):\n"
         "    total = 0\n"
         "    for i in prange(A.shape[0]):\n"
@@ -86,4 +99,5 @@ def test_the_check_finds_the_shape_that_failed(tmp_path):
         "        total += c\n"
         "    return total\n")
     assert reduction_problems(bad) == [(7, "inlined call of _argmax_row"),
-                                       (12, "For in the body")]
+                                       (13, "inlined call of _row"),
+                                       (18, "For in the body")]
