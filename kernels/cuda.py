@@ -67,7 +67,7 @@ MAX_THREADS = 1024
 # Uncapped it takes 162 on an H100: 3 blocks of 128 threads per
 # multiprocessor, too few to hide the latency of its per-thread dot products.
 # A cap spills some (to L1) and lets more blocks in; measured s/epoch at 128
-# threads (scripts/gpu_registers.py): none 0.111, 128: 0.106, 96: 0.097,
+# threads (scripts/gpu_profile.py registers): none 0.111, 128: 0.106, 96: 0.097,
 # 80: 0.110, 64: 0.138, 48: 0.156 (the weights bitwise the same for all).
 # Fixed when this module is imported.
 TRAIN_STEPS_REGISTERS = 96

@@ -1,0 +1,182 @@
+"""On a GPU: where kernels.cuda.train_steps spends its time, by variants
+compiled from kernels/cuda.py's own source.
+
+    python scripts/gpu_profile.py phases      # us/step with one phase removed
+    python scripts/gpu_profile.py registers   # s/epoch by register cap x block size
+
+Both run Example 6.2's shapes (784-200-10, batch 100, 600 steps in chunks of
+50, as fastbp.train runs them; the median after a compiling epoch) through
+fastbp.cuda_backend.CudaStepper with the variant module in place of
+kernels.cuda. ``registers`` reads MNIST from $FASTBP_DATA_DIR (else random data
+with MNIST's share of zeros) and says whether the weights are bitwise those of
+the first cap at that block size (they should be: a cap changes no arithmetic).
+``phases`` drops the named device-function calls from train_steps (and its
+stop on a non-finite cost, so garbage from a dropped phase does not end the
+run early): the variants' results are meaningless, only their times are read.
+Under NUMBA_ENABLE_CUDASIM=1 both run a tiny net, to check the script itself.
+"""
+
+import argparse
+import ast
+import hashlib
+import os
+import re
+import statistics
+import time
+import types
+
+import numpy as np
+
+import fastbp
+from fastbp import cuda_backend
+from fastbp.kernels import cuda as kernels
+from fastbp.train import epoch_order
+
+SOURCE = open(kernels.__file__).read()
+SMALL = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
+SIZES = [37, 7, 2] if SMALL else [784, 200, 10]
+BATCH, STEPS, CHUNK = (10, 4, 2) if SMALL else (100, 600, 50)
+
+
+def module_from(name, source):
+    """A module compiled from (a variant of) kernels/cuda.py's source."""
+    module = types.ModuleType(f"fastbp.kernels.cuda_{name}")
+    module.__package__ = "fastbp.kernels"  # its relative imports resolve as the original's
+    exec(compile(source, kernels.__file__, "exec"), module.__dict__)
+    return module
+
+
+def training_data(use_mnist):
+    """(X, y): MNIST's training set, or random data of its shape, 81 % zeros."""
+    data_dir = os.environ.get("FASTBP_DATA_DIR")
+    if use_mnist and data_dir and not SMALL:
+        return fastbp.datasets.mnist(data_dir)[:2]
+    n = 4 * BATCH if SMALL else 60000
+    rng = np.random.default_rng(0)
+    X = rng.random((n, SIZES[0]), dtype=np.float32)
+    X[X < 0.81] = 0
+    return X, rng.integers(0, SIZES[-1], n)
+
+
+def time_epochs(module, threads, X, y, epochs=3):
+    """Train a fresh net for ``epochs`` epochs with ``module`` as the CUDA
+    kernels; return (seconds per epoch, the stepper, its weights Ws + bs)."""
+    module.THREADS = 8 if SMALL else threads
+    cuda_backend.kernels = module
+    try:
+        net = fastbp.Network(SIZES, seed=0)
+        Ws = [W.copy() for W, _ in net.layers]
+        bs = [b.copy() for _, b in net.layers]
+        stepper = cuda_backend.CudaStepper(net, Ws, bs, X, y, BATCH)
+        costs, errors = np.empty(CHUNK), np.empty(CHUNK)
+        seconds = []
+        for epoch in range(epochs):
+            order = epoch_order(0, epoch, X.shape[0])
+            started = time.perf_counter()
+            for first in range(0, STEPS, CHUNK):
+                stepper.run(order, first, CHUNK, 0.5, costs, errors)
+            seconds.append(time.perf_counter() - started)
+        stepper.sync()
+        return seconds, stepper, Ws + bs
+    finally:
+        cuda_backend.kernels = kernels
+
+
+class DropCalls(ast.NodeTransformer):
+    """In train_steps: calls whose source starts with one of ``patterns``
+    become ``pass``, those starting with a key of ``replace`` its value; the
+    stop on a non-finite cost becomes ``if False``."""
+
+    def __init__(self, patterns, replace):
+        self.patterns, self.replace = patterns, replace
+
+    def visit_FunctionDef(self, node):
+        if node.name == "train_steps":
+            self.generic_visit(node)
+        return node
+
+    def visit_Expr(self, node):
+        text = ast.unparse(node)
+        for old, new in self.replace.items():
+            if text.startswith(old):
+                return ast.parse(new).body[0]
+        return ast.Pass() if text.startswith(tuple(self.patterns)) else node
+
+    def visit_If(self, node):
+        self.generic_visit(node)
+        if "isfinite(batch_cost[s])" in ast.unparse(node.test):
+            node.test = ast.Constant(False)
+        return node
+
+
+PHASES = ["_forward_tiles(", "_loss_block(", "_weights_items(", "_input_activation_items(",
+          "_update_items("]
+# Not "no gather": its labels would be uninitialised device memory, an index
+# out of bounds in the loss, which poisons the CUDA context for what follows.
+PHASE_VARIANTS = [
+    ("full", [], {}),
+    ("no forward layer 0", ["_forward_tiles(Zs[0]"], {}),
+    ("no forward layer 1", ["_forward_tiles(Zs[l]"], {}),
+    ("no loss block", ["_loss_block("], {}),
+    ("no dW layer 0", ["_weights_items(dWs[0]"], {}),
+    ("no dW layer 1", ["_weights_items(dWs[l]"], {}),
+    ("no dQ/dZ layer 0", ["_input_activation_items("], {}),
+    ("no updates", ["_update_items("], {}),
+    ("barriers only", PHASES, {}),
+    ("forward layer 0 by _forward_items", [],
+     {"_forward_tiles(Zs[0]": "_forward_items(Zs[0][:nb], Qs[0][:nb], Xb[:nb], Ws[0], bs[0], "
+                              "h, t0, stride)"}),
+]
+
+
+def phases():
+    X, y = training_data(use_mnist=False)
+    for index, (name, patterns, replace) in enumerate(PHASE_VARIANTS):
+        try:
+            tree = ast.fix_missing_locations(DropCalls(patterns, replace).visit(ast.parse(SOURCE)))
+            module = module_from(f"phases{index}", tree)
+            seconds, _, _ = time_epochs(module, 128, X, y, epochs=1 if SMALL else 3)
+            median = statistics.median(seconds[1:] or seconds)
+            print(f"{name:36s} {median * 1e6 / STEPS:8.1f} us/step  "
+                  f"epochs {[round(s, 4) for s in seconds]}", flush=True)
+        except Exception as exc:  # report and go on to the next variant
+            print(f"{name:36s} FAILED {type(exc).__name__}: {str(exc)[:300]}", flush=True)
+
+
+SETTING = re.compile(r"^TRAIN_STEPS_REGISTERS = .*$", re.M)
+REGISTER_VARIANTS = [(128, None), (128, 128), (128, 96), (128, 80), (128, 64), (128, 48),
+                     (256, None), (256, 64), (64, 64), (64, None)]
+
+
+def registers():
+    if not SETTING.search(SOURCE):
+        raise SystemExit("kernels/cuda.py lost its TRAIN_STEPS_REGISTERS setting")
+    X, y = training_data(use_mnist=True)
+    first = {}
+    for threads, cap in REGISTER_VARIANTS[:2] if SMALL else REGISTER_VARIANTS:
+        try:
+            module = module_from(f"r{cap}", SETTING.sub(f"TRAIN_STEPS_REGISTERS = {cap}", SOURCE))
+            seconds, stepper, weights = time_epochs(module, threads, X, y)
+            digest = hashlib.sha256(b"".join(a.tobytes() for a in weights)).hexdigest()[:10]
+            first.setdefault(threads, digest)
+            try:
+                compiled = next(iter(module.train_steps.overloads.values()))
+                info = f"regs {compiled.regs_per_thread} local {compiled.local_mem_per_thread} B"
+            except Exception as exc:  # the simulator has no compiled kernels
+                info = f"(no register info: {type(exc).__name__})"
+            print(f"threads {threads:4d} cap {str(cap):5s} {info} blocks {stepper.blocks}  "
+                  f"{statistics.median(seconds[1:]):.4f} s/epoch {[round(s, 4) for s in seconds]} "
+                  f"weights {digest} same {digest == first[threads]}", flush=True)
+        except Exception as exc:  # report and go on to the next variant
+            print(f"threads {threads:4d} cap {cap}: FAILED {type(exc).__name__}: "
+                  f"{str(exc)[:300]}", flush=True)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("what", choices=["phases", "registers"])
+    {"phases": phases, "registers": registers}[parser.parse_args().what]()
+
+
+if __name__ == "__main__":
+    main()
