@@ -225,6 +225,46 @@ def count_misclassified(Z, labels):
     return wrong
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _dot1x4(A, j, B, i):
+    """A[j:j+4] . B[i]: four dot products that share each load of B[i]
+    (a narrow output layer's forward for one sample)."""
+    z = A.dtype.type(0)
+    a0 = a1 = a2 = a3 = z
+    for k in range(A.shape[1]):
+        x = B[i, k]
+        a0 += A[j, k] * x
+        a1 += A[j + 1, k] * x
+        a2 += A[j + 2, k] * x
+        a3 += A[j + 3, k] * x
+    return a0, a1, a2, a3
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _row_times(out, g, W):
+    """``out = g W`` for g : (M,), W : (M, H), four rows of W per pass, so
+    out is loaded and stored once per four rows instead of once per row
+    (the sum still runs over rows in order). A last pass with fewer than
+    four rows repeats its first row with a zero factor."""
+    M, H = W.shape
+    zero = out.dtype.type(0)
+    for j in range(0, M, 4):
+        g0, g1, g2, g3 = g[j], zero, zero, zero
+        j1 = j2 = j3 = j
+        if j + 1 < M:
+            g1, j1 = g[j + 1], j + 1
+        if j + 2 < M:
+            g2, j2 = g[j + 2], j + 2
+        if j + 3 < M:
+            g3, j3 = g[j + 3], j + 3
+        if j == 0:
+            for k in range(H):
+                out[k] = (g0 * W[j, k] + g1 * W[j1, k]) + (g2 * W[j2, k] + g3 * W[j3, k])
+        else:
+            for k in range(H):
+                out[k] += (g0 * W[j, k] + g1 * W[j1, k]) + (g2 * W[j2, k] + g3 * W[j3, k])
+
+
 # Output layers at most this wide run fused, one sample per iteration
 # (output_layer_rows); wider ones use the blocked dense kernels.
 FUSED_OUTPUT_MAX = 16
@@ -254,11 +294,14 @@ def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, lab
     # Race-free: iteration i writes only row i of Z, dZ, dZ_prev and entry i
     # of row_loss and wrong.
     for i in prange(n):
-        for j in range(M):
-            acc = zero
-            for k in range(H):
-                acc += W[j, k] * Q_prev[i, k]
-            Z[i, j] = acc + b[j]
+        j = 0
+        while j + 4 <= M:
+            z0, z1, z2, z3 = _dot1x4(W, j, Q_prev, i)
+            Z[i, j], Z[i, j + 1] = z0 + b[j], z1 + b[j + 1]
+            Z[i, j + 2], Z[i, j + 3] = z2 + b[j + 2], z3 + b[j + 3]
+            j += 4
+        for r in range(j, M):  # the 0-3 rows past the last block of four
+            Z[i, r] = _dot(W, r, Q_prev, i) + b[r]
         if loss == CROSS_ENTROPY:
             row_loss[i] = _softmax_cross_entropy_row(dZ, Z, i, labels[i])
             wrong[i] = _row_is_wrong(Z, labels, i)
@@ -266,12 +309,7 @@ def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, lab
             row_loss[i] = _squared_error_row(dZ, Z, i, targets)
             wrong[i] = 0
         if back:
-            for k in range(H):
-                dZ_prev[i, k] = zero
-            for j in range(M):
-                g = dZ[i, j]
-                for k in range(H):
-                    dZ_prev[i, k] += g * W[j, k]
+            _row_times(dZ_prev[i], dZ[i], W)
             for k in range(H):
                 dZ_prev[i, k] *= derivative(Z_prev[i, k], Q_prev[i, k], act, zero, one)
 

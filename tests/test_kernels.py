@@ -314,7 +314,7 @@ def test_csr_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
 @pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("n", BATCHES)
-@pytest.mark.parametrize("H,M", [(1, 1), (7, 2), (33, 10), (129, 16)])
+@pytest.mark.parametrize("H,M", [(1, 1), (7, 3), (33, 10), (129, 16)])  # last pass: 1, 3, 2, 4 rows
 def test_output_layer_rows_is_the_last_layer_of_algorithm_6_1(H, M, n, loss, act, dtype):
     """Forward of the output layer, loss rows, dZ (6.26) and the layer below's
     dZ (6.27b then 6.27a), against the reference's formulas."""
