@@ -245,7 +245,10 @@ def _row_times(out, g, W):
     """``out = g W`` for g : (M,), W : (M, H), four rows of W per pass, so
     out is loaded and stored once per four rows instead of once per row
     (the sum still runs over rows in order). A last pass with fewer than
-    four rows repeats its first row with a zero factor."""
+    four rows repeats its first row with a zero factor. The dense twin of
+    cpu_sparse._add_scaled_rows, which needs a list of row indices and
+    can only add to out; here the rows are all of W's, and the first pass
+    writes out, so no zeroing pass is needed."""
     M, H = W.shape
     zero = out.dtype.type(0)
     for j in range(0, M, 4):
