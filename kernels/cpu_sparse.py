@@ -166,8 +166,8 @@ def count_nonzero(A):
 
 @njit(inline="never")
 def _row_nonzero_count(row):
-    """Non-zeros of one row. Its own function so that count_nonzero's prange
-    body holds no inner loop (numba#10132, Python >= 3.12: see
+    """Non-zeros of one row (NaN counts), for count_nonzero and row_nonzeros.
+    Its own function so that count_nonzero's prange body holds no inner loop (numba#10132, Python >= 3.12: see
     cpu._row_is_wrong)."""
     c = 0
     for k in range(row.shape[0]):
@@ -180,13 +180,9 @@ def _row_nonzero_count(row):
 @njit(**PARALLEL)
 def row_nonzeros(counts, X):
     """counts[i] = number of non-zeros of X[i] (NaN counts). counts : (n,) int64."""
-    n, P = X.shape
     # Race-free: iteration i writes only counts[i].
-    for i in prange(n):
-        c = 0
-        for k in range(P):
-            c += X[i, k] != 0
-        counts[i] = c
+    for i in prange(X.shape[0]):
+        counts[i] = _row_nonzero_count(X[i])
 
 
 @njit(**PARALLEL)
