@@ -167,8 +167,8 @@ def count_nonzero(A):
 @njit(inline="never")
 def _row_nonzero_count(row):
     """Non-zeros of one row (NaN counts), for count_nonzero and row_nonzeros.
-    Its own function so that count_nonzero's prange body holds no inner loop (numba#10132, Python >= 3.12: see
-    cpu._row_is_wrong)."""
+    Its own function so that count_nonzero's prange body holds no inner
+    loop (numba#10132, Python >= 3.12: see cpu._row_is_wrong)."""
     c = 0
     for k in range(row.shape[0]):
         c += row[k] != 0
