@@ -221,6 +221,31 @@ def test_sparse_sgd_update_both_layouts_equal_6_23(P, U, n, dtype):
     assert rel_err(b2, b_ref) <= RTOL[dtype]
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 1), (7, 33), (129, 7), (33, 129), (7, 6)])  # last block: 1, 1, 3, 1, 2 units
+def test_dense_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
+    """W -= lr dZ^T Q_prev / n, four units by four samples (a last block of
+    1-3 units; batches that end mid-block), bitwise the same for 1 or 2 threads."""
+    Q_prev = sparse_input(n + 3 * P, n, P, dtype, density=0.7)
+    dZ = sparse_input(n + 5 * U, n, U, dtype, density=0.8)
+    (W,) = data(P + U, (U, P), dtype=dtype)
+    lr = 0.3
+    W_ref = W.astype(np.float64) - lr * (dZ.T.astype(np.float64) @ Q_prev / n)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        W2 = W.copy()
+        previous = numba.get_num_threads()
+        numba.set_num_threads(threads)
+        try:
+            cpu.dense_sgd_update(W2, dZ, Q_prev, lr, n)
+        finally:
+            numba.set_num_threads(previous)
+        assert rel_err(W2, W_ref) <= RTOL[dtype]
+        results.append(W2)
+    assert np.array_equal(results[0], results[1])
+
+
 def compressed(X):
     """fastbp's compressed rows of X via the two kernels, as run before training."""
     counts = np.empty(X.shape[0], np.int64)
