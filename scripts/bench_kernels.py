@@ -48,6 +48,7 @@ def cases(n, P, U, X, dtype):
     idx, val = np.empty((side, side), np.int32), np.empty((side, side), dtype)
     count = np.empty(side, np.int64)
     W1, b1 = W.copy(), b.copy()
+    W3 = W.copy()
     WT1 = WT.copy()
     mm = 2 * n * P * U
 
@@ -98,6 +99,8 @@ def cases(n, P, U, X, dtype):
             lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: WT2.T)] if listed else []),
         ("nonzero_cols(dZ) + sparse_sgd_update", mm, sparse_update,
          lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: W1),
+        ("dense_sgd_update (4 x 4 blocks)", mm, lambda: cpu.dense_sgd_update(W3, dZ, X, 0.0, n),
+         lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: W3),
         ("dense_backward_input", mm, lambda: cpu.dense_backward_input(dQ, dZ, W),
          lambda: dZ @ W, lambda: dQ),
         ("nonzero_rows + sparse_backward_input", mm, sparse_input, lambda: dZ @ W,
