@@ -17,13 +17,11 @@ Under NUMBA_ENABLE_CUDASIM=1 both run a tiny net, to check the script itself.
 """
 
 import argparse
-import ast
 import hashlib
 import os
 import re
 import statistics
 import time
-import types
 
 import numpy as np
 
@@ -31,19 +29,12 @@ import fastbp
 from fastbp import cuda_backend
 from fastbp.kernels import cuda as kernels
 from fastbp.train import epoch_order
+from kernel_variants import module_from, variant_source  # scripts/, beside this one
 
 SOURCE = open(kernels.__file__).read()
 SMALL = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
 SIZES = [37, 7, 2] if SMALL else [784, 200, 10]
 BATCH, STEPS, CHUNK = (10, 4, 2) if SMALL else (100, 600, 50)
-
-
-def module_from(name, source):
-    """A module compiled from (a variant of) kernels/cuda.py's source."""
-    module = types.ModuleType(f"fastbp.kernels.cuda_{name}")
-    module.__package__ = "fastbp.kernels"  # its relative imports resolve as the original's
-    exec(compile(source, kernels.__file__, "exec"), module.__dict__)
-    return module
 
 
 def training_data(use_mnist):
@@ -82,33 +73,6 @@ def time_epochs(module, threads, X, y, epochs=3):
         cuda_backend.kernels = kernels
 
 
-class DropCalls(ast.NodeTransformer):
-    """In train_steps: calls whose source starts with one of ``patterns``
-    become ``pass``, those starting with a key of ``replace`` its value; the
-    stop on a non-finite cost becomes ``if False``."""
-
-    def __init__(self, patterns, replace):
-        self.patterns, self.replace = patterns, replace
-
-    def visit_FunctionDef(self, node):
-        if node.name == "train_steps":
-            self.generic_visit(node)
-        return node
-
-    def visit_Expr(self, node):
-        text = ast.unparse(node)
-        for old, new in self.replace.items():
-            if text.startswith(old):
-                return ast.parse(new).body[0]
-        return ast.Pass() if text.startswith(tuple(self.patterns)) else node
-
-    def visit_If(self, node):
-        self.generic_visit(node)
-        if "isfinite(batch_cost[s])" in ast.unparse(node.test):
-            node.test = ast.Constant(False)
-        return node
-
-
 PHASES = ["_forward_tiles(", "_loss_block(", "_weights_items(", "_input_activation_items(",
           "_update_items("]
 # Not "no gather": its labels would be uninitialised device memory, an index
@@ -133,8 +97,8 @@ def phases():
     X, y = training_data(use_mnist=False)
     for index, (name, patterns, replace) in enumerate(PHASE_VARIANTS):
         try:
-            tree = ast.fix_missing_locations(DropCalls(patterns, replace).visit(ast.parse(SOURCE)))
-            module = module_from(f"phases{index}", tree)
+            tree = variant_source(SOURCE, patterns, replace, stop="isfinite(batch_cost[s])")
+            module = module_from(f"phases{index}", tree, kernels)
             seconds, _, _ = time_epochs(module, 128, X, y, epochs=1 if SMALL else 3)
             median = statistics.median(seconds[1:] or seconds)
             print(f"{name:36s} {median * 1e6 / STEPS:8.1f} us/step  "
@@ -155,7 +119,8 @@ def registers():
     first = {}
     for threads, cap in REGISTER_VARIANTS[:2] if SMALL else REGISTER_VARIANTS:
         try:
-            module = module_from(f"r{cap}", SETTING.sub(f"TRAIN_STEPS_REGISTERS = {cap}", SOURCE))
+            module = module_from(f"r{cap}", SETTING.sub(f"TRAIN_STEPS_REGISTERS = {cap}", SOURCE),
+                                 kernels)
             seconds, stepper, weights = time_epochs(module, threads, X, y)
             digest = hashlib.sha256(b"".join(a.tobytes() for a in weights)).hexdigest()[:10]
             first.setdefault(threads, digest)
