@@ -1,0 +1,151 @@
+"""On the CPU: where kernels.cpu.train_steps spends its time, by variants
+compiled from kernels/cpu.py's own source with one phase's calls removed.
+
+    python scripts/cpu_profile.py [--rounds 5] [--threads 2,1] [--dense]
+
+Example 6.2's shapes (784-200-10 ReLU, batch 100, 600 steps in chunks of 50,
+as fastbp.train runs them) on MNIST from $FASTBP_DATA_DIR (else random data
+with MNIST's share of zeros; --dense adds N(0, 0.1^2) noise to every pixel),
+through fastbp.backends.CpuStepper with the variant module in place of
+kernels.cpu, at each fixed thread count. Every round runs one epoch of every
+variant in turn (this machine's speed drifts within minutes, so variants are
+compared within rounds); it prints the median us/step and, per phase, the
+median over rounds of (full - variant): that phase's cost inside the loop.
+A dropped phase leaves garbage behind (the loop's stop on a non-finite cost
+is dropped too), so only the times mean anything. Variants compile without
+Numba's cache (about half a minute each), so the real kernels' cache is
+never touched.
+"""
+
+import argparse
+import os
+import re
+import statistics
+import time
+
+import numba
+import numpy as np
+
+import fastbp
+from fastbp import backends
+from fastbp.kernels import cpu as kernels
+from fastbp.train import epoch_order
+from kernel_variants import module_from, variant_source  # scripts/, beside this one
+
+with open(kernels.__file__) as source_file:
+    SOURCE = source_file.read()
+SIZES, BATCH, STEPS, CHUNK = [784, 200, 10], 100, 600, 50
+
+# (name, call prefixes dropped from train_steps); the sparse first layer's
+# calls, then the dense path's (which only a --dense run takes).
+VARIANTS = [
+    ("full", []),
+    ("first-layer forward (csr_forward)", ["csr_forward("]),
+    ("output layer (output_layer_rows)", ["output_layer_rows("]),
+    ("next rows' prefetch", ["prefetch_rows("]),
+    ("output layer's update (dense_sgd_update)", ["dense_sgd_update(Ws[l]"]),
+    ("first-layer update (csr_sgd_update)", ["csr_sgd_update("]),
+    ("bias updates", ["bias_sgd_update("]),
+    ("batch gather (gather_rows)", ["gather_rows(Xb"]),
+    ("first-layer forward (dense_forward)", ["dense_forward("]),
+]
+# Rebinds the compile options right after train_steps' module imports them:
+# a variant compiled with the original's file name must not share its cache.
+OPTIONS = re.compile(r"^from \.cpu_common import .*PARALLEL.*SERIAL.*$", re.MULTILINE)
+UNCACHED = "PARALLEL = dict(PARALLEL, cache=False)\nSERIAL = dict(SERIAL, cache=False)"
+
+
+class FixedThreads:
+    """Stands in for fastbp.threads.ThreadTuner: always ``threads`` threads."""
+
+    def __init__(self, threads):
+        self.threads = threads
+
+    def run(self, fn, steps):
+        previous = numba.get_num_threads()
+        numba.set_num_threads(self.threads)
+        try:
+            return fn()
+        finally:
+            numba.set_num_threads(previous)
+
+
+def training_data(dense):
+    """(X, y): MNIST's training set, or random data of its shape, 81 % zeros."""
+    data_dir = os.environ.get("FASTBP_DATA_DIR")
+    if data_dir:
+        X, y = fastbp.datasets.mnist(data_dir)[:2]
+    else:
+        rng = np.random.default_rng(0)
+        X = rng.random((60000, SIZES[0]), dtype=np.float32)
+        X[X < 0.81] = 0
+        y = rng.integers(0, SIZES[-1], X.shape[0])
+    if dense:
+        X = X + np.random.default_rng(1).normal(0, 0.1, X.shape).astype(X.dtype)
+    return X, y
+
+
+def variant(index, patterns):
+    """kernels/cpu.py compiled without the calls ``patterns``, uncached."""
+    if not OPTIONS.search(SOURCE):
+        raise SystemExit("kernels/cpu.py no longer imports PARALLEL, SERIAL from cpu_common")
+    source = OPTIONS.sub(lambda m: m.group(0) + "\n" + UNCACHED, SOURCE)
+    return module_from(f"profile{index}", variant_source(source, patterns), kernels)
+
+
+def epoch_us_per_step(module, threads, X, y, epoch):
+    """us per step of one epoch of a fresh Example 6.2 net with ``module`` as
+    the CPU kernels, at ``threads`` threads."""
+    backends.cpu = module
+    try:
+        net = fastbp.Network(SIZES, seed=0)
+        Ws = [W.copy() for W, _ in net.layers]
+        bs = [b.copy() for _, b in net.layers]
+        stepper = backends.CpuStepper(net, Ws, bs, X, y, BATCH)
+        stepper.threads = FixedThreads(threads)
+        costs, errors = np.empty(CHUNK), np.empty(CHUNK)
+        order = epoch_order(0, epoch, X.shape[0])
+        started = time.perf_counter()
+        for first in range(0, STEPS, CHUNK):
+            stepper.run(order, first, CHUNK, 0.5, costs, errors)
+        return (time.perf_counter() - started) / STEPS * 1e6
+    finally:
+        backends.cpu = kernels
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--threads", default="2,1", help="thread counts, comma-separated")
+    parser.add_argument("--dense", action="store_true", help="every pixel plus N(0, 0.1^2)")
+    args = parser.parse_args()
+    threads = [int(t) for t in args.threads.split(",")]
+    if args.rounds < 1 or any(t < 1 or t > numba.config.NUMBA_NUM_THREADS for t in threads):
+        raise SystemExit(f"need --rounds >= 1 and thread counts in 1..{numba.config.NUMBA_NUM_THREADS}")
+    X, y = training_data(args.dense)
+    modules = []
+    for index, (name, patterns) in enumerate(VARIANTS):
+        started = time.perf_counter()
+        module = variant(index, patterns)
+        for t in threads:  # compiles, and warms this thread count up
+            epoch_us_per_step(module, t, X, y, epoch=0)
+        modules.append(module)
+        print(f"compiled and warmed: {name} ({time.perf_counter() - started:.0f} s)", flush=True)
+    times = {(index, t): [] for index in range(len(VARIANTS)) for t in threads}
+    for r in range(args.rounds):
+        for t in threads:
+            for index, module in enumerate(modules):
+                times[index, t].append(epoch_us_per_step(module, t, X, y, epoch=1 + r))
+    print(f"\nus/step (median of {args.rounds} rounds); phase = median over rounds of full - variant")
+    print(f"{'variant: without':44s}" + "".join(f"{f'{t} thr':>10s}{'phase':>8s}" for t in threads))
+    for index, (name, _) in enumerate(VARIANTS):
+        row = f"{name:44s}"
+        for t in threads:
+            full, mine = times[0, t], times[index, t]
+            row += f"{statistics.median(mine):10.1f}"
+            row += f"{statistics.median(a - b for a, b in zip(full, mine)):8.1f}" if index else " " * 8
+        print(row)
+
+
+if __name__ == "__main__":
+    main()
