@@ -12,7 +12,10 @@ variant in turn (this machine's speed drifts within minutes, so variants are
 compared within rounds); it prints the median us/step and, per phase, the
 median over rounds of (full - variant): that phase's cost inside the loop.
 A dropped phase leaves garbage behind (the loop's stop on a non-finite cost
-is dropped too), so only the times mean anything. Variants compile without
+is dropped too), so only the times mean anything; and where a later phase's
+path depends on the data, dropping a phase can change it (with --dense, a
+dZ left at zero by a dropped forward or output layer sends the first
+layer's update down the cheap list path, so those rows count both). Variants compile without
 Numba's cache (about half a minute each), so the real kernels' cache is
 never touched.
 """
@@ -43,7 +46,7 @@ VARIANTS = [
     ("first-layer forward (csr_forward)", ["csr_forward("]),
     ("output layer (output_layer_rows)", ["output_layer_rows("]),
     ("next rows' prefetch", ["prefetch_rows("]),
-    ("output layer's update (dense_sgd_update)", ["dense_sgd_update(Ws[l]"]),
+    ("dense_sgd_update (output layer; + first if dense)", ["dense_sgd_update(Ws[l]"]),
     ("first-layer update (csr_sgd_update)", ["csr_sgd_update("]),
     ("bias updates", ["bias_sgd_update("]),
     ("batch gather (gather_rows)", ["gather_rows(Xb"]),
@@ -137,9 +140,9 @@ def main():
             for index, module in enumerate(modules):
                 times[index, t].append(epoch_us_per_step(module, t, X, y, epoch=1 + r))
     print(f"\nus/step (median of {args.rounds} rounds); phase = median over rounds of full - variant")
-    print(f"{'variant: without':44s}" + "".join(f"{f'{t} thr':>10s}{'phase':>8s}" for t in threads))
+    print(f"{'variant: without':50s}" + "".join(f"{f'{t} thr':>10s}{'phase':>8s}" for t in threads))
     for index, (name, _) in enumerate(VARIANTS):
-        row = f"{name:44s}"
+        row = f"{name:50s}"
         for t in threads:
             full, mine = times[0, t], times[index, t]
             row += f"{statistics.median(mine):10.1f}"
