@@ -33,7 +33,7 @@ import fastbp
 from fastbp import backends
 from fastbp.kernels import cpu as kernels
 from fastbp.train import epoch_order
-from kernel_variants import module_from, variant_source  # scripts/, beside this one
+from kernel_variants import fresh_weights, module_from, variant_source  # scripts/, beside this one
 
 with open(kernels.__file__) as source_file:
     SOURCE = source_file.read()
@@ -101,9 +101,7 @@ def epoch_us_per_step(module, threads, X, y, epoch):
     the CPU kernels, at ``threads`` threads."""
     backends.cpu = module
     try:
-        net = fastbp.Network(SIZES, seed=0)
-        Ws = [W.copy() for W, _ in net.layers]
-        bs = [b.copy() for _, b in net.layers]
+        net, Ws, bs = fresh_weights(SIZES)
         stepper = backends.CpuStepper(net, Ws, bs, X, y, BATCH)
         stepper.threads = FixedThreads(threads)
         costs, errors = np.empty(CHUNK), np.empty(CHUNK)

@@ -29,7 +29,7 @@ import fastbp
 from fastbp import cuda_backend
 from fastbp.kernels import cuda as kernels
 from fastbp.train import epoch_order
-from kernel_variants import module_from, variant_source  # scripts/, beside this one
+from kernel_variants import fresh_weights, module_from, variant_source  # scripts/, beside this one
 
 SOURCE = open(kernels.__file__).read()
 SMALL = os.environ.get("NUMBA_ENABLE_CUDASIM") == "1"
@@ -55,9 +55,7 @@ def time_epochs(module, threads, X, y, epochs=3):
     module.THREADS = 8 if SMALL else threads
     cuda_backend.kernels = module
     try:
-        net = fastbp.Network(SIZES, seed=0)
-        Ws = [W.copy() for W, _ in net.layers]
-        bs = [b.copy() for _, b in net.layers]
+        net, Ws, bs = fresh_weights(SIZES)
         stepper = cuda_backend.CudaStepper(net, Ws, bs, X, y, BATCH)
         costs, errors = np.empty(CHUNK), np.empty(CHUNK)
         seconds = []

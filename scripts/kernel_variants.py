@@ -1,9 +1,12 @@
 """Variants of a kernels module compiled from its own source, for the
 profiling scripts (gpu_profile.py, cpu_profile.py): the same code with some
-calls removed or replaced, timed in place of the original."""
+calls removed or replaced, timed in place of the original; and the fresh
+network each timed run starts from."""
 
 import ast
 import types
+
+import fastbp
 
 
 def module_from(name, source, original):
@@ -49,3 +52,10 @@ def variant_source(source, patterns, replace=None, **options):
     """``source`` with DropCalls(patterns, replace, **options) applied."""
     tree = DropCalls(patterns, replace or {}, **options).visit(ast.parse(source))
     return ast.fix_missing_locations(tree)
+
+
+def fresh_weights(sizes):
+    """(net, Ws, bs): a seed-0 network of ``sizes`` and copies of its weights
+    and biases, for a stepper to train in place."""
+    net = fastbp.Network(sizes, seed=0)
+    return net, [W.copy() for W, _ in net.layers], [b.copy() for _, b in net.layers]

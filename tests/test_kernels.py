@@ -144,6 +144,16 @@ def test_kernels_are_deterministic():
             assert np.array_equal(a, b)
 
 
+def at_threads(threads, fn, *args):
+    """fn(*args) with numba's thread count set to ``threads``, then restored."""
+    previous = numba.get_num_threads()
+    numba.set_num_threads(threads)
+    try:
+        return fn(*args)
+    finally:
+        numba.set_num_threads(previous)
+
+
 def sparse_input(seed, n, P, dtype, density=0.2):
     """Rows with about ``density`` non-zeros, like MNIST pixels or ReLU outputs."""
     rng = np.random.default_rng(seed)
@@ -235,12 +245,7 @@ def test_dense_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         W2 = W.copy()
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            cpu.dense_sgd_update(W2, dZ, Q_prev, lr, n)
-        finally:
-            numba.set_num_threads(previous)
+        at_threads(threads, cpu.dense_sgd_update, W2, dZ, Q_prev, lr, n)
         assert rel_err(W2, W_ref) <= RTOL[dtype]
         results.append(W2)
     assert np.array_equal(results[0], results[1])
@@ -323,13 +328,8 @@ def test_csr_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
         WT = W.T.copy()
         idx, val = np.full((P, n), -1, np.int32), np.full((P, n), np.nan, dtype)
         count = np.full(P, -1, np.int64)
-        previous = numba.get_num_threads()
-        numba.set_num_threads(threads)
-        try:
-            cpu.csr_sgd_update(WT, idx, val, count, indptr, indices, values, rows, dZ, lr, n,
-                               colcum)
-        finally:
-            numba.set_num_threads(previous)
+        at_threads(threads, cpu.csr_sgd_update, WT, idx, val, count, indptr, indices, values,
+                   rows, dZ, lr, n, colcum)
         assert rel_err(WT.T, W_ref) <= RTOL[dtype]
         results.append(WT)
     assert np.array_equal(results[0], results[1])
