@@ -2,7 +2,10 @@
 
 from numba import njit
 
-from . import activations
+from . import activations, vector_width
+
+# Before this module's first @njit, which fixes the process's target features.
+vector_width.allow_512_bit()
 
 # fastmath without nnan/ninf: lets LLVM reassociate and vectorise the
 # dot-product reductions, but keeps NaN/inf semantics so divergence is seen.

@@ -1,0 +1,49 @@
+"""Let LLVM use 512-bit vectors on CPUs with AVX-512.
+
+LLVM tunes Intel's AVX-512 server cores (Skylake-X to Emerald Rapids) to
+prefer 256-bit vectors (the "prefer-256-bit" tuning feature), so Numba's
+vectorised loops use ymm registers even where zmm ones would do twice the
+work per instruction. Dropping that preference made whole MNIST epochs
+7-9 % faster on the 2-core Emerald Rapids VM of README's tables (alternating
+processes, same seed; dense input 7 %).
+
+Numba reads its target features once, when its CPU target context is made
+(at the first ``@njit`` decoration of the process), and all code of the
+process shares them. So ``allow_512_bit`` must run before that; it changes
+nothing if it comes later, if the user chose features or a CPU model
+(NUMBA_CPU_FEATURES / NUMBA_CPU_NAME), or if FASTBP_VECTOR_BITS=256. The
+setting is part of Numba's cache key: code cached with either width stays
+valid, each for its own setting.
+"""
+
+import os
+
+import llvmlite.binding as llvm
+from numba.core import config, registry
+
+ENV = "FASTBP_VECTOR_BITS"
+TUNING = "prefer-256-bit"
+
+
+def allow_512_bit():
+    """Drop LLVM's 256-bit preference for this process's Numba code, if the
+    CPU has AVX-512 and nothing else decided. Returns whether it did."""
+    bits = os.environ.get(ENV, "512").strip()
+    if bits not in ("256", "512"):
+        raise ValueError(f"{ENV} must be 256 or 512, not {bits!r}")
+    if bits == "256" or config.CPU_FEATURES is not None or config.CPU_NAME is not None:
+        return False
+    if "_toplevel_target_context" in vars(registry.cpu_target):  # too late: it is made
+        return False
+    features = llvm.get_host_cpu_features().flatten()
+    if "+avx512f" not in features.split(","):
+        return False
+    config.CPU_FEATURES = f"{features},-{TUNING}"
+    return True
+
+
+def in_effect():
+    """Whether this process's Numba CPU code is compiled without the 256-bit
+    preference (its code generator's features, from Numba's cache key)."""
+    features = registry.cpu_target.target_context.codegen().magic_tuple()[2]
+    return f"-{TUNING}" in features.split(",")

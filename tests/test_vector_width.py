@@ -1,0 +1,90 @@
+"""512-bit vectors: on where the CPU has AVX-512 and nothing else decided, off on request."""
+
+import os
+import subprocess
+import sys
+import textwrap
+
+import llvmlite.binding as llvm
+import pytest
+
+from fastbp.kernels import vector_width
+
+AVX512 = "+avx512f" in llvm.get_host_cpu_features().flatten().split(",")
+
+# A fresh process: import fastbp (which sets the width before its first
+# kernel), then report the setting and the registers a new vectorised loop uses.
+PROBE = textwrap.dedent("""
+    import re
+    import numpy as np
+    import fastbp
+    from numba import njit
+    from fastbp.kernels import vector_width
+
+    @njit(fastmath=True)
+    def axpy(out, a, x):
+        for j in range(out.shape[0]):
+            out[j] += a * x[j]
+
+    out = np.zeros(200, np.float32)
+    axpy(out, np.float32(2), np.ones(200, np.float32))
+    assert out[199] == 2
+    asm = next(iter(axpy.inspect_asm().values()))
+    fma = set(re.findall(r"vfmadd\\w+\\s+[^\\n]*?%([xyz])mm", asm))
+    print(vector_width.in_effect(), "".join(sorted(fma)))
+""")
+
+
+def probe(**env):
+    full = {k: v for k, v in os.environ.items()
+            if k not in ("NUMBA_CPU_FEATURES", "NUMBA_CPU_NAME", vector_width.ENV)}
+    full.update(env)
+    done = subprocess.run([sys.executable, "-c", PROBE], env=full, capture_output=True,
+                          text=True, timeout=300, check=False)
+    return done.returncode, done.stdout.split(), done.stderr
+
+
+def test_default_uses_512_bit_vectors_exactly_where_the_cpu_has_avx512():
+    rc, out, err = probe()
+    assert rc == 0, err
+    if AVX512:
+        assert out[0] == "True" and "z" in out[1]  # xmm/ymm too, in the loop's tail
+    else:
+        assert out[0] == "False" and "z" not in "".join(out[1:])
+
+
+def test_256_on_request_keeps_llvm_s_choice():
+    rc, out, err = probe(**{vector_width.ENV: "256"})
+    assert rc == 0, err
+    assert out[0] == "False"
+    if AVX512:
+        assert "y" in out[1] and "z" not in out[1]  # LLVM's own preference on these cores
+
+
+def test_user_chosen_numba_features_win():
+    features = llvm.get_host_cpu_features().flatten()
+    rc, out, err = probe(NUMBA_CPU_FEATURES=features)
+    assert rc == 0, err
+    assert out[0] == "False"
+
+
+def test_a_bad_setting_names_the_variable_and_its_values():
+    rc, _, err = probe(**{vector_width.ENV: "1024"})
+    assert rc != 0
+    assert "FASTBP_VECTOR_BITS must be 256 or 512, not '1024'" in err
+
+
+def test_too_late_changes_nothing():
+    # This process has compiled kernels already: its features are fixed.
+    from numba.core import config
+    before = config.CPU_FEATURES
+    assert vector_width.allow_512_bit() is False
+    assert config.CPU_FEATURES == before
+
+
+@pytest.mark.skipif(not AVX512, reason="the CPU has no AVX-512")
+def test_this_process_runs_with_the_setting_it_was_given():
+    # The suite itself runs with the default unless FASTBP_VECTOR_BITS=256.
+    wanted = os.environ.get(vector_width.ENV, "512") == "512" and \
+        "NUMBA_CPU_FEATURES" not in os.environ and "NUMBA_CPU_NAME" not in os.environ
+    assert vector_width.in_effect() is wanted
