@@ -1,19 +1,21 @@
-"""Let LLVM use 512-bit vectors on CPUs with AVX-512.
+"""Optionally let LLVM use 512-bit vectors on CPUs with AVX-512.
 
 LLVM tunes Intel's AVX-512 server cores (Skylake-X to Emerald Rapids) to
 prefer 256-bit vectors (the "prefer-256-bit" tuning feature), so Numba's
 vectorised loops use ymm registers even where zmm ones would do twice the
-work per instruction. Dropping that preference made whole MNIST epochs
-7-9 % faster on the 2-core Emerald Rapids VM of README's tables (alternating
-processes, same seed; dense input 7 %).
+work per instruction: on the 2-core Emerald Rapids VM of README's tables, a
+4 x 64 register tile with its operands in L1 runs 168 GFLOP/s per core with
+zmm against 86 with ymm. fastbp's kernels today wait on L1/L2 more than on
+multiply-adds, and whole epochs measured within noise of each other (per
+round 0.91-1.04x, README), so the default stays LLVM's: FASTBP_VECTOR_BITS=512
+asks for the wide vectors.
 
 Numba reads its target features once, when its CPU target context is made
-(at the first ``@njit`` decoration of the process), and all code of the
+(at the first ``@njit`` decoration of the process), and all Numba code of the
 process shares them. So ``allow_512_bit`` must run before that; it changes
-nothing if it comes later, if the user chose features or a CPU model
-(NUMBA_CPU_FEATURES / NUMBA_CPU_NAME), or if FASTBP_VECTOR_BITS=256. The
-setting is part of Numba's cache key: code cached with either width stays
-valid, each for its own setting.
+nothing if it comes later or if the user chose features or a CPU model
+(NUMBA_CPU_FEATURES / NUMBA_CPU_NAME). The setting is part of Numba's cache
+key: code cached with either width stays valid, each for its own setting.
 """
 
 import os
@@ -26,9 +28,10 @@ TUNING = "prefer-256-bit"
 
 
 def allow_512_bit():
-    """Drop LLVM's 256-bit preference for this process's Numba code, if the
-    CPU has AVX-512 and nothing else decided. Returns whether it did."""
-    bits = os.environ.get(ENV, "512").strip()
+    """If FASTBP_VECTOR_BITS=512, drop LLVM's 256-bit preference for this
+    process's Numba code, where the CPU has AVX-512 and nothing else decided.
+    Returns whether it did."""
+    bits = os.environ.get(ENV, "256").strip()
     if bits not in ("256", "512"):
         raise ValueError(f"{ENV} must be 256 or 512, not {bits!r}")
     if bits == "256" or config.CPU_FEATURES is not None or config.CPU_NAME is not None:
