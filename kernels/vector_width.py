@@ -3,9 +3,9 @@
 LLVM tunes Intel's AVX-512 server cores (Skylake-X to Emerald Rapids) to
 prefer 256-bit vectors (the "prefer-256-bit" tuning feature), so Numba's
 vectorised loops use ymm registers even where zmm ones would do twice the
-work per instruction: on the 2-core Emerald Rapids VM of README's tables, a
-4 x 64 register tile with its operands in L1 runs 168 GFLOP/s per core with
-zmm against 86 with ymm. fastbp's kernels today wait on L1/L2 more than on
+work per instruction: on the 2-core Emerald Rapids VM of README's tables,
+16 vector accumulators with their operands in L1 run 165-171 GFLOP/s per core
+with zmm against 73-88 with ymm (scripts/fma_peak.py). fastbp's kernels today wait on L1/L2 more than on
 multiply-adds, and whole epochs measured within noise of each other (per
 round 0.91-1.04x, README), so the default stays LLVM's: FASTBP_VECTOR_BITS=512
 asks for the wide vectors.
