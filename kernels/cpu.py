@@ -27,8 +27,8 @@ from numba import njit, prange
 from . import losses
 from .codes import CROSS_ENTROPY, IDENTITY
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
-from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, compress_rows,  # noqa: F401
-                         count_nonzero, csr_forward, csr_sgd_update, nonzero_cols,
+from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, _active_threads,  # noqa: F401
+                         compress_rows, count_nonzero, csr_forward, csr_sgd_update, nonzero_cols,
                          nonzero_rows, prefetch_rows, row_nonzeros, sparse_backward_input,
                          sparse_forward, sparse_sgd_update)
 
@@ -81,6 +81,44 @@ def _dot(A, i, B, j):
     return acc
 
 
+# dense_forward splits its work between threads by blocks of units (as
+# dense_sgd_update does) when the input fits this budget and there are this
+# many unit blocks per thread; else by blocks of samples.
+UNIT_SPLIT_BYTES = 1 << 20
+UNIT_SPLIT_BLOCKS = 8
+
+
+@njit(inline="always")
+def split_by_units(input_bytes, U, threads):
+    """Whether dense_forward splits an input of ``input_bytes`` into a layer
+    of U units between ``threads`` by blocks of units (else of samples)."""
+    return input_bytes <= UNIT_SPLIT_BYTES and (U + 3) // 4 >= UNIT_SPLIT_BLOCKS * threads
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _forward_edges(Z, Q, Q_prev, W, b, act, i_lo, i_hi, j_lo, j_hi):
+    """Z[i, j] and Q[i, j] one dot product each, for the edges of the grid
+    of 4 x 4 blocks (rows or units past the last whole block)."""
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    for i in range(i_lo, i_hi):
+        for j in range(j_lo, j_hi):
+            z = _dot(Q_prev, i, W, j) + b[j]
+            Z[i, j] = z
+            Q[i, j] = activate(z, act, zero, one)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _forward_block(Z, Q, Q_prev, W, b, act, i0, j0):
+    """The 4 x 4 block of Z and Q at rows i0.., units j0.."""
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    block = _dot4x4(Q_prev, i0, W, j0)
+    for a in range(4):
+        for c in range(4):
+            z = block[a][c] + b[j0 + c]
+            Z[i0 + a, j0 + c] = z
+            Q[i0 + a, j0 + c] = activate(z, act, zero, one)
+
+
 @njit(**PARALLEL)
 def dense_forward(Z, Q, Q_prev, W, b, act):
     """Fused dense layer: ``Z = Q_prev W^T + b`` and ``Q = h(Z)`` (Alg. 6.1 l. 4-5).
@@ -88,30 +126,39 @@ def dense_forward(Z, Q, Q_prev, W, b, act):
     Z, Q : (n_b, U) outputs; Q may be the same array as Z (last layer,
     ``act = IDENTITY``). Q_prev : (n_b, P), W : (U, P), b : (U,).
     Register-blocked 4 x 4; bias and activation are applied in the epilogue.
+    Every element is computed the same way (a 4 x 4 block where one fits,
+    else one dot product) however the threads share the work, so results
+    do not depend on the split. A mini-batch is split by blocks of units,
+    as ``dense_sgd_update`` splits W: each thread then reads the rows of W
+    that it updated itself, from its own core's cache, instead of fetching
+    the other core's freshly written half every step (a dense-input step at
+    2 threads: 0.7-0.9x the time of a split by samples, measured); the
+    batch, read by every thread, is the smaller operand. Larger inputs
+    (inference) are split by blocks of samples, each read once.
     """
-    n = Q_prev.shape[0]
+    n, P = Q_prev.shape
     U = W.shape[0]
-    zero, one = Z.dtype.type(0), Z.dtype.type(1)
-    row_blocks = (n + 3) // 4
-    # Race-free: iteration t writes only rows 4t .. 4t+3 of Z and Q.
-    for t in prange(row_blocks):
-        i0 = 4 * t
-        if i0 + 4 <= n:
-            for j0 in range(0, U - 3, 4):
-                block = _dot4x4(Q_prev, i0, W, j0)
-                for a in range(4):
-                    for c in range(4):
-                        z = block[a][c] + b[j0 + c]
-                        Z[i0 + a, j0 + c] = z
-                        Q[i0 + a, j0 + c] = activate(z, act, zero, one)
-            j_edge = U - U % 4
-        else:
-            j_edge = 0
-        for i in range(i0, min(i0 + 4, n)):
-            for j in range(j_edge, U):
-                z = _dot(Q_prev, i, W, j) + b[j]
-                Z[i, j] = z
-                Q[i, j] = activate(z, act, zero, one)
+    i_edge, j_edge = n - n % 4, U - U % 4
+    if split_by_units(n * P * Q_prev.itemsize, U, _active_threads()):
+        # Race-free: iteration t writes only columns 4t .. 4t+3 of Z and Q.
+        for t in prange((U + 3) // 4):
+            j0 = 4 * t
+            if j0 < j_edge:
+                for i0 in range(0, i_edge, 4):
+                    _forward_block(Z, Q, Q_prev, W, b, act, i0, j0)
+                _forward_edges(Z, Q, Q_prev, W, b, act, i_edge, n, j0, j0 + 4)
+            else:
+                _forward_edges(Z, Q, Q_prev, W, b, act, 0, n, j0, U)
+    else:
+        # Race-free: iteration t writes only rows 4t .. 4t+3 of Z and Q.
+        for t in prange((n + 3) // 4):
+            i0 = 4 * t
+            if i0 < i_edge:
+                for j0 in range(0, j_edge, 4):
+                    _forward_block(Z, Q, Q_prev, W, b, act, i0, j0)
+                _forward_edges(Z, Q, Q_prev, W, b, act, i0, i0 + 4, j_edge, U)
+            else:
+                _forward_edges(Z, Q, Q_prev, W, b, act, i0, n, 0, U)
 
 
 @njit(**PARALLEL)

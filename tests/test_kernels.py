@@ -32,6 +32,34 @@ def test_dense_forward(P, U, n, act, dtype):
     assert_dense_layer(Z, Q, Q_prev, W, b, act, dtype)
 
 
+def test_dense_forward_splits_a_batch_by_units_and_inference_by_samples():
+    # A mini-batch of Example 6.2 (100 x 784 float32) at 1 and 2 threads ...
+    assert cpu.split_by_units(100 * 784 * 4, 200, 1)
+    assert cpu.split_by_units(100 * 784 * 4, 200, 2)
+    # ... but not 10,000 validation rows, nor too few unit blocks per thread.
+    assert not cpu.split_by_units(10000 * 784 * 4, 200, 2)
+    assert not cpu.split_by_units(100 * 784 * 4, 33, 2)
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_dense_forward_same_bits_either_split(threads, dtype):
+    """33 rows split by units, and the same rows at the end of an input too
+    large for that (split by samples), with the 4 x 4 blocks aligned: the
+    same bits, edges (row 32, unit 128) included."""
+    P, U, n, big = 129, 129, 33, 33 + 4 * 600
+    itemsize = np.dtype(dtype).itemsize
+    assert cpu.split_by_units(n * P * itemsize, U, threads)
+    assert not cpu.split_by_units(big * P * itemsize, U, threads)
+    Q_big, W, b = data(threads, (big, P), (U, P), (U,), dtype=dtype)
+    Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
+    Z_big, Q_out = np.full((big, U), np.nan, dtype), np.full((big, U), np.nan, dtype)
+    at_threads(threads, cpu.dense_forward, Z, Q, Q_big[-n:], W, b, codes.RELU)
+    at_threads(threads, cpu.dense_forward, Z_big, Q_out, Q_big, W, b, codes.RELU)
+    assert np.array_equal(Z, Z_big[-n:]) and np.array_equal(Q, Q_out[-n:])
+    assert_dense_layer(Z, Q, Q_big[-n:], W, b, "relu", dtype)
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("n,U", [(1, 1), (7, 33), (100, 129)])
