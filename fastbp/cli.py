@@ -20,7 +20,7 @@ from click.core import ParameterSource
 
 from . import __version__, backends, datasets, plotting
 from .network import Network
-from .storage import CHECKPOINT_FORMAT, load_npz
+from .storage import CHECKPOINT_FORMAT, load_npz, new_temporary_file
 from .train import train
 
 EXIT_INTERRUPTED = 130
@@ -144,9 +144,14 @@ def _run(o, ui):
             plotting.require_matplotlib()
         except ImportError as exc:
             raise click.ClickException(f"--plot {o['plot']}: {exc}") from None
-    for option in ("save", "history", "plot", "checkpoint"):
-        if o[option] is not None:
-            _check_output(f"--{option}", o[option])
+    outputs = [(f"--{option}", o[option]) for option in ("save", "history", "plot", "checkpoint")
+               if o[option] is not None]
+    for option, path in outputs:
+        _check_output(option, path)
+    _check_distinct(outputs)
+    if o["plot"] is not None and os.path.splitext(o["plot"])[1].lower() != ".png":
+        raise click.UsageError(f"--plot {o['plot']}: the plot is a PNG image, so its name "
+                               "must end in .png")
     if o["resume"] and not os.path.isfile(o["checkpoint"]):
         raise click.ClickException(f"--resume: the checkpoint {o['checkpoint']} does not exist")
     if o["checkpoint"] is not None and not o["resume"] and os.path.exists(o["checkpoint"]):
@@ -245,6 +250,26 @@ def _check_output(option, path):
                                    f"({exc.strerror})") from None
 
 
+def _check_distinct(outputs):
+    """Refuse two outputs that name one file: the later write would replace
+    the earlier (a checkpoint overwritten by the model or the CSV could no
+    longer be resumed)."""
+    for k, (option, path) in enumerate(outputs):
+        for other, other_path in outputs[:k]:
+            if _same_file(path, other_path):
+                raise click.UsageError(f"{other} {other_path} and {option} {path} name the "
+                                       "same file: give each output its own path")
+
+
+def _same_file(a, b):
+    if os.path.realpath(a) == os.path.realpath(b):
+        return True
+    try:
+        return os.path.samefile(a, b)  # hard links, case-insensitive file systems
+    except OSError:
+        return False
+
+
 def _write_outputs(o, net, history, sizes, test_error):
     """Write --save, --history and --plot; return the paths written."""
     written = []
@@ -280,8 +305,7 @@ def _write_history_csv(f, history):
 @contextlib.contextmanager
 def _atomic_output(path, mode):
     """An open temporary file next to ``path``, renamed onto it on success."""
-    fd, tmp = tempfile.mkstemp(prefix=".fastbp-", suffix=".tmp",
-                               dir=os.path.dirname(os.path.abspath(path)))
+    fd, tmp = new_temporary_file(os.path.dirname(os.path.abspath(path)))
     try:
         with os.fdopen(fd, mode) as f:
             yield f

@@ -12,14 +12,13 @@ import hashlib
 import http.client
 import os
 import socket
-import tempfile
 import urllib.error
 import urllib.request
 import zlib
 
 from . import datasets
 from .errors import DataError
-from .storage import discarded_on_failure
+from .storage import discarded_on_failure, new_temporary_file
 
 # Tried in order; the first one that serves a file with the right checksum wins.
 MIRRORS = (
@@ -100,7 +99,7 @@ class _TransferError(Exception):
 def _fetch(url, stem, folder, progress):
     """Download ``url`` into ``folder/stem.gz`` via a verified temporary file."""
     name = stem + ".gz"
-    fd, tmp = tempfile.mkstemp(prefix=f".{name}.", suffix=".part", dir=folder)
+    fd, tmp = new_temporary_file(folder, prefix=f".{name}.", suffix=".part")
     with discarded_on_failure(tmp):
         with os.fdopen(fd, "wb") as out:
             _transfer(url, name, out, progress)

@@ -40,6 +40,20 @@ def discarded_on_failure(tmp):
         raise
 
 
+def new_temporary_file(folder, prefix=TEMP_PREFIX, suffix=".tmp"):
+    """(fd, path) of a new, empty file in ``folder`` for writing, to be renamed
+    onto its destination: unique like mkstemp's, but created with 0o666 less
+    the umask, as an ordinary open() would (mkstemp gives 0o600, which the
+    rename would carry onto the user's file)."""
+    while True:
+        tmp = os.path.join(folder, f"{prefix}{os.getpid()}-{secrets.token_hex(6)}{suffix}")
+        try:
+            return os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL
+                           | getattr(os, "O_BINARY", 0), 0o666), tmp
+        except FileExistsError:
+            continue
+
+
 def atomic_save_npz(path, arrays, meta):
     """Write ``arrays`` (name -> ndarray) and JSON ``meta`` to ``path`` atomically."""
     path = os.fspath(path)
@@ -48,10 +62,7 @@ def atomic_save_npz(path, arrays, meta):
         raise ValueError(f"cannot save to {path!r}: folder {folder!r} does not exist")
     payload = dict(arrays)
     payload[META_KEY] = np.array(json.dumps(meta))
-    tmp = os.path.join(folder, f"{TEMP_PREFIX}{os.getpid()}-{secrets.token_hex(6)}.tmp")
-    # 0o666 and the umask, as an ordinary open() would give (mkstemp gives 0o600).
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_BINARY", 0),
-                 0o666)
+    fd, tmp = new_temporary_file(folder)
     with discarded_on_failure(tmp):
         with os.fdopen(fd, "wb") as f:
             np.savez(f, **payload)

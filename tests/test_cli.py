@@ -279,6 +279,52 @@ def test_unwritable_outputs_fail_before_training(tiny, tmp_path, option, problem
     assert time.perf_counter() - started < 2
 
 
+@pytest.mark.parametrize("first,second", [("--checkpoint", "--save"),
+                                           ("--checkpoint", "--history"),
+                                           ("--save", "--history"),
+                                           ("--history", "--plot")])
+def test_two_outputs_naming_one_file_fail_before_training(tiny, tmp_path, first, second):
+    """The later write would replace the earlier: a checkpoint overwritten by
+    the model could no longer be resumed. Also through another spelling."""
+    path = tmp_path / ("out.png" if second == "--plot" else "out.npz")
+    other = tmp_path / "sub" / ".." / path.name
+    (tmp_path / "sub").mkdir()
+    result = invoke("--data-dir", tiny, *FAST, first, path, second, other)
+    assert_one_error_line(result, 2, f"{first} {path}", f"{second} {other}", "same file")
+    assert result.stdout == "" and sorted(os.listdir(tmp_path)) == ["sub"]
+
+
+def test_a_checkpoint_beside_other_outputs_still_resumes(tiny, tmp_path):
+    ckpt = tmp_path / "c.npz"
+    args = ["--data-dir", tiny, *FAST, "--checkpoint", ckpt, "--save", tmp_path / "m.npz",
+            "--history", tmp_path / "h.csv"]
+    assert invoke(*args).exit_code == 0
+    out = run_json(*args[:-4], "--epochs", "2", "--resume")
+    assert out["iterations"] == 20
+
+
+def test_plot_names_must_end_in_png(tiny, tmp_path):
+    result = invoke("--data-dir", tiny, *FAST, "--plot", tmp_path / "c.svg")
+    assert_one_error_line(result, 2, "c.svg", ".png")
+    assert os.listdir(tmp_path) == []
+
+
+def test_outputs_get_the_umask_permissions(tiny, tmp_path):
+    """Written through temporary files, yet readable as an open() would make
+    them (mkstemp's 0o600 would hide a shared CSV or plot from others)."""
+    pytest.importorskip("matplotlib")
+    old = os.umask(0o022)
+    try:
+        names = {"--save": "m.npz", "--history": "h.csv", "--plot": "c.png",
+                 "--checkpoint": "k.npz"}
+        args = [a for option, name in names.items() for a in (option, tmp_path / name)]
+        assert invoke("--data-dir", tiny, *FAST, *args).exit_code == 0
+    finally:
+        os.umask(old)
+    modes = {name: (tmp_path / name).stat().st_mode & 0o777 for name in names.values()}
+    assert modes == dict.fromkeys(names.values(), 0o644)
+
+
 def test_resume_without_a_checkpoint_file_exits_1(tiny, tmp_path):
     path = tmp_path / "ckpt.npz"
     result = invoke("--data-dir", tiny, *FAST, "--checkpoint", path, "--resume")

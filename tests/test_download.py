@@ -50,8 +50,14 @@ def test_download_verifies_renames_and_loads(www, monkeypatch):
     url, requests = www
     set_mirrors(monkeypatch, f"{url}/good")  # no trailing slash: added
     calls = []
-    _, ytr, Xte, _ = datasets.mnist(download=True, progress=lambda *a: calls.append(a))
+    old_umask = os.umask(0o022)
+    try:
+        _, ytr, Xte, _ = datasets.mnist(download=True, progress=lambda *a: calls.append(a))
+    finally:
+        os.umask(old_umask)
     assert cache_listing() == sorted(stem + ".gz" for stem in STEMS)  # no temporary files
+    for name in cache_listing():  # the umask's modes, as an open() would give
+        assert os.stat(os.path.join(datasets.cache_dir(), name)).st_mode & 0o777 == 0o644
     expected = tiny_arrays()
     assert np.array_equal(ytr, expected["train_labels"])
     assert np.array_equal(np.rint(Xte * 255), expected["test_images"].reshape(50, -1))
