@@ -181,6 +181,7 @@ class Network:
 
     def save(self, path):
         """Write the network to ``path`` (.npz + JSON metadata), atomically."""
+        path = validation.file_path("path", path)
         self.checked_layers()
         atomic_save_npz(path, self.weight_arrays(), self.metadata())
 
@@ -208,6 +209,7 @@ def evaluate_prepared(net, Ws, bs, X, y, rows_csr=None):
 def load(path):
     """Read a network written by ``Network.save``, or the weights of a
     training checkpoint; raises DataError naming the file if it is damaged."""
+    path = validation.path_like("path", path)
     arrays, meta = load_npz(path, (NETWORK_FORMAT, CHECKPOINT_FORMAT))
     if meta["format"] == CHECKPOINT_FORMAT:
         meta = meta.get("network")

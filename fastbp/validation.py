@@ -35,15 +35,25 @@ def flag(name, value):
     return bool(value)
 
 
-def file_path(name, value):
-    """A str / bytes / os.PathLike path whose folder exists, as a str or bytes."""
+def path_like(name, value):
+    """A str / bytes / os.PathLike path, as a non-empty str (bytes decoded as
+    the file system does)."""
     if not isinstance(value, (str, bytes, os.PathLike)):
         raise ValueError(f"{name} must be a file path; got {value!r}")
-    path = os.fspath(value)
+    path = os.fsdecode(os.fspath(value))
+    if not path:
+        raise ValueError(f"{name} must be a file path; got an empty name")
+    return path
+
+
+def file_path(name, value):
+    """A path to write: a file (not a folder) whose folder exists, as a str."""
+    path = path_like(name, value)
+    if os.path.isdir(path):
+        raise ValueError(f"{name}: {path!r} is a folder, not a file name")
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
-        raise ValueError(f"{name}: folder {os.fsdecode(folder)!r} of {os.fsdecode(path)!r} "
-                         "does not exist")
+        raise ValueError(f"{name}: folder {folder!r} of {path!r} does not exist")
     return path
 
 

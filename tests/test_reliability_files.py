@@ -110,6 +110,37 @@ def test_saving_into_a_missing_folder_says_so(tmp_path):
         small_net().save(tmp_path / "no" / "model.npz")
 
 
+@pytest.mark.parametrize("path,message", [
+    (".", "is a folder"), ("", "empty name"), (3, "must be a file path"),
+    (None, "must be a file path")])
+def test_saving_to_what_is_not_a_file_name_says_so(tmp_path, monkeypatch, path, message):
+    monkeypatch.chdir(tmp_path)
+    with pytest.raises(ValueError, match=message):
+        small_net().save(path)
+    assert os.listdir(tmp_path) == []  # no temporary file left behind
+
+
+def test_bytes_paths_save_load_and_checkpoint(tmp_path):
+    net = small_net()
+    path = os.fsencode(tmp_path / "model.npz")
+    net.save(path)
+    assert same_weights(fastbp.load(path), net)
+    X = np.random.default_rng(0).normal(size=(8, 4))
+    ckpt = os.fsencode(tmp_path / "ckpt.npz")
+    fastbp.train(net, X, np.arange(8) % net.sizes[-1], epochs=1, batch_size=4, checkpoint=ckpt)
+    assert os.path.isfile(tmp_path / "ckpt.npz")
+
+
+def test_a_folder_as_checkpoint_is_refused_before_training(tmp_path):
+    with pytest.raises(ValueError, match="is a folder"):
+        fastbp.train(small_net(), np.ones((4, 4)), np.zeros(4, int), checkpoint=tmp_path)
+
+
+def test_loading_what_is_not_a_path_says_so():
+    with pytest.raises(ValueError, match="must be a file path"):
+        fastbp.load(None)
+
+
 # --- loading damaged or foreign files ------------------------------------------------
 
 def saved(tmp_path, name="model.npz", net=None):
