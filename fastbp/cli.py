@@ -360,6 +360,22 @@ def _resume_command(ctx):
     return f"{ctx.command_path} {shlex.join(args + ['--resume'])}"
 
 
+def _echo(text, err=False, nl=True):
+    """click.echo, except that a reader who went away (``| head``) ends the
+    printing, not the run: training goes on and its files are still written."""
+    try:
+        click.echo(text, err=err, nl=nl)
+    except BrokenPipeError:
+        # Point the descriptor at /dev/null, so later writes and the flush at
+        # exit do not fail again.
+        stream = sys.stderr if err else sys.stdout
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        try:
+            os.dup2(devnull, stream.fileno())
+        finally:
+            os.close(devnull)
+
+
 class _Ui:
     """Where output goes: "human" (log and bars), "quiet" (result line only)
     or "json" (one object on stdout, nothing else)."""
@@ -370,20 +386,20 @@ class _Ui:
 
     def echo(self, text):
         if self.mode == "human":
-            click.echo(text)
+            _echo(text)
 
     def note(self, text):
         """A message about the run's setup, on stderr (stdout may be JSON)."""
         if self.mode != "quiet":
-            click.echo(text, err=True)
+            _echo(text, err=True)
 
     def result(self, text):
         if self.mode != "json":
-            click.echo(text)
+            _echo(text)
 
     def json(self, obj):
         if self.mode == "json":
-            click.echo(json.dumps(obj))
+            _echo(json.dumps(obj))
 
     def progress(self, label, done, total):
         """Draw a bar on stdout (terminals, human mode only)."""
@@ -397,7 +413,7 @@ class _Ui:
     def close(self):
         """Take the bar off the screen."""
         if self.bar is not None:
-            click.echo(_ERASE_LINE, nl=False)
+            _echo(_ERASE_LINE, nl=False)
             self.bar = None
 
 

@@ -464,6 +464,20 @@ def test_installed_entry_point(tiny):
     assert failed.stderr == "Error: /nonexistent/x: MNIST folder does not exist\n"
 
 
+def test_a_reader_going_away_does_not_lose_the_outputs(tiny, tmp_path):
+    """``fastbp-train ... | head -2``: the pipe closes before the run ends;
+    the run still finishes, saves, and reports no error."""
+    model = tmp_path / "m.npz"
+    proc = subprocess.Popen([sys.executable, "-m", "fastbp", "--data-dir", tiny, *FAST,
+                             "--epochs", "3", "--save", str(model)],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.close()  # before its first line: every write to stdout fails
+    stderr = proc.stderr.read()
+    assert proc.wait(timeout=300) == 0, stderr
+    assert stderr == ""
+    assert fastbp.load(model).sizes == [784, 16, 10]
+
+
 @pytest.mark.skipif(sys.platform == "win32", reason="needs a pseudo-terminal")
 def test_progress_bar_on_a_terminal(tiny):
     """On a terminal each epoch shows a click progress bar, erased by its line."""
