@@ -19,6 +19,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import __version__, backends, datasets, plotting
+from .errors import DivergenceError
 from .network import Network
 from .storage import CHECKPOINT_FORMAT, load_npz, new_temporary_file
 from .train import train
@@ -184,17 +185,32 @@ def _run(o, ui):
     ui.echo("epoch   train cost   val cost   val error   seconds")
     report = _EpochReport(ui, net, Xte, yte, o["epochs"])
     started = time.perf_counter()
-    history = train(net, Xtr, ytr, lr=o["lr"], batch_size=o["batch_size"],
-                    epochs=o["epochs"], validation=(Xte, yte), eval_every=o["eval_every"],
-                    seed=o["seed"], device=device, checkpoint=o["checkpoint"],
-                    resume=o["resume"], progress=report)
+    try:
+        history = train(net, Xtr, ytr, lr=o["lr"], batch_size=o["batch_size"],
+                        epochs=o["epochs"], validation=(Xte, yte), eval_every=o["eval_every"],
+                        seed=o["seed"], device=device, checkpoint=o["checkpoint"],
+                        resume=o["resume"], progress=report)
+    except DivergenceError as exc:
+        # The curves up to the bad iteration are what shows why: write them.
+        ui.close()
+        if exc.history is not None:
+            written = _write_outputs(dict(o, save=None), exc.history,
+                                     _title(o, net, sizes, f"diverged at iteration "
+                                                          f"{exc.iteration}"))
+            if written:
+                ui.note("wrote " + ", ".join(written))
+        raise
     seconds = time.perf_counter() - started
     ui.close()
 
     test_cost, _ = net.evaluate(Xte, yte)
     wrong = int(np.count_nonzero(net.predict(Xte) != yte))
     test_error = wrong / yte.shape[0]
-    written = _write_outputs(o, net, history, sizes, test_error)
+    if o["save"]:
+        net.save(o["save"])
+    written = [o["save"]] if o["save"] else []
+    written += _write_outputs(o, history, _title(o, net, sizes,
+                                                 f"test error {100 * test_error:.2f} %"))
     ui.result(f"test error {100 * test_error:.2f} % ({wrong} of {yte.shape[0]} misclassified), "
               f"test cost {test_cost:.4f}, {seconds:.1f} s")
     if written:
@@ -270,19 +286,20 @@ def _same_file(a, b):
         return False
 
 
-def _write_outputs(o, net, history, sizes, test_error):
-    """Write --save, --history and --plot; return the paths written."""
+def _title(o, net, sizes, outcome):
+    """The plot's title: the network, its settings and how the run ended."""
+    return (f"{'-'.join(map(str, sizes))} {_model_name(net)}: lr {o['lr']:g}, batch "
+            f"{o['batch_size']}, {outcome}")
+
+
+def _write_outputs(o, history, title):
+    """Write --history and --plot; return the paths written."""
     written = []
-    if o["save"]:
-        net.save(o["save"])
-        written.append(o["save"])
     if o["history"]:
         with _atomic_output(o["history"], "w") as f:
             _write_history_csv(f, history)
         written.append(o["history"])
     if o["plot"]:
-        title = (f"{'-'.join(map(str, sizes))} {_model_name(net)}: lr {o['lr']:g}, batch "
-                 f"{o['batch_size']}, test error {100 * test_error:.2f} %")
         with _atomic_output(o["plot"], "wb") as f:
             plotting.plot_history(history, f, title=title)
         written.append(o["plot"])

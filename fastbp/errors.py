@@ -12,9 +12,11 @@ class DivergenceError(RuntimeError):
     """Training stopped because the cost turned non-finite (NaN or inf).
 
     The network is left at its last finite weights; ``iteration`` is the
-    1-based iteration whose cost was non-finite.
+    1-based iteration whose cost was non-finite; ``history`` is the run's
+    History up to and including it (fastbp.train's), or None.
     """
 
-    def __init__(self, message, iteration=None):
+    def __init__(self, message, iteration=None, history=None):
         super().__init__(message)
         self.iteration = iteration
+        self.history = history

@@ -69,7 +69,7 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     ValueError for bad arguments; DataError for a damaged checkpoint;
     DivergenceError when a mini-batch cost (checked inside the compiled loop)
     or the weights turn non-finite: the network keeps the weights of the last
-    finite iteration and History records up to the bad one.
+    finite iteration, and the error's ``history`` records up to the bad one.
     """
     if not isinstance(net, Network):
         raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
@@ -218,7 +218,7 @@ class _Run:
         raise DivergenceError(
             f"training diverged at iteration {iteration}: {what}. The network keeps its "
             f"last finite weights ({kept}). Try a smaller learning rate than lr={self.lr}.",
-            iteration=iteration)
+            iteration=iteration, history=h)
 
 
 @contextlib.contextmanager

@@ -7,6 +7,7 @@ each takes well under a second once the kernels are compiled.
 import csv
 import inspect
 import json
+import math
 import os
 import re
 import shlex
@@ -356,6 +357,23 @@ def test_unavailable_cuda_exits_1(tiny):
 def test_divergence_exits_1(tiny):
     result = invoke("--data-dir", tiny, *FAST, "--lr", "1e30")
     assert_one_error_line(result, 1, "training diverged", "lr=1e+30")
+
+
+def test_divergence_still_writes_the_curves_but_no_model(tiny, tmp_path):
+    """The history up to the bad iteration is what shows why it diverged."""
+    pytest.importorskip("matplotlib")
+    paths = {option: tmp_path / name for option, name in
+             (("--history", "h.csv"), ("--plot", "c.png"), ("--save", "m.npz"))}
+    result = invoke("--data-dir", tiny, *FAST, "--lr", "1e30",
+                    *[a for item in paths.items() for a in item])
+    line = assert_one_error_line(result, 1, "training diverged")
+    iteration = int(re.search(r"iteration (\d+)", line).group(1))
+    with open(paths["--history"], newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == iteration and not math.isfinite(float(rows[-1]["batch_cost"]))
+    assert paths["--plot"].read_bytes().startswith(PNG_MAGIC)
+    assert not paths["--save"].exists()
+    assert f"wrote {paths['--history']}, {paths['--plot']}" in result.stderr
 
 
 # --- Ctrl-C ----------------------------------------------------------------

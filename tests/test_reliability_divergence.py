@@ -71,6 +71,7 @@ def test_the_history_records_up_to_the_bad_iteration(device, monkeypatch):
                      progress=progress)
     n = info.value.iteration
     hist = captured["history"]
+    assert info.value.history is hist  # also there without a progress callback
     assert hist.iterations == n == len(hist.batch_error)
     assert not math.isfinite(hist.batch_cost[-1])
     assert all(math.isfinite(c) for c in hist.batch_cost[:-1])
