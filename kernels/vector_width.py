@@ -16,9 +16,13 @@ process shares them. So ``allow_512_bit`` must run before that; it changes
 nothing if it comes later or if the user chose features or a CPU model
 (NUMBA_CPU_FEATURES / NUMBA_CPU_NAME). The setting is part of Numba's cache
 key: code cached with either width stays valid, each for its own setting.
+Like Numba with its own variables, a value it cannot use is a RuntimeWarning
+naming the variable, and the default holds: a typo in the environment must
+not stop every import of fastbp (and ``fastbp-train --help``) with a traceback.
 """
 
 import os
+import warnings
 
 import llvmlite.binding as llvm
 from numba.core import config, registry
@@ -33,7 +37,9 @@ def allow_512_bit():
     Returns whether it did."""
     bits = os.environ.get(ENV, "256").strip()
     if bits not in ("256", "512"):
-        raise ValueError(f"{ENV} must be 256 or 512, not {bits!r}")
+        warnings.warn(f"{ENV} must be 256 or 512, not {bits!r}: using 256", RuntimeWarning,
+                      stacklevel=2)
+        return False
     if bits == "256" or config.CPU_FEATURES is not None or config.CPU_NAME is not None:
         return False
     if "_toplevel_target_context" in vars(registry.cpu_target):  # too late: it is made

@@ -68,10 +68,19 @@ def test_user_chosen_numba_features_win():
     assert out[0] == "False"
 
 
-def test_a_bad_setting_names_the_variable_and_its_values():
-    rc, _, err = probe(**{vector_width.ENV: "1024"})
-    assert rc != 0
-    assert "FASTBP_VECTOR_BITS must be 256 or 512, not '1024'" in err
+def test_a_bad_setting_warns_naming_the_variable_and_keeps_the_default():
+    rc, out, err = probe(**{vector_width.ENV: "1024"})
+    assert rc == 0, err
+    assert "RuntimeWarning: FASTBP_VECTOR_BITS must be 256 or 512, not '1024': using 256" in err
+    assert out[0] == "False"
+
+
+def test_a_bad_setting_leaves_the_command_line_working():
+    env = dict(os.environ, **{vector_width.ENV: "foo"})
+    done = subprocess.run([sys.executable, "-m", "fastbp", "--help"], env=env,
+                          capture_output=True, text=True, timeout=300, check=False)
+    assert done.returncode == 0 and "--hidden" in done.stdout
+    assert "Traceback" not in done.stderr and "not 'foo'" in done.stderr
 
 
 def test_too_late_changes_nothing(monkeypatch):
