@@ -125,7 +125,7 @@ def main(ctx, **options):
         _run(options, ui)
     except KeyboardInterrupt:
         ui.close()
-        click.echo(_interrupted_message(ctx, checkpoint, before), err=True)
+        click.echo(_interrupted_message(ctx, checkpoint, before, options["resume"]), err=True)
         ctx.exit(EXIT_INTERRUPTED)
     except (click.ClickException, click.exceptions.Exit, click.exceptions.Abort):
         raise
@@ -342,13 +342,14 @@ def _file_identity(path):
     return st.st_ino, st.st_mtime_ns
 
 
-def _interrupted_message(ctx, checkpoint, before):
+def _interrupted_message(ctx, checkpoint, before, resumed):
     """The one line printed on Ctrl-C: how to resume, or that nothing was saved."""
     if checkpoint is None:
         return ("Interrupted: nothing was saved (pass --checkpoint CKPT.npz to make a run "
                 "resumable).")
     now = _file_identity(checkpoint)
-    if now is None or now == before:
+    unchanged = now is None or now == before
+    if unchanged and not (resumed and now is not None):
         return "Interrupted before the first checkpoint was written: nothing was saved."
     where = ""
     with contextlib.suppress(Exception):
@@ -356,8 +357,11 @@ def _interrupted_message(ctx, checkpoint, before):
         epoch, step = meta["epoch"], meta["step"]
         where = (f" (epoch {epoch + 1}, iteration {step} of {meta['steps_per_epoch']})"
                  if step else f" (after epoch {epoch})")
-    return (f"Interrupted: checkpoint saved to {checkpoint}{where}. Resume with: "
-            f"{_resume_command(ctx)}")
+    if unchanged:  # a resumed run stopped before its first save: still resumable
+        head = f"the checkpoint {checkpoint} is unchanged"
+    else:
+        head = f"checkpoint saved to {checkpoint}"
+    return f"Interrupted: {head}{where}. Resume with: {_resume_command(ctx)}"
 
 
 def _resume_command(ctx):

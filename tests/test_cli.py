@@ -421,6 +421,25 @@ def test_ctrl_c_with_checkpoint_says_how_to_resume(tiny, tmp_path, monkeypatch):
         assert np.array_equal(W1, W2) and np.array_equal(b1, b2)
 
 
+def test_ctrl_c_before_a_resumed_run_saves_says_how_to_resume(tiny, tmp_path, monkeypatch):
+    """Interrupted while loading the data: the checkpoint is as it was, and
+    the run can still be resumed (not "nothing was saved")."""
+    ckpt = tmp_path / "ckpt.npz"
+    args = ["--data-dir", tiny, *FAST, "--checkpoint", ckpt]
+    assert invoke(*args).exit_code == 0
+    before = ckpt.read_bytes()
+
+    def interrupted(*_):
+        raise KeyboardInterrupt
+    monkeypatch.setattr(cli, "_load_data", interrupted)
+    result = invoke(*args[:-4], "--epochs", "2", *args[-2:], "--resume")
+    assert result.exit_code == cli.EXIT_INTERRUPTED
+    assert result.stderr.startswith(f"Interrupted: the checkpoint {ckpt} is unchanged "
+                                    "(after epoch 1). Resume with: fastbp-train ")
+    assert result.stderr.count("\n") == 1 and result.stderr.rstrip().endswith("--resume")
+    assert ckpt.read_bytes() == before
+
+
 def test_ctrl_c_without_checkpoint_says_nothing_was_saved(tiny, monkeypatch):
     interrupt_during_epoch(monkeypatch, epoch=0, step=10, deliver="raise")
     result = invoke("--data-dir", tiny, *FAST)
