@@ -6,6 +6,8 @@ one line per equation, equation numbers in the comments, no in-place tricks.
 
 import numpy as np
 
+from . import validation as check
+
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
 LOSSES = ("cross_entropy", "squared_error")
 
@@ -99,9 +101,40 @@ def backprop(layers, X, y, activation, loss):
     -------
     J : float, the mean cost over the batch
     grads : list of (dW, db) per layer, shaped like ``layers``
+
+    Raises ValueError naming the argument for names, shapes or labels that do
+    not fit (NumPy would wrap a label of -1, or broadcast mismatched targets,
+    and return a wrong answer).
     """
+    X, y = _checked(layers, X, y, activation, loss)
     J, grads, _ = backprop_with_output(layers, X, y, activation, loss)
     return J, grads
+
+
+def _checked(layers, X, y, activation, loss):
+    """(X, y) as arrays once everything fits together, else ValueError."""
+    check.choice("activation", activation, ACTIVATIONS)
+    check.choice("loss", loss, LOSSES)
+    if not layers:
+        raise ValueError("layers must hold at least one (W, b) pair")
+    width = None
+    for index, layer in enumerate(layers):
+        W, b = (np.asarray(a) for a in layer)
+        if W.ndim != 2 or b.shape != (W.shape[0],):
+            raise ValueError(f"layers[{index}] must be (W, b) with W 2-D and b of shape "
+                             f"(W.shape[0],); got shapes {W.shape} and {b.shape}")
+        if width is not None and W.shape[1] != width:
+            raise ValueError(f"layers[{index}] W has {W.shape[1]} columns but the layer "
+                             f"below has {width} units")
+        width = W.shape[0]
+    X = np.asarray(X)
+    n_inputs = np.shape(layers[0][0])[1]
+    if X.ndim != 2 or X.shape[1] != n_inputs:
+        raise ValueError(f"X must be 2-D (n_samples, {n_inputs}); got shape {X.shape}")
+    if loss == "cross_entropy":
+        return X, check.labels("y", y, X.shape[0], width)
+    dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
+    return X, check.targets("y", y, X.shape[0], width, dtype)
 
 
 def backprop_with_output(layers, X, y, activation, loss):

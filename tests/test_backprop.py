@@ -5,6 +5,7 @@ import numpy as np
 import pytest
 
 import fastbp
+from fastbp import reference
 
 from conftest import ACTIVATIONS, BATCHES, LOSSES, SIZES, check_backprop, rel_err, targets_for
 
@@ -68,3 +69,34 @@ def test_gradient_check_detects_a_wrong_gradient():
     numeric = _numeric_gradient(lambda: fastbp.backprop(net, X, y)[0], net.layers)
     wrong = grads[0][0] * 1.001
     assert rel_err(wrong, numeric[0][0]) > 1e-6
+
+
+@pytest.mark.parametrize("case,message", [
+    ("label -1", r"y\[1\] = -1 is not a class label in 0..2"),
+    ("label 7", r"y\[0\] = 7 is not a class label in 0..2"),
+    ("targets (n,) for 3 outputs", r"y must have shape \(n_samples, 3\)"),
+    ("X with 5 features", r"X must be 2-D \(n_samples, 4\)"),
+    ("layers that do not chain", r"layers\[1\] W has 2 columns but the layer below has 3"),
+    ("activation softmax", "activation must be one of"),
+])
+def test_the_reference_refuses_what_does_not_fit(case, message):
+    """NumPy would wrap -1 to the last class or broadcast the targets, and
+    the oracle would return a wrong answer instead of an error."""
+    rng = np.random.default_rng(0)
+    layers = [(rng.normal(size=(3, 4)), np.zeros(3)), (rng.normal(size=(3, 3)), np.zeros(3))]
+    X, y = rng.normal(size=(2, 4)), np.array([0, 2])
+    loss, act = "cross_entropy", "relu"
+    if case == "label -1":
+        y = np.array([0, -1])
+    elif case == "label 7":
+        y = np.array([7, 0])
+    elif case.startswith("targets"):
+        loss, y = "squared_error", np.ones(2)
+    elif case.startswith("X"):
+        X = rng.normal(size=(2, 5))
+    elif case.startswith("layers"):
+        layers[1] = (rng.normal(size=(3, 2)), np.zeros(3))
+    else:
+        act = "softmax"
+    with pytest.raises(ValueError, match=message):
+        reference.backprop(layers, X, y, act, loss)
