@@ -172,6 +172,8 @@ def mnist(data_dir=None, download=False, progress=None):
         from .download import download_mnist  # imported here: it imports this module
 
         download_mnist(folder, progress=progress)
+    if os.path.exists(folder) and not os.path.isdir(folder):
+        raise DataError(f"{folder}: is a file, not a folder with the MNIST files")
     if not os.path.isdir(folder):
         hint = "" if source != "cache" else (
             " (pass data_dir=..., or set FASTBP_DATA_DIR to a folder with the four "
@@ -184,4 +186,7 @@ def _path(name, value):
     """``value`` as a str path; refuses None, numbers (open(3) would read fd 3)..."""
     if not isinstance(value, (str, os.PathLike)):
         raise ValueError(f"{name} must be a path; got {value!r}")
-    return os.fspath(value)
+    path = os.fspath(value)
+    if not path:
+        raise ValueError(f"{name} must be a path; got an empty name")
+    return path

@@ -103,7 +103,8 @@ def labels(name, y, n_samples, n_classes):
     if a.ndim != 1:
         raise ValueError(f"{name} must be 1-D class labels; got shape {a.shape}")
     if a.shape[0] != n_samples:
-        raise ValueError(f"{name} has {a.shape[0]} labels but X has {n_samples} samples")
+        raise ValueError(f"{name} has {a.shape[0]} labels but {_inputs_of(name)} has "
+                         f"{n_samples} samples")
     if np.issubdtype(a.dtype, np.floating):
         if not np.isfinite(a).all() or not (a == np.round(a)).all():
             bad = int(np.flatnonzero(~np.isfinite(a) | (a != np.round(a)))[0])
@@ -139,10 +140,17 @@ def targets(name, y, n_samples, n_outputs, dtype):
             f"{name} must have shape (n_samples, {n_outputs}); got shape {a.shape}"
         )
     if a.shape[0] != n_samples:
-        raise ValueError(f"{name} has {a.shape[0]} rows but X has {n_samples} samples")
+        raise ValueError(f"{name} has {a.shape[0]} rows but {_inputs_of(name)} has "
+                         f"{n_samples} samples")
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, by position
         converted = np.ascontiguousarray(a, dtype=dtype)
     return _finite(name, a, converted)
+
+
+def _inputs_of(name):
+    """The inputs that go with labels or targets ``name``: "validation y" ->
+    "validation X"."""
+    return name[:-1] + "X" if name.endswith("y") else "X"
 
 
 def _finite(name, original, converted):

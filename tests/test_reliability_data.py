@@ -107,6 +107,14 @@ def test_missing_or_unreadable_paths_are_data_errors(tmp_path):
             read_idx(path)
 
 
+def test_a_data_dir_that_is_a_file_or_empty_says_so(tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(fastbp.DataError, match="is a file, not a folder"):
+        fastbp.datasets.mnist(tmp_path / "file")
+    with pytest.raises(ValueError, match="data_dir must be a path; got an empty name"):
+        fastbp.datasets.mnist("")
+
+
 MEMORY_LIMITED = textwrap.dedent("""
     import resource, struct, sys, time
     import fastbp

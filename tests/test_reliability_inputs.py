@@ -113,7 +113,7 @@ BAD = [
     ("val-features", lambda: train(validation=(X[:, :3], Y)),
      ["validation X", "3 features", "expects 4"]),
     ("val-length", lambda: train(validation=(X, Y[:-1])),
-     ["validation y", "29 labels", "30 samples"]),
+     ["validation y", "29 labels", "validation X has 30 samples"]),
     ("val-nan", lambda: train(validation=(with_value(X, (4, 2), np.nan), Y)),
      [r"validation X\[4, 2\] = nan"]),
     ("val-label", lambda: train(validation=(X, np.r_[Y[:-1], 3])),
