@@ -13,6 +13,7 @@ import zlib
 import numpy as np
 
 from .errors import DataError
+from .validation import path_like
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -58,7 +59,7 @@ def read_idx(path):
     anything of that size is allocated, so a header claiming billions of
     items fails at once. Raises DataError naming the file.
     """
-    path = _path("path", path)  # an int would be taken as a file descriptor
+    path = path_like("path", path)  # an int would be taken as a file descriptor
     try:
         opener = gzip.open if _is_gzip(path) else open
         with opener(path, "rb") as f:
@@ -109,7 +110,7 @@ def load_folder(folder):
     Checks formats, that image and label counts agree, image sizes agree, and
     labels lie in 0..9.
     """
-    folder = _path("folder", folder)
+    folder = path_like("folder", folder)
     missing = missing_files(folder)
     if missing:
         raise DataError(f"{folder}: missing MNIST file(s) {', '.join(missing)} (.gz or raw)")
@@ -149,7 +150,7 @@ def locate(data_dir=None):
     """The folder to read MNIST from: ``data_dir``, else ``$FASTBP_DATA_DIR``,
     else the cache. Returns (folder, how it was chosen)."""
     if data_dir is not None:
-        return _path("data_dir", data_dir), "data_dir"
+        return path_like("data_dir", data_dir), "data_dir"
     env = os.environ.get("FASTBP_DATA_DIR")
     if env:
         return env, "FASTBP_DATA_DIR"
@@ -181,12 +182,3 @@ def mnist(data_dir=None, download=False, progress=None):
         raise DataError(f"{folder}: MNIST folder does not exist{hint}")
     return load_folder(folder)
 
-
-def _path(name, value):
-    """``value`` as a str path; refuses None, numbers (open(3) would read fd 3)..."""
-    if not isinstance(value, (str, os.PathLike)):
-        raise ValueError(f"{name} must be a path; got {value!r}")
-    path = os.fspath(value)
-    if not path:
-        raise ValueError(f"{name} must be a path; got an empty name")
-    return path

@@ -39,10 +39,10 @@ def path_like(name, value):
     """A str / bytes / os.PathLike path, as a non-empty str (bytes decoded as
     the file system does)."""
     if not isinstance(value, (str, bytes, os.PathLike)):
-        raise ValueError(f"{name} must be a file path; got {value!r}")
+        raise ValueError(f"{name} must be a path (str, bytes or os.PathLike); got {value!r}")
     path = os.fsdecode(os.fspath(value))
     if not path:
-        raise ValueError(f"{name} must be a file path; got an empty name")
+        raise ValueError(f"{name} must be a path; got an empty name")
     return path
 
 

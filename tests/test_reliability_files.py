@@ -111,8 +111,8 @@ def test_saving_into_a_missing_folder_says_so(tmp_path):
 
 
 @pytest.mark.parametrize("path,message", [
-    (".", "is a folder"), ("", "empty name"), (3, "must be a file path"),
-    (None, "must be a file path")])
+    (".", "is a folder"), ("", "empty name"), (3, "must be a path"),
+    (None, "must be a path")])
 def test_saving_to_what_is_not_a_file_name_says_so(tmp_path, monkeypatch, path, message):
     monkeypatch.chdir(tmp_path)
     with pytest.raises(ValueError, match=message):
@@ -137,7 +137,7 @@ def test_a_folder_as_checkpoint_is_refused_before_training(tmp_path):
 
 
 def test_loading_what_is_not_a_path_says_so():
-    with pytest.raises(ValueError, match="must be a file path"):
+    with pytest.raises(ValueError, match="path must be a path"):
         fastbp.load(None)
 
 
