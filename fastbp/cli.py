@@ -194,7 +194,7 @@ def _run(o, ui):
         # The curves up to the bad iteration are what shows why: write them.
         ui.close()
         if exc.history is not None:
-            written = _write_outputs(dict(o, save=None), exc.history,
+            written = _write_outputs(o, exc.history,
                                      _title(o, net, sizes, f"diverged at iteration "
                                                           f"{exc.iteration}"))
             if written:
@@ -393,6 +393,8 @@ def _echo(text, err=False, nl=True):
         devnull = os.open(os.devnull, os.O_WRONLY)
         try:
             os.dup2(devnull, stream.fileno())
+        except (OSError, ValueError):  # a stream without a descriptor: nothing to redirect
+            pass
         finally:
             os.close(devnull)
 
