@@ -131,9 +131,9 @@ def dense_forward(Z, Q, Q_prev, W, b, act):
     do not depend on the split. A mini-batch is split by blocks of units,
     as ``dense_sgd_update`` splits W: each thread then reads the rows of W
     that it updated itself, from its own core's cache, instead of fetching
-    the other core's freshly written half every step (dense-input epochs at
-    2 threads: 0.91x the time of a split by samples, measured); the batch,
-    read by every thread, is the smaller operand. Larger inputs
+    the other core's freshly written half every step (dense-input epochs:
+    0.91-0.94x the time of a split by samples, measured); the batch, read by
+    every thread, is the smaller operand. Larger inputs
     (inference) are split by blocks of samples, each read once.
     """
     n, P = Q_prev.shape
