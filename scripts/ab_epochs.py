@@ -21,8 +21,6 @@ import statistics
 import sys
 import time
 
-SETTLE_SECONDS = 0.5  # idle thread pools spin a while before they sleep
-
 
 def parse(spec):
     """(folder or None, {variable: value}) of ``installed[:VAR=VALUE,...]``."""
@@ -38,14 +36,14 @@ def worker(spec, dense, data_dir, conn):
         # Drop the editable install's finder so that the folder's build is the one imported.
         sys.meta_path[:] = [f for f in sys.meta_path if "editable" not in repr(f).lower()]
         sys.path.insert(0, folder)
+    import types
+
     import numpy as np
+    from bench_train import load_data  # scripts/, beside this one (after sys.path is set)
 
     import fastbp
-    X, y, Xt, yt = fastbp.datasets.mnist(data_dir)
-    if dense:
-        rng = np.random.default_rng(0)
-        X = X + rng.normal(0, 0.1, X.shape).astype(np.float32)
-        Xt = Xt + rng.normal(0, 0.1, Xt.shape).astype(np.float32)
+    X, y, Xt, yt = load_data(types.SimpleNamespace(data_dir=data_dir, dense=dense, seed=0,
+                                                   dtype="float32"))
     net = fastbp.Network([784, 200, 10], seed=0)
     epochs = 0
 
@@ -71,6 +69,7 @@ def main():
     parser.add_argument("--dense", action="store_true")
     parser.add_argument("--data-dir", default=None)
     args = parser.parse_args()
+    from bench_train import SETTLE_SECONDS  # idle thread pools spin a while before they sleep
     ctx = multiprocessing.get_context("spawn")
     conns = []
     for spec in (args.A, args.B):
