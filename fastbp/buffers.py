@@ -5,6 +5,8 @@ Kernels never allocate; this module sizes everything they write into.
 
 import numpy as np
 
+from .kernels import cpu_panels
+
 
 def batch_buffers(sizes, n_rows, dtype):
     """Per-layer buffers for batches of up to ``n_rows`` samples.
@@ -31,12 +33,20 @@ def gradient_buffers(layers):
 def training_buffers(sizes, n_rows, dtype):
     """Scratch of ``kernels.cpu.train_steps`` beyond ``batch_buffers``.
 
-    Returns (WT, idx, val, count): the first layer's transposed weights
-    (p, U_1), and flat scratch for one set of non-zero lists (int32
+    Returns (WT, panels, idx, val, count): the first layer's transposed
+    weights (p, U_1); panels (WP, dZP), its weights and dZ packed in panels
+    of units (``kernels.cpu_panels``) where those are worthwhile, else two
+    empty arrays; and flat scratch for one set of non-zero lists (int32
     indices, values, counts) of any matrix the step lists: batch rows x a
     layer width, either way round.
     """
+    dtype = np.dtype(dtype)
     widest = max(sizes)
     WT = np.zeros((sizes[0], sizes[1]), dtype)
-    return (WT, np.zeros(n_rows * widest, np.int32), np.zeros(n_rows * widest, dtype),
+    if cpu_panels.worthwhile(sizes):
+        T, width = cpu_panels.panel_count(sizes[1], dtype), cpu_panels.panel_width(dtype)
+        panels = (np.zeros((T, sizes[0], width), dtype), np.zeros((T, n_rows, width), dtype))
+    else:
+        panels = (np.zeros((0, 0, 0), dtype), np.zeros((0, 0, 0), dtype))
+    return (WT, panels, np.zeros(n_rows * widest, np.int32), np.zeros(n_rows * widest, dtype),
             np.zeros(max(n_rows, widest), np.int64))

@@ -15,7 +15,8 @@ Conventions (shared with ``kernels/cuda.py``, which has the same names):
 Activation and loss names are resolved to the integer codes of
 ``kernels.codes`` in Python before these kernels run. Compile options and
 scalar helpers live in ``cpu_common.py``; the zero-skipping kernels (lists of
-non-zeros, compressed training rows) in ``cpu_sparse.py``, re-exported here.
+non-zeros, compressed training rows) in ``cpu_sparse.py``, re-exported here;
+the dense first layer's tiles for 512-bit vectors in ``cpu_panels.py``.
 The public kernels are those of ``__all__``, each with a CUDA twin; the rest
 are CPU-only pieces of ``train_steps`` and of inference.
 """
@@ -27,6 +28,7 @@ from numba import njit, prange
 from . import losses
 from .codes import CROSS_ENTROPY, IDENTITY
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
+from .cpu_panels import pack_panels, panel_forward, panel_sgd_update, unpack_panels
 from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, _active_threads,  # noqa: F401
                          compress_rows, count_nonzero, csr_forward, csr_sgd_update, nonzero_cols,
                          nonzero_rows, prefetch_rows, row_nonzeros, sparse_backward_input,
@@ -523,7 +525,7 @@ def _lists(idx, val, rows, cols):
 
 
 @njit(**SERIAL)
-def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_csr, Xb, yb,
+def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_csr, Xb, yb,
                 Tb, X, labels, targets, order, first_step, n_steps, batch_size, lr, act, loss,
                 batch_cost, batch_error):
     """Run ``n_steps`` SGD iterations (6.21/6.23) over the shuffled ``order``.
@@ -534,12 +536,15 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_cs
     dQ_prev has used the old weights. The first layer runs on W^T and the
     non-zeros of its input (read in place from ``rows_csr``) when the batch
     is sparse (MNIST: 19 % non-zero), else on W with register-blocked
-    products; other layers skip the zeros that ReLU leaves in dZ, except in
+    products, or on W^T packed in panels (``cpu_panels``) when ``panels``
+    holds buffers; other layers skip the zeros that ReLU leaves in dZ, except in
     weight gradients whose dZ is dense enough for a blocked product (the
     output layer's always); a narrow output layer runs fused with its loss
     and backward (output_layer_rows).
 
-    WT : (p, U_1) work copy of Ws[0]^T; idx (int32), val : flat scratch of
+    WT : (p, U_1) work copy of Ws[0]^T; panels : (WP, dZP), a work copy of
+    Ws[0] in panels (T, p, PW) and dZ's buffer (T, batch_size, PW), or two
+    empty (0, 0, 0) arrays (never); idx (int32), val : flat scratch of
     batch_size * max(widths) entries, count : (max(batch_size, widths),)
     for the non-zero lists; rows_csr : (indptr, indices, values, colcum), the
     training set's ``compress_rows`` and the running sum of its non-zeros per
@@ -550,12 +555,14 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_cs
     when a cost turned non-finite, and that step is not applied.
     """
     indptr, indices, values, colcum = rows_csr
+    WP, dZP = panels
     L = len(Ws)
     n = order.shape[0]
     p = X.shape[1]
     listed = indptr.shape[0] == X.shape[0] + 1 and WT.shape[1] >= SPARSE_MIN_UNITS
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
-    transposed = False  # whether WT, not Ws[0], holds the first layer now
+    on_panels = WP.shape[0] > 0 and not (fused and L == 1)
+    held = ON_W  # which array holds the first layer now: Ws[0], WT or WP
     done = n_steps
     for s in range(n_steps):
         start = (first_step + s) * batch_size
@@ -570,18 +577,18 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_cs
         else:
             gather_rows(Tb[:nb], targets, rows)
         Xs = Xb[:nb]
-        if sparse != transposed:
-            if sparse:
-                transpose(WT, Ws[0])
-            else:
-                transpose(Ws[0], WT)
-            transposed = sparse
+        wanted = ON_WT if sparse else (ON_PANELS if on_panels else ON_W)
+        if wanted != held:
+            _hold(Ws[0], WT, WP, held, wanted)
+            held = wanted
         # Forward (6.24), up to the output layer if that runs fused.
         for l in range(L - 1 if fused else L):
             h = act if l < L - 1 else IDENTITY
             if l == 0 and sparse:
                 csr_forward(Zs[0][:nb], Qs[0][:nb], indptr, indices, values, rows, WT,
                             bs[0], h)
+            elif l == 0 and held == ON_PANELS:
+                panel_forward(Zs[0][:nb], Qs[0][:nb], Xs, WP, bs[0], h)
             else:
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 dense_forward(Zs[l][:nb], Qs[l][:nb], Q_prev, Ws[l], bs[l], h)
@@ -624,6 +631,8 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_cs
                 ci, cv = _lists(idx, val, p, nb)
                 csr_sgd_update(WT, ci, cv, count, indptr, indices, values, rows, dZ, lr, nb,
                                colcum)
+            elif l == 0 and held == ON_PANELS:
+                panel_sgd_update(WP, dZP, dZ, Xs, lr, nb)
             else:
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 # The loss gradient has no structural zeros; a hidden dZ has ReLU's.
@@ -634,9 +643,28 @@ def train_steps(Ws, bs, WT, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_cs
                     nonzero_cols(ci, cv, count, dZ)
                     sparse_sgd_update(Ws[l], ci, cv, count, Q_prev, lr, nb)
             bias_sgd_update(bs[l], dZ, lr)
-    if transposed:
-        transpose(Ws[0], WT)
+    _hold(Ws[0], WT, WP, held, ON_W)
     return done
+
+
+# Where train_steps holds the first layer's weights: Ws[0], W^T or panels.
+ON_W, ON_WT, ON_PANELS = 0, 1, 2
+
+
+@njit(**SERIAL)
+def _hold(W, WT, WP, held, wanted):
+    """Move the first layer's weights from the array ``held`` names to the
+    one ``wanted`` names (ON_W, ON_WT or ON_PANELS), through W."""
+    if held == wanted:
+        return
+    if held == ON_WT:
+        transpose(W, WT)
+    elif held == ON_PANELS:
+        unpack_panels(W, WP)
+    if wanted == ON_WT:
+        transpose(WT, W)
+    elif wanted == ON_PANELS:
+        pack_panels(WP, W)
 
 
 @njit(**SERIAL)

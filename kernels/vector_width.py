@@ -8,7 +8,9 @@ work per instruction: on the 2-core Emerald Rapids VM of README's tables,
 with zmm against 73-88 with ymm (scripts/fma_peak.py). fastbp's kernels today wait on L1/L2 more than on
 multiply-adds, and whole epochs measured within noise of each other (per
 round 0.91-1.04x, README), so the default stays LLVM's: FASTBP_VECTOR_BITS=512
-asks for the wide vectors.
+asks for the wide vectors. The kernels that do gain from them, the dense first
+layer's register tiles (kernels/cpu_panels.py), ask for them per function,
+where ``available``, and use them under either setting.
 
 Numba reads its target features once, when its CPU target context is made
 (at the first ``@njit`` decoration of the process), and all Numba code of the
@@ -51,8 +53,20 @@ def allow_512_bit():
     return True
 
 
+def _features():
+    """The features this process's Numba CPU code is compiled for (part of
+    Numba's cache key): the host's, or what the user or allow_512_bit chose."""
+    return registry.cpu_target.target_context.codegen().magic_tuple()[2].split(",")
+
+
 def in_effect():
     """Whether this process's Numba CPU code is compiled without the 256-bit
-    preference (its code generator's features, from Numba's cache key)."""
-    features = registry.cpu_target.target_context.codegen().magic_tuple()[2]
-    return f"-{TUNING}" in features.split(",")
+    preference."""
+    return f"-{TUNING}" in _features()
+
+
+def available():
+    """Whether Numba's CPU code may use 512-bit vectors at all (AVX-512 in
+    its target features), so that a function can ask for them for itself
+    (kernels/cpu_panels.py) whatever this process's preference."""
+    return "+avx512f" in _features()

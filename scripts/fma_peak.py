@@ -30,24 +30,11 @@ def child(reps):
     # Four vector registers of columns per row: 16 accumulators either way.
     TILE = 64 if vector_width.in_effect() else 32
     CELLS = ROWS * TILE  # frozen into the kernel: the buffer size must be a constant
-    from numba import njit, types
-    from numba.extending import intrinsic
+    from numba import njit
     from numba.np.numpy_support import carray
 
     import fastbp  # noqa: F401  (applies FASTBP_VECTOR_BITS before anything compiles)
-
-    @intrinsic
-    def stack_buffer(typingctx, n, dtype_ref):
-        """A stack array of n elements: LLVM can promote it to registers."""
-        if not isinstance(n, types.IntegerLiteral):
-            return None
-        dtype = dtype_ref.dtype
-
-        def codegen(context, builder, signature, args):
-            with builder.goto_entry_block():
-                return builder.alloca(context.get_value_type(dtype),
-                                      size=context.get_constant(types.intp, n.literal_value))
-        return types.CPointer(dtype)(n, dtype_ref), codegen
+    from fastbp.kernels.cpu_panels import stack_buffer
 
     @njit(fastmath=FASTMATH)
     def tile(out, X, WT, reps):

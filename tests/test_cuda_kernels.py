@@ -13,8 +13,10 @@ KERNELS = pathlib.Path(importlib.util.find_spec("fastbp.kernels").submodule_sear
 # last, argument with one of these names (kernels/cuda.py states the rule).
 SCALAR_OUTPUTS = {"out_cost", "out_wrong", "out_done"}
 # train_steps' work buffers are the device's own (the CPU loop keeps W^T,
-# non-zero lists and the compressed training rows, the GPU loop gradient arrays); every other argument agrees.
-DEVICE_WORK = {"train_steps": {"WT", "idx", "val", "count", "rows_csr", "dWs", "dbs"}}
+# W in panels, non-zero lists and the compressed training rows, the GPU loop
+# gradient arrays); every other argument agrees.
+DEVICE_WORK = {"train_steps": {"WT", "panels", "idx", "val", "count", "rows_csr", "dWs",
+                               "dbs"}}
 
 
 def public_kernels(module):

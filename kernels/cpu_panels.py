@@ -1,0 +1,249 @@
+"""The dense first layer on W^T packed in panels of units: register tiles
+sized for 512-bit vectors (CPU-only pieces of ``train_steps``).
+
+A dense product blocked 4 x 4 along its common axis (``cpu.dense_forward``,
+``cpu.dense_sgd_update``) loads 8 vectors per 16 multiply-adds, half of them
+from L2, which bounds it near the 256-bit multiply-add rate whatever the
+vector width. Here both first-layer products are tiles of 8 rows x 2 vectors
+of units (16 accumulators in registers, 8 broadcast scalars and 2 vector
+loads per 16 multiply-adds), the BLAS form, on W^T packed so that each panel
+of units is contiguous:
+
+    WP[t, k, c] = W[t * PW + c, k]     (PW = panel_width, zero past the last unit)
+
+* forward: ``Z[i, panel t] = sum_k X[i, k] WP[t, k, :]`` for 8 samples i;
+* update: ``WP[t, k, :] -= lr / n sum_i X[i, k] dZP[t, i, :]`` for 8 pixels k,
+  with dZ first packed the same way (dZP) so that its rows are whole vectors.
+
+Work items are (panel, block of 8 rows), panel-major, so each thread works on
+about the same panels in both products and finds them in its own cache. Each
+element is one item's sum in a fixed order: results do not depend on the
+number of threads. The conventions of ``kernels/cpu.py`` hold (outputs first,
+no allocation). Used when ``worthwhile``: with 512-bit vectors; with 256-bit
+ones these tiles measured 1.06-1.17x slower than the 4 x 4 blocks.
+"""
+
+from numba import njit, prange, types
+from numba.extending import intrinsic, overload
+from numba.np.numpy_support import carray
+
+from . import vector_width
+from .cpu_common import FASTMATH, PARALLEL, activate
+
+PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
+PANEL_BYTES = 128  # a panel row: two 512-bit vectors
+_CELLS = PANEL_ROWS * PANEL_BYTES // 4  # a tile's elements at float32, the narrowest dtype
+
+
+def panel_width(dtype):
+    """Units per panel for a NumPy dtype: 32 at float32, 16 at float64."""
+    return PANEL_BYTES // dtype.itemsize
+
+
+def worthwhile(sizes):
+    """Whether train_steps should run the first layer of a net of these layer
+    sizes on panels when its batch is dense: where Numba may use 512-bit
+    vectors (the tiles ask for them per function, ``_wide_vectors``), when the
+    first layer is not also the (fused) output layer."""
+    return vector_width.available() and len(sizes) > 2
+
+
+def panel_count(units, dtype):
+    """Panels that hold ``units`` units."""
+    width = panel_width(dtype)
+    return (units + width - 1) // width
+
+
+@intrinsic
+def _wide_vectors(typingctx):
+    """Let LLVM use 512-bit vectors in the function this is called from (a
+    parallel loop's body: call it inside the loop), whatever the process's
+    setting (kernels/vector_width.py): the "prefer-vector-width" function
+    attribute overrides the CPU's 256-bit preference for that function only.
+    Emits no instructions. llvmlite lists only valueless attributes, so the
+    key="value" one is added to its set directly."""
+    def codegen(context, builder, signature, args):
+        set.add(builder.function.attributes, '"prefer-vector-width"="512"')
+        return context.get_dummy_value()
+    return types.none(), codegen
+
+
+@intrinsic
+def stack_buffer(typingctx, n, dtype_ref):
+    """A stack array of n elements: LLVM promotes it to registers when every
+    access has a constant index (the tile loops are fully unrolled)."""
+    if not isinstance(n, types.IntegerLiteral):
+        return None
+    dtype = dtype_ref.dtype
+
+    def codegen(context, builder, signature, args):
+        with builder.goto_entry_block():
+            return builder.alloca(context.get_value_type(dtype),
+                                  size=context.get_constant(types.intp, n.literal_value))
+    return types.CPointer(dtype)(n, dtype_ref), codegen
+
+
+def _width_of(A):
+    """panel_width of A's dtype, as a compile-time constant."""
+
+
+@overload(_width_of, inline="always")
+def _width_of_impl(A):
+    width = PANEL_BYTES // (A.dtype.bitwidth // 8)
+    return lambda A: width
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _tile(dtype_of):
+    """A zeroed PANEL_ROWS x panel-width register tile for dtype_of's dtype."""
+    width = _width_of(dtype_of)
+    acc = carray(stack_buffer(_CELLS, dtype_of.dtype), (PANEL_ROWS, width))
+    for r in range(PANEL_ROWS):
+        for c in range(width):
+            acc[r, c] = 0
+    return acc
+
+
+@njit(inline="always")
+def _clamped(i0, last):
+    """Eight row indices from i0, those past ``last`` repeating it: a tile at
+    the edge computes padding rows from real data, and its epilogue drops them."""
+    return (min(i0, last), min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last),
+            min(i0 + 4, last), min(i0 + 5, last), min(i0 + 6, last), min(i0 + 7, last))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _forward_tile(acc, X, WP, t, i0):
+    """acc[r] = sum_k X[i0 + r, k] WP[t, k] for the 8 samples from i0."""
+    width = _width_of(WP)
+    i_0, i_1, i_2, i_3, i_4, i_5, i_6, i_7 = _clamped(i0, X.shape[0] - 1)
+    for k in range(X.shape[1]):
+        x0, x1, x2, x3 = X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k]
+        x4, x5, x6, x7 = X[i_4, k], X[i_5, k], X[i_6, k], X[i_7, k]
+        for c in range(width):
+            w = WP[t, k, c]
+            acc[0, c] += x0 * w
+            acc[1, c] += x1 * w
+            acc[2, c] += x2 * w
+            acc[3, c] += x3 * w
+            acc[4, c] += x4 * w
+            acc[5, c] += x5 * w
+            acc[6, c] += x6 * w
+            acc[7, c] += x7 * w
+
+
+@njit(**PARALLEL)
+def panel_forward(Z, Q, X, WP, b, act):
+    """The dense first layer on panels: ``Z = X W^T + b``, ``Q = h(Z)`` (6.11).
+
+    Z, Q : (n, U) outputs; X : (n, P); WP : (T, P, PW), W^T in panels
+    (``pack_panels``); b : (U,). The twin of ``cpu.dense_forward``.
+    """
+    n, U = Z.shape
+    T = WP.shape[0]
+    width = _width_of(WP)
+    blocks = (n + PANEL_ROWS - 1) // PANEL_ROWS
+    # Race-free: item w writes only the rows of its block in its panel's columns.
+    for w in prange(T * blocks):
+        _wide_vectors()
+        t = w // blocks
+        i0 = (w % blocks) * PANEL_ROWS
+        j0 = t * width
+        acc = _tile(WP)
+        _forward_tile(acc, X, WP, t, i0)
+        _store_forward(Z, Q, acc, b, act, i0, min(PANEL_ROWS, n - i0), j0, min(width, U - j0))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _store_forward(Z, Q, acc, b, act, i0, rows, j0, units):
+    """The epilogue: Z = acc + b and Q = h(Z) for the tile's first ``rows``
+    rows and ``units`` columns (the rest are padding)."""
+    zero, one = Z.dtype.type(0), Z.dtype.type(1)
+    for r in range(rows):
+        for c in range(units):
+            z = acc[r, c] + b[j0 + c]
+            Z[i0 + r, j0 + c] = z
+            Q[i0 + r, j0 + c] = activate(z, act, zero, one)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _update_tile(acc, X, dZP, t, k0):
+    """acc[r] = sum_i X[i, k0 + r] dZP[t, i] for the 8 pixels from k0."""
+    width = _width_of(dZP)
+    k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7 = _clamped(k0, X.shape[1] - 1)
+    for i in range(X.shape[0]):
+        x0, x1, x2, x3 = X[i, k_0], X[i, k_1], X[i, k_2], X[i, k_3]
+        x4, x5, x6, x7 = X[i, k_4], X[i, k_5], X[i, k_6], X[i, k_7]
+        for c in range(width):
+            g = dZP[t, i, c]
+            acc[0, c] += x0 * g
+            acc[1, c] += x1 * g
+            acc[2, c] += x2 * g
+            acc[3, c] += x3 * g
+            acc[4, c] += x4 * g
+            acc[5, c] += x5 * g
+            acc[6, c] += x6 * g
+            acc[7, c] += x7 * g
+
+
+@njit(**PARALLEL)
+def panel_sgd_update(WP, dZP, dZ, X, lr, n):
+    """The first layer's weight gradient fused with its SGD step, on panels:
+    ``W -= lr / n dZ^T X`` (6.27c, 6.23a), no dW stored.
+
+    WP : (T, P, PW) updated in place; dZP : (T, >= n, PW) work buffer (dZ in
+    panels); dZ : (n, U); X : (n, P). The twin of ``cpu.dense_sgd_update``.
+    """
+    T, P = WP.shape[0], WP.shape[1]
+    U = dZ.shape[1]
+    width = _width_of(WP)
+    step = WP.dtype.type(-lr / n)
+    # Race-free: iteration t writes only panel t of dZP.
+    for t in prange(T):
+        for i in range(n):
+            for c in range(width):
+                j = t * width + c
+                dZP[t, i, c] = dZ[i, j] if j < U else 0
+    blocks = (P + PANEL_ROWS - 1) // PANEL_ROWS
+    # Race-free: item w writes only the pixel rows of its block in its panel.
+    for w in prange(T * blocks):
+        _wide_vectors()
+        t = w // blocks
+        k0 = (w % blocks) * PANEL_ROWS
+        acc = _tile(WP)
+        _update_tile(acc, X, dZP, t, k0)
+        _store_update(WP, acc, step, t, k0, min(PANEL_ROWS, P - k0))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _store_update(WP, acc, step, t, k0, rows):
+    """The SGD step: WP[t, k0 + r] += step * acc[r] for the first ``rows`` rows."""
+    for r in range(rows):
+        for c in range(_width_of(WP)):
+            WP[t, k0 + r, c] += step * acc[r, c]
+
+
+@njit(**PARALLEL)
+def pack_panels(WP, W):
+    """``WP[t, k, c] = W[t * PW + c, k]``, zero past the last unit.
+    WP : (T, P, PW) output; W : (U, P)."""
+    U, P = W.shape
+    width = _width_of(WP)
+    # Race-free: iteration t writes only panel t.
+    for t in prange(WP.shape[0]):
+        for k in range(P):
+            for c in range(width):
+                j = t * width + c
+                WP[t, k, c] = W[j, k] if j < U else 0
+
+
+@njit(**PARALLEL)
+def unpack_panels(W, WP):
+    """``W[j, k] = WP[j // PW, k, j % PW]``, the inverse of pack_panels.
+    W : (U, P) output; WP : (T, P, PW)."""
+    U, P = W.shape
+    width = _width_of(WP)
+    # Race-free: iteration j writes only row j of W.
+    for j in prange(U):
+        for k in range(P):
+            W[j, k] = WP[j // width, k, j % width]

@@ -1,0 +1,182 @@
+"""The dense first layer on panels (kernels/cpu_panels.py) against the
+reference, at any vector width, and inside the compiled training loop."""
+
+import re
+
+import numba
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp.kernels import codes, cpu, cpu_panels, vector_width
+from fastbp.kernels.cpu_common import PARALLEL
+
+from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, data, rel_err
+from test_kernels import assert_dense_layer, at_threads, sparse_input
+
+DTYPES = ("float64", "float32")
+PARALLEL_UNCACHED = dict(PARALLEL, cache=False)
+# Units and inputs that leave partial panels and partial 8-row tiles (and
+# whole ones: 32 units fill one float32 panel, 16 one float64 panel).
+SHAPES = [(1, 1), (7, 33), (129, 7), (33, 129), (16, 32), (9, 17)]
+
+
+def packed(W):
+    """W in panels, through the kernel, over a buffer of NaNs."""
+    dtype = W.dtype
+    WP = np.full((cpu_panels.panel_count(W.shape[0], dtype), W.shape[1],
+                  cpu_panels.panel_width(dtype)), np.nan, dtype)
+    cpu.pack_panels(WP, W)
+    return WP
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("P,U", SHAPES)
+def test_pack_panels_lays_out_w_transposed_by_panels_and_unpacks(P, U, dtype):
+    (W,) = data(P * U, (U, P), dtype=dtype)
+    WP = packed(W)
+    width = cpu_panels.panel_width(np.dtype(dtype))
+    assert width == 128 // np.dtype(dtype).itemsize
+    for j in range(U):  # WP[t, k, c] = W[t * width + c, k]
+        assert np.array_equal(WP[j // width, :, j % width], W[j])
+    padding = WP.transpose(0, 2, 1).reshape(-1, P)[U:]
+    assert np.all(padding == 0)  # zero, so padded units add nothing
+    W2 = np.full_like(W, np.nan)
+    cpu.unpack_panels(W2, WP)
+    assert np.array_equal(W2, W)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("act", ACTIVATIONS)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", SHAPES)
+def test_panel_forward(P, U, n, act, dtype):
+    X, W, b = data(n * 1000 + P + U, (n, P), (U, P), (U,), dtype=dtype)
+    Z = np.full((n, U), np.nan, dtype)
+    Q = np.full((n, U), np.nan, dtype)
+    cpu.panel_forward(Z, Q, X, packed(W), b, codes.ACTIVATIONS[act])
+    assert_dense_layer(Z, Q, X, W, b, act, dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", SHAPES)
+def test_panel_sgd_update_is_6_23(P, U, n, dtype):
+    """W -= lr dZ^T X / n on panels: only the batch's n rows of the dZ
+    buffer count, and padded units stay zero."""
+    X = sparse_input(n + 3 * P, n, P, dtype, density=0.7)
+    dZ = sparse_input(n + 5 * U, n, U, dtype, density=0.8)
+    (W,) = data(P + U, (U, P), dtype=dtype)
+    lr = 0.3
+    W_ref = W.astype(np.float64) - lr * (dZ.T.astype(np.float64) @ X / n)
+    WP = packed(W)
+    dZP = np.full((WP.shape[0], n + 5, WP.shape[2]), np.nan, dtype)  # rows past n unused
+    cpu.panel_sgd_update(WP, dZP, dZ, X, lr, n)
+    W2 = np.empty_like(W)
+    cpu.unpack_panels(W2, WP)
+    assert rel_err(W2, W_ref) <= RTOL[dtype]
+    assert np.all(WP.transpose(0, 2, 1).reshape(-1, P)[U:] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
+    n, P, U = 100, 129, 70  # 13 tiles of samples, 17 of pixels, partial panels
+    X, W, b, dZ = data(7, (n, P), (U, P), (U,), (n, U), dtype=dtype)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS, 3):
+        threads = min(threads, numba.config.NUMBA_NUM_THREADS)
+        WP = packed(W)
+        Z, Q = np.empty((n, U), dtype), np.empty((n, U), dtype)
+        at_threads(threads, cpu.panel_forward, Z, Q, X, WP, b, codes.RELU)
+        at_threads(threads, cpu.panel_sgd_update, WP, np.empty((WP.shape[0], n, WP.shape[2]),
+                                                               dtype), dZ, X, 0.1, n)
+        results.append((Z, WP))
+    for Z, WP in results[1:]:
+        assert np.array_equal(Z, results[0][0]) and np.array_equal(WP, results[0][1])
+
+
+def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monkeypatch):
+    monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: True)
+    assert cpu_panels.worthwhile([784, 200, 10])
+    assert not cpu_panels.worthwhile([784, 10])  # the first layer is the fused output layer
+    monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: False)
+    assert not cpu_panels.worthwhile([784, 200, 10])
+
+
+@pytest.mark.skipif(not vector_width.available(), reason="the CPU has no AVX-512")
+def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
+    """The tiles' multiply-adds use zmm registers even where the process
+    keeps LLVM's 256-bit preference (the suite's default). Fresh, uncached
+    copies of the kernels: Numba cannot show the assembly of cached code."""
+    X, W, b, dZ = data(3, (9, 17), (40, 17), (40,), (9, 40), dtype="float32")
+    WP = packed(W)
+    Z = np.empty((9, 40), np.float32)
+    forward = numba.njit(**PARALLEL_UNCACHED)(cpu.panel_forward.py_func)
+    update = numba.njit(**PARALLEL_UNCACHED)(cpu.panel_sgd_update.py_func)
+    forward(Z, Z.copy(), X, WP, b, codes.RELU)
+    update(WP, np.empty((WP.shape[0], 9, WP.shape[2]), np.float32), dZ, X, 0.1, 9)
+    for kernel in (forward, update):
+        asm = next(iter(kernel.inspect_asm().values()))
+        multiply_adds = re.findall(r"vfmadd231ps\t%zmm\d+, %zmm\d+, %zmm\d+", asm)
+        assert len(multiply_adds) >= 16, kernel  # a tile's 16, at least
+
+
+@pytest.fixture(params=[False, True], ids=["blocks", "panels"])
+def panels(request, monkeypatch):
+    """Train with the dense first layer on panels or on W, whatever the
+    vector width in effect."""
+    monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes: request.param)
+    return request.param
+
+
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("sizes", [[20, 3], [20, 17], [20, 6, 3], [20, 40, 17], [20, 40, 5, 3]],
+                         ids=lambda s: "-".join(map(str, s)))
+def test_the_compiled_loop_follows_the_reference_on_panels(sizes, loss, panels):
+    """Dense input, so the first layer takes the dense path: on panels (even
+    where it is the output layer, fused or not) it keeps the reference's
+    trajectory."""
+    rng = np.random.default_rng(len(sizes) + sizes[-1])
+    X = rng.normal(size=(97, 20))
+    y = (rng.integers(0, sizes[-1], 97) if loss == "cross_entropy"
+         else rng.normal(size=(97, sizes[-1])))
+    nets = [fastbp.Network(sizes, loss=loss, dtype="float64", seed=2) for _ in "ab"]
+    hists = [fastbp.train(net, X, y, lr=0.05, batch_size=10, epochs=2, device=device)
+             for net, device in zip(nets, ["cpu", "numpy"])]
+    for (W, b), (W_ref, b_ref) in zip(nets[0].layers, nets[1].layers):
+        assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
+    assert rel_err(hists[0].batch_cost, hists[1].batch_cost) <= 1e-10
+
+
+def test_the_first_layer_moves_between_w_transposed_and_panels(panels):
+    """Sparse and dense batches in one call: the weights move W^T -> W ->
+    panels and back in the compiled loop and still match the reference."""
+    rng = np.random.default_rng(6)
+    X = rng.random((60, 20))
+    X[10:50] *= rng.random((40, 20)) < 0.05
+    X[50:] *= rng.random((10, 20)) < 0.4
+    density = [(X[s:s + 10] != 0).mean() for s in range(0, 60, 10)]
+    assert (X != 0).mean() <= 0.3  # the rows get compressed ...
+    assert [d <= 0.3 for d in density] == [False, True, True, True, True, False]  # ... batch 1, 6 dense
+    y = rng.integers(0, 3, 60)
+    nets = [fastbp.Network([20, 40, 3], dtype="float64", seed=3) for _ in "ab"]
+    for net, device in zip(nets, ["cpu", "numpy"]):
+        stepper = fastbp.backends.make_stepper(device, net, *net.checked_layers(),
+                                               np.ascontiguousarray(X), y, 10)
+        if device == "cpu":
+            assert stepper.rows_csr[0].shape == (61,)  # rows compressed: sparse batches run
+            assert (stepper.buffers[6][0].shape[0] > 0) == panels
+        stepper.run(np.arange(60), 0, 6, 0.3, np.empty(6), np.empty(6))
+    for (W, _), (W_ref, _) in zip(nets[0].layers, nets[1].layers):
+        assert rel_err(W, W_ref) <= 1e-10
+
+
+def test_float32_training_on_panels_is_reproducible_bit_for_bit(panels):
+    rng = np.random.default_rng(8)
+    X, y = rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 5, 300)
+    weights = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        net = fastbp.Network([40, 50, 5], seed=4)
+        at_threads(threads, fastbp.train, net, X, y, 0.2, 32, 2)
+        weights.append([W.copy() for W, _ in net.layers])
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))
