@@ -43,7 +43,7 @@ def training_buffers(sizes, n_rows, dtype):
     dtype = np.dtype(dtype)
     widest = max(sizes)
     WT = np.zeros((sizes[0], sizes[1]), dtype)
-    if cpu_panels.worthwhile(sizes):
+    if cpu_panels.worthwhile(sizes, dtype):
         T, width = cpu_panels.panel_count(sizes[1], dtype), cpu_panels.panel_width(dtype)
         panels = (np.zeros((T, sizes[0], width), dtype), np.zeros((T, n_rows, width), dtype))
     else:

@@ -23,6 +23,7 @@ no allocation). Used when ``worthwhile``: with 512-bit vectors; with 256-bit
 ones these tiles measured 1.06-1.17x slower than the 4 x 4 blocks.
 """
 
+import numpy as np
 from numba import njit, prange, types
 from numba.extending import intrinsic, overload
 from numba.np.numpy_support import carray
@@ -40,12 +41,23 @@ def panel_width(dtype):
     return PANEL_BYTES // dtype.itemsize
 
 
-def worthwhile(sizes):
+# Panels pad the first layer's units up to whole panels; padding past this
+# share of the real units costs more than the tiles gain (784 inputs, n_b 100,
+# float32, forward + update at 2 threads: 24 units padded to 32 took 1.14x the
+# 4 x 4 blocks' time, 33 to 64 1.13x, 50 to 64 0.84x, 200 to 224 0.7x).
+MAX_PADDING = 1.3
+
+
+def worthwhile(sizes, dtype):
     """Whether train_steps should run the first layer of a net of these layer
     sizes on panels when its batch is dense: where Numba may use 512-bit
     vectors (the tiles ask for them per function, ``_wide_vectors``), when the
-    first layer is not also the (fused) output layer."""
-    return vector_width.available() and len(sizes) > 2
+    first layer is not also the (fused) output layer, and when padding its
+    units to whole panels adds at most MAX_PADDING - 1 of them."""
+    dtype = np.dtype(dtype)
+    padded = panel_count(sizes[1], dtype) * panel_width(dtype) if len(sizes) > 1 else 0
+    return (vector_width.available() and len(sizes) > 2
+            and padded <= MAX_PADDING * sizes[1])
 
 
 def panel_count(units, dtype):

@@ -21,7 +21,7 @@ import numpy as np
 
 import fastbp
 from fastbp import reference
-from fastbp.kernels import codes, cpu
+from fastbp.kernels import codes, cpu, cpu_panels
 from fastbp.sparse_rows import compressed_rows
 
 RELU = codes.RELU
@@ -51,6 +51,18 @@ def cases(n, P, U, X, dtype):
     W3 = W.copy()
     WT1 = WT.copy()
     mm = 2 * n * P * U
+    # The dense first layer on W^T in panels (train_steps' choice where AVX-512 is).
+    WP = np.zeros((cpu_panels.panel_count(U, dtype), P, cpu_panels.panel_width(dtype)), dtype)
+    cpu.pack_panels(WP, W)
+    dZP = np.zeros((WP.shape[0], n, WP.shape[2]), dtype)
+    W4 = W.copy()
+
+    def panel_update():
+        cpu.panel_sgd_update(WP, dZP, dZ, X, 0.0, n)  # lr 0: weights stay
+
+    def panel_weights():
+        cpu.unpack_panels(W4, WP)
+        return W4
 
     def sparse_forward():
         cpu.nonzero_rows(idx, val, count, X)
@@ -88,6 +100,8 @@ def cases(n, P, U, X, dtype):
     return [
         ("dense_forward (relu)", mm, lambda: cpu.dense_forward(Z, Q, X, W, b, RELU),
          np_forward, lambda: Q),
+        ("panel_forward (relu, 8 x 2 zmm tiles)", mm,
+         lambda: cpu.panel_forward(Z, Q, X, WP, b, RELU), np_forward, lambda: Q),
         ("nonzero_rows + sparse_forward", mm, sparse_forward, np_forward, lambda: Q),
         *([("csr_forward (compressed rows)", mm, csr_forward, np_forward, lambda: Q)]
           if listed else []),
@@ -101,6 +115,8 @@ def cases(n, P, U, X, dtype):
          lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: W1),
         ("dense_sgd_update (4 x 4 blocks)", mm, lambda: cpu.dense_sgd_update(W3, dZ, X, 0.0, n),
          lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: W3),
+        ("panel_sgd_update (8 x 2 zmm tiles)", mm, panel_update,
+         lambda: W1 - 0.0 * (dZ.T @ X / n), panel_weights),
         ("dense_backward_input", mm, lambda: cpu.dense_backward_input(dQ, dZ, W),
          lambda: dZ @ W, lambda: dQ),
         ("nonzero_rows + sparse_backward_input", mm, sparse_input, lambda: dZ @ W,

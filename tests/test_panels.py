@@ -97,10 +97,16 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
 
 def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monkeypatch):
     monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: True)
-    assert cpu_panels.worthwhile([784, 200, 10])
-    assert not cpu_panels.worthwhile([784, 10])  # the first layer is the fused output layer
+    for dtype in DTYPES:
+        assert cpu_panels.worthwhile([784, 200, 10], dtype)  # 200 units padded to 224 or 208
+        assert cpu_panels.worthwhile([784, 50, 10], dtype)  # to 64: 1.28x
+        assert not cpu_panels.worthwhile([784, 10], dtype)  # the first layer is the fused output layer
+    assert not cpu_panels.worthwhile([784, 24, 10], "float32")  # to 32: 1.33x
+    assert not cpu_panels.worthwhile([784, 40, 10], "float32")  # to 64: 1.6x, but at 16
+    assert cpu_panels.worthwhile([784, 40, 10], "float64")  # float64s per panel to 48: 1.2x
+    assert not cpu_panels.worthwhile([784, 33, 10], "float32")  # to 64
     monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: False)
-    assert not cpu_panels.worthwhile([784, 200, 10])
+    assert not cpu_panels.worthwhile([784, 200, 10], "float32")
 
 
 @pytest.mark.skipif(not vector_width.available(), reason="the CPU has no AVX-512")
@@ -125,7 +131,7 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
 def panels(request, monkeypatch):
     """Train with the dense first layer on panels or on W, whatever the
     vector width in effect."""
-    monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes: request.param)
+    monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: request.param)
     return request.param
 
 
