@@ -51,6 +51,8 @@ VARIANTS = [
     ("bias updates", ["bias_sgd_update("]),
     ("batch gather (gather_rows)", ["gather_rows(Xb"]),
     ("first-layer forward (dense_forward)", ["dense_forward("]),
+    ("first-layer forward (panel_forward)", ["panel_forward("]),
+    ("first-layer update (panel_sgd_update)", ["panel_sgd_update("]),
 ]
 # Rebinds the compile options right after train_steps' module imports them:
 # a variant compiled with the original's file name must not share its cache.
