@@ -186,3 +186,22 @@ def test_float32_training_on_panels_is_reproducible_bit_for_bit(panels):
         at_threads(threads, fastbp.train, net, X, y, 0.2, 32, 2)
         weights.append([W.copy() for W, _ in net.layers])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_inference_on_dense_inputs_takes_panels_and_matches_the_reference(dtype, panels,
+                                                                          monkeypatch):
+    """forward/predict/evaluate over several chunks, the last one partial:
+    the first layer on panels (or the dense product) gives the reference's Z."""
+    monkeypatch.setattr(fastbp.network, "CHUNK_ROWS", 13)
+    net = fastbp.Network([9, 40, 7, 3], dtype=dtype, seed=5)
+    rng = np.random.default_rng(2)
+    for _, b in net.layers:
+        b[:] = rng.normal(size=b.shape)  # not zero, so that a dropped bias shows
+    X = rng.normal(size=(33, 9))
+    Z_ref = fastbp.reference.forward(net.layers, X, "relu")[0][-1]
+    assert rel_err(net.forward(X), Z_ref) <= RTOL[dtype]
+    y = np.arange(33) % 3
+    cost, _ = fastbp.network.evaluate_prepared(net, *net.checked_layers(), X.astype(dtype), y)
+    J_ref, _ = fastbp.reference.cost_and_output_gradient(Z_ref, y, "cross_entropy")
+    assert cost == pytest.approx(J_ref, rel=RTOL[dtype])
