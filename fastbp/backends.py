@@ -106,9 +106,10 @@ class CpuStepper:
         ``order``; write each step's cost and error; return steps completed."""
         Zs, Qs, dZs, dQs, row_loss, WT, panels, idx, val, count = self.buffers
         return self.threads.run(lambda: cpu.train_steps(
-            self.Ws, self.bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count, self.rows_csr,
-            self.Xb, self.yb, self.Tb, self.X, self.labels, self.targets, order, first_step, n_steps,
-            self.batch_size, lr, self.act, self.loss, costs, errors), n_steps)
+            self.Ws, self.bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count,
+            self.rows_csr, self.Xb, self.yb, self.Tb, self.X, self.labels, self.targets, order,
+            first_step, n_steps, self.batch_size, lr, self.act, self.loss, costs, errors),
+            n_steps)
 
     def sync(self):
         """Nothing to do: the weights are the host arrays themselves."""

@@ -1,5 +1,6 @@
 """The dense first layer on W^T packed in panels of units: register tiles
-sized for 512-bit vectors (CPU-only pieces of ``train_steps``).
+sized for 512-bit vectors (CPU-only pieces of ``train_steps`` and of
+inference, fastbp/inference.py).
 
 A dense product blocked 4 x 4 along its common axis (``cpu.dense_forward``,
 ``cpu.dense_sgd_update``) loads 8 vectors per 16 multiply-adds, half of them
@@ -19,8 +20,10 @@ Work items are (panel, block of 8 rows), panel-major, so each thread works on
 about the same panels in both products and finds them in its own cache. Each
 element is one item's sum in a fixed order: results do not depend on the
 number of threads. The conventions of ``kernels/cpu.py`` hold (outputs first,
-no allocation). Used when ``worthwhile``: with 512-bit vectors; with 256-bit
-ones these tiles measured 1.06-1.17x slower than the 4 x 4 blocks.
+no allocation). Used where ``worthwhile``, which needs AVX-512: each product
+asks for 512-bit vectors for itself (``_wide_vectors``), whatever the process's
+setting; with 256-bit ones these tiles measured 1.06-1.17x slower than the
+4 x 4 blocks.
 """
 
 import numpy as np
@@ -49,8 +52,8 @@ MAX_PADDING = 1.3
 
 
 def worthwhile(sizes, dtype):
-    """Whether train_steps should run the first layer of a net of these layer
-    sizes on panels when its batch is dense: where Numba may use 512-bit
+    """Whether train_steps (and inference) should run the first layer of a
+    net of these layer sizes on panels when its batch is dense: where Numba may use 512-bit
     vectors (the tiles ask for them per function, ``_wide_vectors``), when the
     first layer is not also the (fused) output layer, and when padding its
     units to whole panels adds at most MAX_PADDING - 1 of them."""
@@ -149,7 +152,7 @@ def panel_forward(Z, Q, X, WP, b, act):
     """The dense first layer on panels: ``Z = X W^T + b``, ``Q = h(Z)`` (6.11).
 
     Z, Q : (n, U) outputs; X : (n, P); WP : (T, P, PW), W^T in panels
-    (``pack_panels``); b : (U,). The twin of ``cpu.dense_forward``.
+    (``pack_panels``); b : (U,). Computes what ``cpu.dense_forward`` does.
     """
     n, U = Z.shape
     T = WP.shape[0]
@@ -204,7 +207,7 @@ def panel_sgd_update(WP, dZP, dZ, X, lr, n):
     ``W -= lr / n dZ^T X`` (6.27c, 6.23a), no dW stored.
 
     WP : (T, P, PW) updated in place; dZP : (T, >= n, PW) work buffer (dZ in
-    panels); dZ : (n, U); X : (n, P). The twin of ``cpu.dense_sgd_update``.
+    panels); dZ : (n, U); X : (n, P). Computes what ``cpu.dense_sgd_update`` does.
     """
     T, P = WP.shape[0], WP.shape[1]
     U = dZ.shape[1]

@@ -5,10 +5,10 @@ prefer 256-bit vectors (the "prefer-256-bit" tuning feature), so Numba's
 vectorised loops use ymm registers even where zmm ones would do twice the
 work per instruction: on the 2-core Emerald Rapids VM of README's tables,
 16 vector accumulators with their operands in L1 run 165-171 GFLOP/s per core
-with zmm against 73-88 with ymm (scripts/fma_peak.py). fastbp's kernels today wait on L1/L2 more than on
-multiply-adds, and whole epochs measured within noise of each other (per
-round 0.91-1.04x, README), so the default stays LLVM's: FASTBP_VECTOR_BITS=512
-asks for the wide vectors. The kernels that do gain from them, the dense first
+with zmm against 73-88 with ymm (scripts/fma_peak.py). Most of fastbp's
+kernels wait on L1/L2 more than on multiply-adds, and whole epochs measured
+within noise of each other (per round 0.91-1.04x, README), so the default
+stays LLVM's: FASTBP_VECTOR_BITS=512 asks for the wide vectors. The kernels that do gain from them, the dense first
 layer's register tiles (kernels/cpu_panels.py), ask for them per function,
 where ``available``, and use them under either setting.
 

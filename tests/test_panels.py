@@ -100,7 +100,7 @@ def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monk
     for dtype in DTYPES:
         assert cpu_panels.worthwhile([784, 200, 10], dtype)  # 200 units padded to 224 or 208
         assert cpu_panels.worthwhile([784, 50, 10], dtype)  # to 64: 1.28x
-        assert not cpu_panels.worthwhile([784, 10], dtype)  # the first layer is the fused output layer
+        assert not cpu_panels.worthwhile([784, 10], dtype)  # first layer = fused output layer
     assert not cpu_panels.worthwhile([784, 24, 10], "float32")  # to 32: 1.33x
     assert not cpu_panels.worthwhile([784, 40, 10], "float32")  # to 64: 1.6x, but at 16
     assert cpu_panels.worthwhile([784, 40, 10], "float64")  # float64s per panel to 48: 1.2x
@@ -163,7 +163,8 @@ def test_the_first_layer_moves_between_w_transposed_and_panels(panels):
     X[50:] *= rng.random((10, 20)) < 0.4
     density = [(X[s:s + 10] != 0).mean() for s in range(0, 60, 10)]
     assert (X != 0).mean() <= 0.3  # the rows get compressed ...
-    assert [d <= 0.3 for d in density] == [False, True, True, True, True, False]  # ... batch 1, 6 dense
+    # ... and batches 1 and 6 are dense
+    assert [d <= 0.3 for d in density] == [False, True, True, True, True, False]
     y = rng.integers(0, 3, 60)
     nets = [fastbp.Network([20, 40, 3], dtype="float64", seed=3) for _ in "ab"]
     for net, device in zip(nets, ["cpu", "numpy"]):
