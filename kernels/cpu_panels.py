@@ -54,9 +54,10 @@ MAX_PADDING = 1.3
 def worthwhile(sizes, dtype):
     """Whether train_steps (and inference) should run the first layer of a
     net of these layer sizes on panels when its batch is dense: where Numba may use 512-bit
-    vectors (the tiles ask for them per function, ``_wide_vectors``), when the
-    first layer is not also the (fused) output layer, and when padding its
-    units to whole panels adds at most MAX_PADDING - 1 of them."""
+    vectors (``vector_width.available``: the tiles ask for them per function,
+    ``_wide_vectors``), when the net has a hidden layer (the first layer is
+    not the output layer), and when padding its units to whole panels adds
+    at most MAX_PADDING - 1 of them."""
     dtype = np.dtype(dtype)
     padded = panel_count(sizes[1], dtype) * panel_width(dtype) if len(sizes) > 1 else 0
     return (vector_width.available() and len(sizes) > 2
@@ -172,7 +173,17 @@ def panel_forward(Z, Q, X, WP, b, act):
 @njit(inline="always", fastmath=FASTMATH)
 def _store_forward(Z, Q, acc, b, act, i0, rows, j0, units):
     """The epilogue: Z = acc + b and Q = h(Z) for the tile's first ``rows``
-    rows and ``units`` columns (the rest are padding)."""
+    rows and ``units`` columns (the rest are padding). A whole tile takes a
+    copy with constant bounds, which LLVM unrolls and vectorises."""
+    width = _width_of(Z)
+    if rows == PANEL_ROWS and units == width:
+        _store_rows(Z, Q, acc, b, act, i0, PANEL_ROWS, j0, width)
+    else:
+        _store_rows(Z, Q, acc, b, act, i0, rows, j0, units)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _store_rows(Z, Q, acc, b, act, i0, rows, j0, units):
     zero, one = Z.dtype.type(0), Z.dtype.type(1)
     for r in range(rows):
         for c in range(units):
@@ -182,11 +193,11 @@ def _store_forward(Z, Q, acc, b, act, i0, rows, j0, units):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _update_tile(acc, X, dZP, t, k0):
-    """acc[r] = sum_i X[i, k0 + r] dZP[t, i] for the 8 pixels from k0."""
+def _update_tile(acc, X, dZP, t, k0, n):
+    """acc[r] = sum_{i < n} X[i, k0 + r] dZP[t, i] for the 8 pixels from k0."""
     width = _width_of(dZP)
     k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7 = _clamped(k0, X.shape[1] - 1)
-    for i in range(X.shape[0]):
+    for i in range(n):
         x0, x1, x2, x3 = X[i, k_0], X[i, k_1], X[i, k_2], X[i, k_3]
         x4, x5, x6, x7 = X[i, k_4], X[i, k_5], X[i, k_6], X[i, k_7]
         for c in range(width):
@@ -207,7 +218,8 @@ def panel_sgd_update(WP, dZP, dZ, X, lr, n):
     ``W -= lr / n dZ^T X`` (6.27c, 6.23a), no dW stored.
 
     WP : (T, P, PW) updated in place; dZP : (T, >= n, PW) work buffer (dZ in
-    panels); dZ : (n, U); X : (n, P). Computes what ``cpu.dense_sgd_update`` does.
+    panels); dZ : (>= n, U); X : (>= n, P); n = n_b, the rows of dZ and X
+    that count (packed and summed alike). Computes what ``cpu.dense_sgd_update`` does.
     """
     T, P = WP.shape[0], WP.shape[1]
     U = dZ.shape[1]
@@ -226,13 +238,22 @@ def panel_sgd_update(WP, dZP, dZ, X, lr, n):
         t = w // blocks
         k0 = (w % blocks) * PANEL_ROWS
         acc = _tile(WP)
-        _update_tile(acc, X, dZP, t, k0)
+        _update_tile(acc, X, dZP, t, k0, n)
         _store_update(WP, acc, step, t, k0, min(PANEL_ROWS, P - k0))
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def _store_update(WP, acc, step, t, k0, rows):
-    """The SGD step: WP[t, k0 + r] += step * acc[r] for the first ``rows`` rows."""
+    """The SGD step: WP[t, k0 + r] += step * acc[r] for the first ``rows``
+    rows; a whole tile with constant bounds, which LLVM vectorises."""
+    if rows == PANEL_ROWS:
+        _step_rows(WP, acc, step, t, k0, PANEL_ROWS)
+    else:
+        _step_rows(WP, acc, step, t, k0, rows)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _step_rows(WP, acc, step, t, k0, rows):
     for r in range(rows):
         for c in range(_width_of(WP)):
             WP[t, k0 + r, c] += step * acc[r, c]

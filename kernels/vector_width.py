@@ -1,4 +1,4 @@
-"""Optionally let LLVM use 512-bit vectors on CPUs with AVX-512.
+"""Which vector width LLVM may use on CPUs with AVX-512.
 
 LLVM tunes Intel's AVX-512 server cores (Skylake-X to Emerald Rapids) to
 prefer 256-bit vectors (the "prefer-256-bit" tuning feature), so Numba's
@@ -7,16 +7,22 @@ work per instruction: on the 2-core Emerald Rapids VM of README's tables,
 16 vector accumulators with their operands in L1 run 165-171 GFLOP/s per core
 with zmm against 73-88 with ymm (scripts/fma_peak.py). Most of fastbp's
 kernels wait on L1/L2 more than on multiply-adds, and whole epochs measured
-within noise of each other (per round 0.91-1.04x, README), so the default
-stays LLVM's: FASTBP_VECTOR_BITS=512 asks for the wide vectors. The kernels that do gain from them, the dense first
-layer's register tiles (kernels/cpu_panels.py), ask for them per function,
-where ``available``, and use them under either setting.
+within noise of each other (per round 0.91-1.04x, README), so by default the
+process keeps LLVM's preference, and only the kernels that gain from zmm,
+the dense first layer's register tiles (kernels/cpu_panels.py), ask for it
+per function, where ``available``. FASTBP_VECTOR_BITS changes that:
+
+* unset (the default): as above;
+* 512: 512-bit vectors for every Numba function of the process;
+* 256: 256-bit vectors everywhere, the tiles included (they are not used:
+  the 4 x 4 blocks run instead), for CPUs that slow down under 512-bit work.
 
 Numba reads its target features once, when its CPU target context is made
 (at the first ``@njit`` decoration of the process), and all Numba code of the
 process shares them. So ``allow_512_bit`` must run before that; it changes
 nothing if it comes later or if the user chose features or a CPU model
-(NUMBA_CPU_FEATURES / NUMBA_CPU_NAME). The setting is part of Numba's cache
+(NUMBA_CPU_FEATURES / NUMBA_CPU_NAME; a "+prefer-256-bit" among the user's
+features declines the tiles' zmm too). The setting is part of Numba's cache
 key: code cached with either width stays valid, each for its own setting.
 Like Numba with its own variables, a value it cannot use is a RuntimeWarning
 naming the variable, and the default holds: a typo in the environment must
@@ -31,18 +37,28 @@ from numba.core import config, registry
 
 ENV = "FASTBP_VECTOR_BITS"
 TUNING = "prefer-256-bit"
+_declined = False  # FASTBP_VECTOR_BITS=256: no 512-bit vectors anywhere
+
+
+def setting():
+    """FASTBP_VECTOR_BITS as "256", "512", or "" (unset, empty, or a value
+    that cannot be used, which warns)."""
+    bits = os.environ.get(ENV, "").strip()
+    if bits not in ("", "256", "512"):
+        warnings.warn(f"{ENV} must be 256 or 512, not {bits!r}: using the default",
+                      RuntimeWarning, stacklevel=3)
+        return ""
+    return bits
 
 
 def allow_512_bit():
     """If FASTBP_VECTOR_BITS=512, drop LLVM's 256-bit preference for this
     process's Numba code, where the CPU has AVX-512 and nothing else decided.
     Returns whether it did."""
-    bits = os.environ.get(ENV, "256").strip()
-    if bits not in ("256", "512"):
-        warnings.warn(f"{ENV} must be 256 or 512, not {bits!r}: using 256", RuntimeWarning,
-                      stacklevel=2)
-        return False
-    if bits == "256" or config.CPU_FEATURES is not None or config.CPU_NAME is not None:
+    global _declined
+    bits = setting()
+    _declined = bits == "256"
+    if bits != "512" or config.CPU_FEATURES is not None or config.CPU_NAME is not None:
         return False
     if "_toplevel_target_context" in vars(registry.cpu_target):  # too late: it is made
         return False
@@ -66,7 +82,9 @@ def in_effect():
 
 
 def available():
-    """Whether Numba's CPU code may use 512-bit vectors at all (AVX-512 in
-    its target features), so that a function can ask for them for itself
-    (kernels/cpu_panels.py) whatever this process's preference."""
-    return "+avx512f" in _features()
+    """Whether a kernel may ask for 512-bit vectors for itself
+    (kernels/cpu_panels.py), whatever this process's preference: AVX-512 is
+    in Numba's target features, and neither FASTBP_VECTOR_BITS=256 (read by
+    ``allow_512_bit``, at import) nor the user's "+prefer-256-bit" declines it."""
+    features = _features()
+    return not _declined and "+avx512f" in features and f"+{TUNING}" not in features

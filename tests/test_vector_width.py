@@ -1,4 +1,5 @@
-"""512-bit vectors: off by default, on request where the CPU has AVX-512 and nothing else decided."""
+"""512-bit vectors: for the panel tiles only by default, everywhere on request where the CPU
+has AVX-512 and nothing else decided, nowhere with FASTBP_VECTOR_BITS=256."""
 
 import os
 import subprocess
@@ -30,7 +31,7 @@ PROBE = textwrap.dedent("""
     assert out[199] == 2
     asm = next(iter(axpy.inspect_asm().values()))
     fma = set(re.findall(r"vfmadd\\w+\\s+[^\\n]*?%([xyz])mm", asm))
-    print(vector_width.in_effect(), "".join(sorted(fma)))
+    print(vector_width.in_effect(), "".join(sorted(fma)) or "-", vector_width.available())
 """)
 
 
@@ -49,16 +50,28 @@ def test_on_request_512_bit_vectors_exactly_where_the_cpu_has_avx512():
     if AVX512:
         assert out[0] == "True" and "z" in out[1]  # xmm/ymm too, in the loop's tail
     else:
-        assert out[0] == "False" and "z" not in "".join(out[1:])
+        assert out[0] == "False" and "z" not in out[1]
+    assert out[2] == str(AVX512)  # the panel tiles too
 
 
-@pytest.mark.parametrize("setting", [{}, {vector_width.ENV: "256"}, {vector_width.ENV: " 256 "}])
+@pytest.mark.parametrize("setting", [{}, {vector_width.ENV: ""}, {vector_width.ENV: "256"},
+                                     {vector_width.ENV: " 256 "}])
 def test_by_default_or_256_llvm_s_choice_stays(setting):
     rc, out, err = probe(**setting)
     assert rc == 0, err
     assert out[0] == "False"
     if AVX512:
         assert "y" in out[1] and "z" not in out[1]  # LLVM's own preference on these cores
+    # By default the panel tiles still ask for 512-bit vectors; 256 declines them too.
+    declined = setting.get(vector_width.ENV, "").strip() == "256"
+    assert out[2] == str(AVX512 and not declined)
+
+
+def test_a_user_s_prefer_256_bit_declines_the_tiles_512_bit_vectors():
+    features = llvm.get_host_cpu_features().flatten() + ",+prefer-256-bit"
+    rc, out, err = probe(NUMBA_CPU_FEATURES=features)
+    assert rc == 0, err
+    assert out[0] == "False" and out[2] == "False"
 
 
 def test_user_chosen_numba_features_win():
@@ -71,8 +84,9 @@ def test_user_chosen_numba_features_win():
 def test_a_bad_setting_warns_naming_the_variable_and_keeps_the_default():
     rc, out, err = probe(**{vector_width.ENV: "1024"})
     assert rc == 0, err
-    assert "RuntimeWarning: FASTBP_VECTOR_BITS must be 256 or 512, not '1024': using 256" in err
-    assert out[0] == "False"
+    assert ("RuntimeWarning: FASTBP_VECTOR_BITS must be 256 or 512, not '1024': using the default"
+            in err)
+    assert out[0] == "False" and out[2] == str(AVX512)  # the default: 512-bit tiles only
 
 
 def test_a_bad_setting_leaves_the_command_line_working():
