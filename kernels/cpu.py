@@ -28,7 +28,8 @@ from numba import njit, prange
 from . import losses
 from .codes import CROSS_ENTROPY, IDENTITY
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
-from .cpu_panels import pack_panels, panel_forward, panel_sgd_update, unpack_panels
+from .cpu_panels import (pack_panels, panel_forward, panel_sgd_update, panels_from_transposed,
+                         transposed_from_panels, unpack_panels)
 from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, _active_threads,  # noqa: F401
                          compress_rows, count_nonzero, csr_forward, csr_sgd_update, nonzero_cols,
                          nonzero_rows, prefetch_rows, row_nonzeros, sparse_backward_input,
@@ -654,8 +655,15 @@ ON_W, ON_WT, ON_PANELS = 0, 1, 2
 @njit(**SERIAL)
 def _hold(W, WT, WP, held, wanted):
     """Move the first layer's weights from the array ``held`` names to the
-    one ``wanted`` names (ON_W, ON_WT or ON_PANELS), through W."""
+    one ``wanted`` names (ON_W, ON_WT or ON_PANELS): between W^T and panels
+    directly (rows of W^T are rows of panels), else through W."""
     if held == wanted:
+        return
+    if held == ON_WT and wanted == ON_PANELS:
+        panels_from_transposed(WP, WT)
+        return
+    if held == ON_PANELS and wanted == ON_WT:
+        transposed_from_panels(WT, WP)
         return
     if held == ON_WT:
         transpose(W, WT)

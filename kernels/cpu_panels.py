@@ -283,3 +283,30 @@ def unpack_panels(W, WP):
     for j in prange(U):
         for k in range(P):
             W[j, k] = WP[j // width, k, j % width]
+
+
+@njit(**PARALLEL)
+def panels_from_transposed(WP, WT):
+    """``WP[t, k, c] = WT[k, t * PW + c]``, zero past the last unit: pack_panels
+    from W^T (p, U), a contiguous copy per panel row instead of a transpose.
+    WP : (T, P, PW) output; WT : (P, U)."""
+    P, U = WT.shape
+    width = _width_of(WP)
+    # Race-free: iteration t writes only panel t.
+    for t in prange(WP.shape[0]):
+        for k in range(P):
+            for c in range(width):
+                j = t * width + c
+                WP[t, k, c] = WT[k, j] if j < U else 0
+
+
+@njit(**PARALLEL)
+def transposed_from_panels(WT, WP):
+    """``WT[k, j] = WP[j // PW, k, j % PW]``, the inverse of
+    panels_from_transposed. WT : (P, U) output; WP : (T, P, PW)."""
+    P, U = WT.shape
+    width = _width_of(WP)
+    # Race-free: iteration k writes only row k of WT.
+    for k in prange(P):
+        for j in range(U):
+            WT[k, j] = WP[j // width, k, j % width]

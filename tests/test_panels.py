@@ -44,6 +44,13 @@ def test_pack_panels_lays_out_w_transposed_by_panels_and_unpacks(P, U, dtype):
     W2 = np.full_like(W, np.nan)
     cpu.unpack_panels(W2, WP)
     assert np.array_equal(W2, W)
+    # The same moves between W^T and panels, without W (train_steps' sparse <-> dense batches).
+    WP2 = np.full_like(WP, np.nan)
+    cpu.panels_from_transposed(WP2, np.ascontiguousarray(W.T))
+    assert np.array_equal(WP2, WP)
+    WT = np.full((P, U), np.nan, dtype)
+    cpu.transposed_from_panels(WT, WP)
+    assert np.array_equal(WT, W.T)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
