@@ -44,8 +44,8 @@ def training_buffers(sizes, n_rows, dtype):
     widest = max(sizes)
     WT = np.zeros((sizes[0], sizes[1]), dtype)
     if cpu_panels.worthwhile(sizes, dtype):
-        T, width = cpu_panels.panel_count(sizes[1], dtype), cpu_panels.panel_width(dtype)
-        panels = (np.zeros((T, sizes[0], width), dtype), np.zeros((T, n_rows, width), dtype))
+        panels = (np.zeros(cpu_panels.panel_shape(sizes[1], sizes[0], dtype), dtype),
+                  np.zeros(cpu_panels.panel_shape(sizes[1], n_rows, dtype), dtype))
     else:
         panels = (np.zeros((0, 0, 0), dtype), np.zeros((0, 0, 0), dtype))
     return (WT, panels, np.zeros(n_rows * widest, np.int32), np.zeros(n_rows * widest, dtype),

@@ -66,8 +66,14 @@ def worthwhile(sizes, dtype):
 
 def panel_count(units, dtype):
     """Panels that hold ``units`` units."""
-    width = panel_width(dtype)
+    width = panel_width(np.dtype(dtype))
     return (units + width - 1) // width
+
+
+def panel_shape(units, rows, dtype):
+    """The shape of ``units`` units' panels with ``rows`` rows each: (T, rows,
+    PW), for W^T's panels (rows = inputs) or dZ's (rows = batch rows)."""
+    return (panel_count(units, dtype), rows, panel_width(np.dtype(dtype)))
 
 
 @intrinsic

@@ -52,9 +52,9 @@ def cases(n, P, U, X, dtype):
     WT1 = WT.copy()
     mm = 2 * n * P * U
     # The dense first layer on W^T in panels (train_steps' choice where AVX-512 is).
-    WP = np.zeros((cpu_panels.panel_count(U, dtype), P, cpu_panels.panel_width(dtype)), dtype)
+    WP = np.zeros(cpu_panels.panel_shape(U, P, dtype), dtype)
     cpu.pack_panels(WP, W)
-    dZP = np.zeros((WP.shape[0], n, WP.shape[2]), dtype)
+    dZP = np.zeros(cpu_panels.panel_shape(U, n, dtype), dtype)
     W4 = W.copy()
 
     def panel_update():

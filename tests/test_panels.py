@@ -24,8 +24,7 @@ SHAPES = [(1, 1), (7, 33), (129, 7), (33, 129), (16, 32), (9, 17)]
 def packed(W):
     """W in panels, through the kernel, over a buffer of NaNs."""
     dtype = W.dtype
-    WP = np.full((cpu_panels.panel_count(W.shape[0], dtype), W.shape[1],
-                  cpu_panels.panel_width(dtype)), np.nan, dtype)
+    WP = np.full(cpu_panels.panel_shape(W.shape[0], W.shape[1], dtype), np.nan, dtype)
     cpu.pack_panels(WP, W)
     return WP
 
