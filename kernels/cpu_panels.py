@@ -126,6 +126,22 @@ def _tile(dtype_of):
     return acc
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _add_outer(acc, x0, x1, x2, x3, x4, x5, x6, x7, V, t, row):
+    """acc[r] += x_r * V[t, row] for the tile's 8 rows: one load of the panel
+    row per 8 multiply-adds (a row of W^T's panel, or of dZ's)."""
+    for c in range(_width_of(V)):
+        v = V[t, row, c]
+        acc[0, c] += x0 * v
+        acc[1, c] += x1 * v
+        acc[2, c] += x2 * v
+        acc[3, c] += x3 * v
+        acc[4, c] += x4 * v
+        acc[5, c] += x5 * v
+        acc[6, c] += x6 * v
+        acc[7, c] += x7 * v
+
+
 @njit(inline="always")
 def _clamped(i0, last):
     """Eight row indices from i0, those past ``last`` repeating it: a tile at
@@ -137,21 +153,10 @@ def _clamped(i0, last):
 @njit(inline="always", fastmath=FASTMATH)
 def _forward_tile(acc, X, WP, t, i0):
     """acc[r] = sum_k X[i0 + r, k] WP[t, k] for the 8 samples from i0."""
-    width = _width_of(WP)
     i_0, i_1, i_2, i_3, i_4, i_5, i_6, i_7 = _clamped(i0, X.shape[0] - 1)
     for k in range(X.shape[1]):
-        x0, x1, x2, x3 = X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k]
-        x4, x5, x6, x7 = X[i_4, k], X[i_5, k], X[i_6, k], X[i_7, k]
-        for c in range(width):
-            w = WP[t, k, c]
-            acc[0, c] += x0 * w
-            acc[1, c] += x1 * w
-            acc[2, c] += x2 * w
-            acc[3, c] += x3 * w
-            acc[4, c] += x4 * w
-            acc[5, c] += x5 * w
-            acc[6, c] += x6 * w
-            acc[7, c] += x7 * w
+        _add_outer(acc, X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k], X[i_4, k], X[i_5, k],
+                   X[i_6, k], X[i_7, k], WP, t, k)
 
 
 @njit(**PARALLEL)
@@ -201,21 +206,10 @@ def _store_rows(Z, Q, acc, b, act, i0, rows, j0, units):
 @njit(inline="always", fastmath=FASTMATH)
 def _update_tile(acc, X, dZP, t, k0, n):
     """acc[r] = sum_{i < n} X[i, k0 + r] dZP[t, i] for the 8 pixels from k0."""
-    width = _width_of(dZP)
     k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7 = _clamped(k0, X.shape[1] - 1)
     for i in range(n):
-        x0, x1, x2, x3 = X[i, k_0], X[i, k_1], X[i, k_2], X[i, k_3]
-        x4, x5, x6, x7 = X[i, k_4], X[i, k_5], X[i, k_6], X[i, k_7]
-        for c in range(width):
-            g = dZP[t, i, c]
-            acc[0, c] += x0 * g
-            acc[1, c] += x1 * g
-            acc[2, c] += x2 * g
-            acc[3, c] += x3 * g
-            acc[4, c] += x4 * g
-            acc[5, c] += x5 * g
-            acc[6, c] += x6 * g
-            acc[7, c] += x7 * g
+        _add_outer(acc, X[i, k_0], X[i, k_1], X[i, k_2], X[i, k_3], X[i, k_4], X[i, k_5],
+                   X[i, k_6], X[i, k_7], dZP, t, i)
 
 
 @njit(**PARALLEL)

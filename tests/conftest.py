@@ -61,3 +61,12 @@ def mnist():
         pytest.skip("real MNIST not found: set FASTBP_DATA_DIR to a folder with the four "
                     "IDX files (CI sets it to ../shared/data/mnist)")
     return fastbp.datasets.mnist(folder)
+
+
+@pytest.fixture(params=[False, True], ids=["blocks", "panels"])
+def panels(request, monkeypatch):
+    """Train (and infer) with the dense first layer on panels
+    (kernels/cpu_panels.py) or on W, whatever the vector width in effect."""
+    from fastbp.kernels import cpu_panels
+    monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: request.param)
+    return request.param

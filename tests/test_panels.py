@@ -11,7 +11,7 @@ import fastbp
 from fastbp.kernels import codes, cpu, cpu_panels, vector_width
 from fastbp.kernels.cpu_common import PARALLEL
 
-from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, data, rel_err
+from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err
 from test_kernels import assert_dense_layer, at_threads, sparse_input
 
 DTYPES = ("float64", "float32")
@@ -139,33 +139,6 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
             suffix = "ps" if "float32" in str(signature) else "pd"
             multiply_adds = re.findall(rf"vfmadd231{suffix}\t%zmm\d+, %zmm\d+, %zmm\d+", asm)
             assert len(multiply_adds) >= 16, (kernel, signature)  # a tile's 16, at least
-
-
-@pytest.fixture(params=[False, True], ids=["blocks", "panels"])
-def panels(request, monkeypatch):
-    """Train with the dense first layer on panels or on W, whatever the
-    vector width in effect."""
-    monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: request.param)
-    return request.param
-
-
-@pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("sizes", [[20, 3], [20, 17], [20, 6, 3], [20, 40, 17], [20, 40, 5, 3]],
-                         ids=lambda s: "-".join(map(str, s)))
-def test_the_compiled_loop_follows_the_reference_on_panels(sizes, loss, panels):
-    """Dense input, so the first layer takes the dense path: on panels (even
-    where it is the output layer, fused or not) it keeps the reference's
-    trajectory."""
-    rng = np.random.default_rng(len(sizes) + sizes[-1])
-    X = rng.normal(size=(97, 20))
-    y = (rng.integers(0, sizes[-1], 97) if loss == "cross_entropy"
-         else rng.normal(size=(97, sizes[-1])))
-    nets = [fastbp.Network(sizes, loss=loss, dtype="float64", seed=2) for _ in "ab"]
-    hists = [fastbp.train(net, X, y, lr=0.05, batch_size=10, epochs=2, device=device)
-             for net, device in zip(nets, ["cpu", "numpy"])]
-    for (W, b), (W_ref, b_ref) in zip(nets[0].layers, nets[1].layers):
-        assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
-    assert rel_err(hists[0].batch_cost, hists[1].batch_cost) <= 1e-10
 
 
 def test_the_first_layer_moves_between_w_transposed_and_panels(panels):

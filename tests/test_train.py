@@ -73,14 +73,15 @@ def test_cpu_training_matches_the_numpy_reference(act):
 
 @pytest.mark.parametrize("density", [0.1, 1.0], ids=["sparse-input", "dense-input"])
 @pytest.mark.parametrize("loss", LOSSES)
-@pytest.mark.parametrize("sizes", [[20, 3], [20, 6, 3], [20, 6, 5, 3], [20, 6, 17],
+@pytest.mark.parametrize("sizes", [[20, 3], [20, 17], [20, 6, 3], [20, 6, 5, 3], [20, 6, 17],
                                    [20, 40, 3], [20, 40, 5, 3], [20, 40, 17]],
                          ids=lambda s: "-".join(map(str, s)))
-def test_every_path_of_the_compiled_loop_follows_the_reference(sizes, loss, density):
+def test_every_path_of_the_compiled_loop_follows_the_reference(sizes, loss, density, panels):
     """One, two and three layers; output layers narrow enough to run fused
     (<= 16) and wider; first layers that skip zero inputs (>= 32 units on
-    sparse data) and dense ones; both losses: the trajectory is the
-    reference's."""
+    sparse data) and dense ones, on W or on panels (even where panels are
+    not worthwhile: the first layer is the output layer); both losses: the
+    trajectory is the reference's."""
     rng = np.random.default_rng(len(sizes) + sizes[-1])
     X = rng.normal(size=(97, 20)) * (rng.random((97, 20)) < density)
     y = targets_for(loss, rng, 97, sizes[-1])
