@@ -32,7 +32,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import carray
 
 from . import vector_width
-from .cpu_common import FASTMATH, PARALLEL, activate
+from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate
 
 PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
 PANEL_BYTES = 128  # a panel row: two 512-bit vectors
@@ -259,18 +259,12 @@ def _step_rows(WP, acc, step, t, k0, rows):
             WP[t, k0 + r, c] += step * acc[r, c]
 
 
-@njit(**PARALLEL)
+@njit(**SERIAL)
 def pack_panels(WP, W):
     """``WP[t, k, c] = W[t * PW + c, k]``, zero past the last unit.
-    WP : (T, P, PW) output; W : (U, P)."""
-    U, P = W.shape
-    width = _width_of(WP)
-    # Race-free: iteration t writes only panel t.
-    for t in prange(WP.shape[0]):
-        for k in range(P):
-            for c in range(width):
-                j = t * width + c
-                WP[t, k, c] = W[j, k] if j < U else 0
+    WP : (T, P, PW) output; W : (U, P). It is panels_from_transposed on W's
+    transposed view (the same reads, strided)."""
+    panels_from_transposed(WP, W.T)
 
 
 @njit(**PARALLEL)
