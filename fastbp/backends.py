@@ -85,9 +85,9 @@ class CpuStepper:
         self.labels, self.targets = _split_targets(net, y)
         rows = min(batch_size, X.shape[0])
         Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, rows, net.dtype)
-        self.buffers = (Zs, Qs, dZs, dQs, row_loss) + training_buffers(net.sizes, rows,
-                                                                        net.dtype)
         self.rows_csr = compressed_rows(X, net.sizes[1])
+        self.buffers = (Zs, Qs, dZs, dQs, row_loss) + training_buffers(net.sizes, rows,
+                                                                        net.dtype, self.rows_csr)
         self.Xb = np.zeros((rows, X.shape[1]), net.dtype)
         self.yb = np.zeros(rows, np.int64)
         self.Tb = np.zeros((rows, self.targets.shape[1]), net.dtype)

@@ -16,7 +16,8 @@ Activation and loss names are resolved to the integer codes of
 ``kernels.codes`` in Python before these kernels run. Compile options and
 scalar helpers live in ``cpu_common.py``; the zero-skipping kernels (lists of
 non-zeros, compressed training rows) in ``cpu_sparse.py``, re-exported here;
-the dense first layer's tiles for 512-bit vectors in ``cpu_panels.py``.
+the first layer's tiles for 512-bit vectors (dense or zero-skipping) in
+``cpu_panels.py``.
 The public kernels are those of ``__all__``, each with a CUDA twin; the rest
 are CPU-only pieces of ``train_steps`` and of inference.
 """
@@ -28,8 +29,10 @@ from numba import njit, prange
 from . import losses
 from .codes import CROSS_ENTROPY, IDENTITY
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
-from .cpu_panels import (pack_panels, panel_forward, panel_sgd_update, panels_from_transposed,
+from .cpu_panels import (pack_panels, panel_forward, panel_forward_listed,
+                         panel_sgd_update, panel_sgd_update_listed, panels_from_transposed,
                          transposed_from_panels, unpack_panels)
+from .cpu_tile_lists import list_blocks
 from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, _active_threads,  # noqa: F401
                          compress_rows, count_nonzero, csr_forward, csr_sgd_update, nonzero_cols,
                          nonzero_rows, prefetch_rows, row_nonzeros, sparse_backward_input,
@@ -534,18 +537,23 @@ def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count,
     Step s uses the rows ``order[s*batch_size : (s+1)*batch_size]`` (the last
     batch of an epoch may be shorter); Ws, bs are updated in place. Each
     weight gradient is applied as it is computed (no dW is stored), after
-    dQ_prev has used the old weights. The first layer runs on W^T and the
-    non-zeros of its input (read in place from ``rows_csr``) when the batch
-    is sparse (MNIST: 19 % non-zero), else on W with register-blocked
-    products, or on W^T packed in panels (``cpu_panels``) when ``panels``
-    holds buffers; other layers skip the zeros that ReLU leaves in dZ, except in
+    dQ_prev has used the old weights. Where ``panels`` holds buffers, the
+    first layer runs on W^T packed in panels (``cpu_panels``): a sparse batch
+    (MNIST: 19 % non-zero) with tiles that skip its zeros, listed from the
+    rows' bit masks, a dense one with every pixel. Without panels it runs on
+    W^T and the non-zeros of its input (read in place from ``rows_csr``)
+    when the batch is sparse, else on W with register-blocked products.
+    Other layers skip the zeros that ReLU leaves in dZ, except in
     weight gradients whose dZ is dense enough for a blocked product (the
     output layer's always); a narrow output layer runs fused with its loss
     and backward (output_layer_rows).
 
-    WT : (p, U_1) work copy of Ws[0]^T; panels : (WP, dZP), a work copy of
-    Ws[0] in panels (T, p, PW) and dZ's buffer (T, batch_size, PW), or two
-    empty (0, 0, 0) arrays (never); idx (int32), val : flat scratch of
+    WT : (p, U_1) work copy of Ws[0]^T; panels : (WP, dZP, pixels,
+    pixel_counts, samples, sample_counts, pixel_words, block_words): a work
+    copy of Ws[0] in panels (T, p, PW), dZ's buffer (T, batch_size, PW),
+    ``cpu_tile_lists.skip_lists`` and the training set's ``mask_rows`` (empty
+    (0, 0): sparse batches go to W^T), or empty arrays (never panels);
+    idx (int32), val : flat scratch of
     batch_size * max(widths) entries, count : (max(batch_size, widths),)
     for the non-zero lists; rows_csr : (indptr, indices, values, colcum), the
     training set's ``compress_rows`` and the running sum of its non-zeros per
@@ -556,13 +564,14 @@ def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count,
     when a cost turned non-finite, and that step is not applied.
     """
     indptr, indices, values, colcum = rows_csr
-    WP, dZP = panels
+    WP, dZP, pixels, pixel_counts, samples, sample_counts, pixel_words, block_words = panels
     L = len(Ws)
     n = order.shape[0]
     p = X.shape[1]
     listed = indptr.shape[0] == X.shape[0] + 1 and WT.shape[1] >= SPARSE_MIN_UNITS
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
     on_panels = WP.shape[0] > 0 and not (fused and L == 1)
+    masked = on_panels and pixel_words.shape[0] == X.shape[0]  # sparse batches on panels too
     held = ON_W  # which array holds the first layer now: Ws[0], WT or WP
     done = n_steps
     for s in range(n_steps):
@@ -572,24 +581,33 @@ def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count,
         sparse = listed and _batch_nonzeros(indptr, rows) <= SPARSE_DENSITY * nb * p
         if not sparse:
             gather_rows(Xb[:nb], X, rows)
+        elif masked:  # the batch's dense rows and the lists of its zero-skipping tiles
+            list_blocks(Xb[:nb], pixels, pixel_counts, samples, sample_counts, pixel_words,
+                        block_words, indptr, indices, values, rows)
         if loss == CROSS_ENTROPY:
             for r in range(nb):
                 yb[r] = labels[rows[r]]
         else:
             gather_rows(Tb[:nb], targets, rows)
         Xs = Xb[:nb]
-        wanted = ON_WT if sparse else (ON_PANELS if on_panels else ON_W)
+        if sparse:
+            wanted = ON_PANELS if masked else ON_WT
+        else:
+            wanted = ON_PANELS if on_panels else ON_W
         if wanted != held:
             _hold(Ws[0], WT, WP, held, wanted)
             held = wanted
         # Forward (6.24), up to the output layer if that runs fused.
         for l in range(L - 1 if fused else L):
             h = act if l < L - 1 else IDENTITY
-            if l == 0 and sparse:
-                csr_forward(Zs[0][:nb], Qs[0][:nb], indptr, indices, values, rows, WT,
-                            bs[0], h)
+            if l == 0 and held == ON_PANELS and sparse:
+                panel_forward_listed(Zs[0][:nb], Qs[0][:nb], Xs, WP, bs[0], h, pixels,
+                                     pixel_counts)
             elif l == 0 and held == ON_PANELS:
                 panel_forward(Zs[0][:nb], Qs[0][:nb], Xs, WP, bs[0], h)
+            elif l == 0 and sparse:
+                csr_forward(Zs[0][:nb], Qs[0][:nb], indptr, indices, values, rows, WT,
+                            bs[0], h)
             else:
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 dense_forward(Zs[l][:nb], Qs[l][:nb], Q_prev, Ws[l], bs[l], h)
@@ -628,12 +646,14 @@ def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count,
                 ri, rv = _lists(idx, val, nb, U)
                 nonzero_rows(ri, rv, count, dZ)
                 sparse_backward_input(dQs[l - 1][:nb], ri, rv, count, Ws[l])
-            if l == 0 and sparse:
+            if l == 0 and held == ON_PANELS and sparse:
+                panel_sgd_update_listed(WP, dZP, dZ, Xs, lr, nb, samples, sample_counts)
+            elif l == 0 and held == ON_PANELS:
+                panel_sgd_update(WP, dZP, dZ, Xs, lr, nb)
+            elif l == 0 and sparse:
                 ci, cv = _lists(idx, val, p, nb)
                 csr_sgd_update(WT, ci, cv, count, indptr, indices, values, rows, dZ, lr, nb,
                                colcum)
-            elif l == 0 and held == ON_PANELS:
-                panel_sgd_update(WP, dZP, dZ, Xs, lr, nb)
             else:
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 # The loss gradient has no structural zeros; a hidden dZ has ReLU's.

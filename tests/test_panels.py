@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp.kernels import codes, cpu, cpu_panels, vector_width
+from fastbp.kernels import codes, cpu, cpu_panels, cpu_tile_lists, vector_width
 from fastbp.kernels.cpu_common import PARALLEL
 
 from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err
@@ -93,17 +93,91 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
         pytest.skip("one thread only: nothing to compare")
     n, P, U = 100, 129, 70  # 13 tiles of samples, 17 of pixels, partial panels
     X, W, b, dZ = data(7, (n, P), (U, P), (U,), (n, U), dtype=dtype)
+    X *= np.random.default_rng(8).random((n, P)) < 0.2  # for the zero-skipping twins
+    pixels, pixel_counts, samples, sample_counts, _ = listed(X)
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS, 3):
         threads = min(threads, numba.config.NUMBA_NUM_THREADS)
         WP = packed(W)
+        dZP = np.empty((WP.shape[0], n, WP.shape[2]), dtype)
         Z, Q = np.empty((n, U), dtype), np.empty((n, U), dtype)
         at_threads(threads, cpu.panel_forward, Z, Q, X, WP, b, codes.RELU)
-        at_threads(threads, cpu.panel_sgd_update, WP, np.empty((WP.shape[0], n, WP.shape[2]),
-                                                               dtype), dZ, X, 0.1, n)
-        results.append((Z, WP))
-    for Z, WP in results[1:]:
-        assert np.array_equal(Z, results[0][0]) and np.array_equal(WP, results[0][1])
+        at_threads(threads, cpu.panel_sgd_update, WP, dZP, dZ, X, 0.1, n)
+        Z2 = np.empty((n, U), dtype)
+        at_threads(threads, cpu_panels.panel_forward_listed, Z2, Z2, X, WP, b, codes.RELU, pixels,
+                   pixel_counts)
+        at_threads(threads, cpu_panels.panel_sgd_update_listed, WP, dZP, dZ, X, 0.1, n, samples,
+                   sample_counts)
+        results.append((Z, Z2, WP))
+    for result in results[1:]:
+        assert all(np.array_equal(a, b) for a, b in zip(result, results[0]))
+
+
+def listed(X, rows=None):
+    """X's compressed rows and masks, and the zero-skipping tiles' lists of
+    its batch ``rows`` (default: all, in order) through ``list_blocks``:
+    (pixels, pixel_counts, samples, sample_counts, Xb), Xb being X[rows]
+    written over NaNs."""
+    rows = np.arange(X.shape[0]) if rows is None else rows
+    indptr = np.concatenate([[0], np.cumsum((X != 0).sum(axis=1))]).astype(np.int64)
+    indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], X.dtype)
+    cpu.compress_rows(indices, values, indptr, X)  # whatever X's density
+    masks = [np.full(shape, 7, np.uint64)  # not zero: the kernel clears them itself
+             for shape in cpu_tile_lists.mask_shapes(X.shape[0], X.shape[1])]
+    cpu_tile_lists.mask_rows(*masks, indptr, indices)
+    lists = cpu_tile_lists.skip_lists(X.shape[1], rows.shape[0])
+    Xb = np.full((rows.shape[0], X.shape[1]), np.nan, X.dtype)
+    cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, rows)
+    return (*lists, Xb)
+
+
+@pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (33, 129), (129, 7), (100, 784)])
+def test_list_blocks_lists_the_pixels_and_samples_each_tile_needs(n, P):
+    """Per 8-sample block, the pixels any of its samples has; per 8-pixel
+    block, the samples that have any of its pixels: both ascending, from
+    the whole training set's bit masks, for a shuffled batch (then another,
+    so nothing of the first one stays)."""
+    rng = np.random.default_rng(n + P)
+    X = sparse_input(n * P, 3 * n + 5, P, "float32", density=0.15)
+    X[0] = 0  # an empty row
+    for rows in (rng.permutation(X.shape[0])[:n], rng.permutation(X.shape[0])[:n]):
+        pixels, pixel_counts, samples, sample_counts, Xb = listed(X, rows)
+        assert np.array_equal(Xb, X[rows])
+        nonzero = X[rows] != 0
+        for b in range(0, n, 8):
+            expected = np.flatnonzero(nonzero[b:b + 8].any(axis=0))
+            assert np.array_equal(pixels[b // 8, :pixel_counts[b // 8]], expected)
+        for k in range(0, P, 8):
+            expected = np.flatnonzero(nonzero[:, k:k + 8].any(axis=1))
+            assert np.array_equal(samples[k // 8, :sample_counts[k // 8]], expected)
+    assert pixel_counts.shape == ((n + 7) // 8,) and sample_counts.shape == ((P + 7) // 8,)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", SHAPES)
+def test_zero_skipping_panel_kernels_give_the_bits_of_the_dense_ones(P, U, n, dtype):
+    """Skipping what the lists leave out drops only terms that are exactly
+    zero: the same Z, Q and updated panels, bit for bit, and so the same
+    agreement with the reference as the dense tiles."""
+    X = sparse_input(n + P + U, n, P, dtype, density=0.15)
+    W, b, dZ = data(n + U, (U, P), (U,), (n, U), dtype=dtype)
+    pixels, pixel_counts, samples, sample_counts, Xb = listed(X)
+    Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
+    cpu.panel_forward(Z, Q, X, packed(W), b, codes.RELU)
+    Z2, Q2 = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
+    cpu_panels.panel_forward_listed(Z2, Q2, Xb, packed(W), b, codes.RELU, pixels, pixel_counts)
+    assert np.array_equal(Z2, Z) and np.array_equal(Q2, Q)
+    assert_dense_layer(Z2, Q2, X, W, b, "relu", dtype)
+    WP, WP2 = packed(W), packed(W)
+    dZP = np.full((WP.shape[0], n, WP.shape[2]), np.nan, dtype)
+    cpu.panel_sgd_update(WP, dZP, dZ, X, 0.3, n)
+    cpu_panels.panel_sgd_update_listed(WP2, dZP, dZ, Xb, 0.3, n, samples, sample_counts)
+    assert np.array_equal(WP2, WP)
+    W2 = np.empty_like(W)
+    cpu.unpack_panels(W2, WP2)
+    W_ref = W.astype(np.float64) - 0.3 * (dZ.T.astype(np.float64) @ X / n)
+    assert rel_err(W2, W_ref) <= RTOL[dtype]
 
 
 def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monkeypatch):
@@ -126,24 +200,34 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
     keeps LLVM's 256-bit preference (the suite's default), at either dtype.
     Fresh, uncached copies of the kernels: Numba cannot show the assembly of
     cached code."""
-    forward = numba.njit(**PARALLEL_UNCACHED)(cpu.panel_forward.py_func)
-    update = numba.njit(**PARALLEL_UNCACHED)(cpu.panel_sgd_update.py_func)
-    for dtype, suffix in (("float32", "ps"), ("float64", "pd")):
-        X, W, b, dZ = data(3, (9, 17), (40, 17), (40,), (9, 40), dtype=dtype)
+    forward, update, forward_listed, update_listed = (
+        numba.njit(**PARALLEL_UNCACHED)(kernel.py_func)
+        for kernel in (cpu.panel_forward, cpu.panel_sgd_update, cpu_panels.panel_forward_listed,
+                       cpu_panels.panel_sgd_update_listed))
+    for dtype in DTYPES:
+        W, b, dZ = data(3, (40, 33), (40,), (9, 40), dtype=dtype)
+        X = sparse_input(4, 9, 33, dtype, density=0.15)
+        pixels, pixel_counts, samples, sample_counts, _ = listed(X)
         WP = packed(W)
+        dZP = np.empty((WP.shape[0], 9, WP.shape[2]), dtype)
         Z = np.empty((9, 40), dtype)
         forward(Z, Z.copy(), X, WP, b, codes.RELU)
-        update(WP, np.empty((WP.shape[0], 9, WP.shape[2]), dtype), dZ, X, 0.1, 9)
-    for kernel in (forward, update):
+        update(WP, dZP, dZ, X, 0.1, 9)
+        forward_listed(Z, Z.copy(), X, WP, b, codes.RELU, pixels, pixel_counts)
+        update_listed(WP, dZP, dZ, X, 0.1, 9, samples, sample_counts)
+    for kernel in (forward, update, forward_listed, update_listed):
         for signature, asm in kernel.inspect_asm().items():
             suffix = "ps" if "float32" in str(signature) else "pd"
             multiply_adds = re.findall(rf"vfmadd231{suffix}\t%zmm\d+, %zmm\d+, %zmm\d+", asm)
             assert len(multiply_adds) >= 16, (kernel, signature)  # a tile's 16, at least
 
 
-def test_the_first_layer_moves_between_w_transposed_and_panels(panels):
-    """Sparse and dense batches in one call: the weights move W^T -> W ->
-    panels and back in the compiled loop and still match the reference."""
+@pytest.mark.parametrize("masks", [True, False], ids=["masks", "no-masks"])
+def test_the_first_layer_moves_between_w_transposed_and_panels(panels, masks):
+    """Sparse and dense batches in one call: the weights move between W,
+    W^T and panels in the compiled loop (sparse batches stay on panels
+    where the rows' bit masks are there, as CpuStepper makes them, else go
+    to W^T) and still match the reference."""
     rng = np.random.default_rng(6)
     X = rng.random((60, 20))
     X[10:50] *= rng.random((40, 20)) < 0.05
@@ -161,6 +245,11 @@ def test_the_first_layer_moves_between_w_transposed_and_panels(panels):
             assert stepper.rows_csr[0].shape == (61,)  # rows compressed: sparse batches run
             WP = stepper.buffers[6][0]
             assert (WP.shape[0] > 0) == panels
+            assert (stepper.buffers[6][6].shape[0] == 60) == panels
+            if not masks:
+                empty = np.zeros((0, 0), np.uint64)
+                kept = stepper.buffers
+                stepper.buffers = kept[:6] + (kept[6][:6] + (empty, empty),) + kept[7:]
         stepper.run(np.arange(60), 0, 6, 0.3, np.empty(6), np.empty(6))
         if device == "cpu" and panels:  # the last batch ran on panels: they hold the result
             assert np.array_equal(WP, packed(net.layers[0][0]))
@@ -200,3 +289,21 @@ def test_inference_on_dense_inputs_takes_panels_and_matches_the_reference(dtype,
     cost, _ = fastbp.network.evaluate_prepared(net, *net.checked_layers(), X.astype(dtype), y)
     J_ref, _ = fastbp.reference.cost_and_output_gradient(Z_ref, y, "cross_entropy")
     assert cost == pytest.approx(J_ref, rel=RTOL[dtype])
+
+
+def test_sparse_batches_on_panels_train_as_the_dense_tiles_would(monkeypatch):
+    """Compressed rows (sparse batches, zero-skipping tiles) and the same
+    rows uncompressed (dense batches, every pixel): the same weights, bit
+    for bit, since the tiles skip only exact zeros."""
+    monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: True)
+    X = sparse_input(5, 300, 40, "float32", density=0.15)
+    y = np.random.default_rng(5).integers(0, 5, 300)
+    weights = []
+    for compressed in (True, False):
+        if not compressed:
+            monkeypatch.setattr(fastbp.backends, "compressed_rows",
+                                lambda X, units: fastbp.sparse_rows.compressed_rows(X, 0))
+        net = fastbp.Network([40, 50, 5], seed=4)
+        fastbp.train(net, X, y, 0.2, 32, 2)
+        weights.append([W.copy() for W, _ in net.layers])
+    assert all(np.array_equal(a, b) for a, b in zip(*weights))

@@ -1,0 +1,102 @@
+"""Lists for the zero-skipping panel tiles (``cpu_panels.panel_forward_listed``,
+``panel_sgd_update_listed``), made per batch from bit masks of the training
+set's rows that are made once per run: a tile of 8 samples needs only the
+pixels that any of them has, a tile of 8 pixels only the samples that have
+any of them. CPU-only pieces of ``train_steps``; the conventions of
+``kernels/cpu.py`` hold (outputs first, no allocation).
+"""
+
+import numpy as np
+from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
+
+from .cpu_common import PARALLEL
+from .cpu_panels import PANEL_ROWS
+
+WORD = 64  # bits per word of the row masks
+
+
+def skip_lists(inputs, batch_rows):
+    """Buffers for ``list_blocks``: (pixels, pixel_counts, samples, sample_counts)."""
+    blocks = (batch_rows + PANEL_ROWS - 1) // PANEL_ROWS
+    pblocks = (inputs + PANEL_ROWS - 1) // PANEL_ROWS
+    return (np.zeros((blocks, inputs), np.uint32), np.zeros(blocks, np.int64),
+            np.zeros((pblocks, batch_rows), np.uint32), np.zeros(pblocks, np.int64))
+
+
+def mask_shapes(rows, inputs):
+    """Shapes of ``mask_rows``' outputs for a training set of rows x inputs."""
+    pblocks = (inputs + PANEL_ROWS - 1) // PANEL_ROWS
+    return (rows, (inputs + WORD - 1) // WORD), (rows, (pblocks + WORD - 1) // WORD)
+
+
+@njit(**PARALLEL)
+def mask_rows(pixel_words, block_words, indptr, indices):
+    """Bit masks of each compressed row's non-zeros, once per training run,
+    so that ``list_blocks`` merges 8 rows' pixels with a few word ORs:
+    bit k of pixel_words[s] is set where row s has pixel k, bit q of
+    block_words[s] where it has any of the pixels 8q .. 8q+7.
+
+    pixel_words, block_words : uint64 outputs shaped by ``mask_shapes``;
+    indptr, indices : ``compress_rows``.
+    """
+    one = np.uint64(1)
+    # Race-free: iteration s writes only row s of both masks.
+    for s in prange(pixel_words.shape[0]):
+        for w in range(pixel_words.shape[1]):
+            pixel_words[s, w] = 0
+        for w in range(block_words.shape[1]):
+            block_words[s, w] = 0
+        for m in range(indptr[s], indptr[s + 1]):
+            k = indices[m]
+            q = k // PANEL_ROWS
+            pixel_words[s, k // WORD] |= one << np.uint64(k % WORD)
+            block_words[s, q // WORD] |= one << np.uint64(q % WORD)
+
+
+@njit(**PARALLEL)
+def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, block_words,
+                indptr, indices, values, rows):
+    """The batch ``rows`` of a compressed training set as dense rows Xb, and
+    its lists for the zero-skipping tiles:
+
+    * pixels[b, :pixel_counts[b]]: the pixels (ascending) where any of the
+      samples 8b .. 8b+7 is non-zero;
+    * samples[q, :sample_counts[q]]: the samples (ascending) non-zero at
+      any of the pixels 8q .. 8q+7.
+
+    Xb : (n_b, P) output; pixel_words, block_words : the training set's
+    ``mask_rows``; indptr, indices, values : its ``compress_rows``; rows :
+    (n_b,). The lists are unsigned: indexing with them needs no check for
+    negative indices in the tiles' inner loops.
+    """
+    nb, P = Xb.shape
+    blocks = (nb + PANEL_ROWS - 1) // PANEL_ROWS
+    one = np.uint64(1)
+    # Race-free: block b writes only its rows of Xb and row b of pixels.
+    for b in prange(blocks):
+        i0, i1 = b * PANEL_ROWS, min(nb, (b + 1) * PANEL_ROWS)
+        for i in range(i0, i1):
+            for k in range(P):
+                Xb[i, k] = 0
+            s = rows[i]
+            for m in range(indptr[s], indptr[s + 1]):
+                Xb[i, indices[m]] = values[m]
+        c = 0
+        for w in range(pixel_words.shape[1]):
+            word = np.uint64(0)
+            for i in range(i0, i1):
+                word |= pixel_words[rows[i], w]
+            while word != 0:
+                pixels[b, c] = w * WORD + trailing_zeros(word)
+                c += 1
+                word &= word - one
+        pixel_counts[b] = c
+    # Race-free: iteration q writes only row q of samples.
+    for q in prange(samples.shape[0]):
+        w, bit = q // WORD, np.uint64(q % WORD)
+        c = 0
+        for i in range(nb):
+            samples[q, c] = i  # written unconditionally: no branch to mispredict
+            c += (block_words[rows[i], w] >> bit) & one
+        sample_counts[q] = c
