@@ -21,7 +21,7 @@ import numpy as np
 
 import fastbp
 from fastbp import reference
-from fastbp.kernels import codes, cpu, cpu_panels
+from fastbp.kernels import codes, cpu, cpu_panels, cpu_tile_lists
 from fastbp.sparse_rows import compressed_rows
 
 RELU = codes.RELU
@@ -86,6 +86,26 @@ def cases(n, P, U, X, dtype):
         cpu.csr_sgd_update(WT2, idx, val, count, indptr, indices, values, order, dZ, 0.0, n,
                            colcum)
 
+    # Sparse batches on panels: the batch's rows and its tiles' lists, then
+    # the tiles over the lists (train_steps' choice where AVX-512 is).
+    lists = cpu_tile_lists.skip_lists(P, n)
+    masks = tuple(np.empty(shape, np.uint64) for shape in cpu_tile_lists.mask_shapes(n, P))
+    Xb = np.empty_like(X)
+    if listed:
+        cpu_tile_lists.mask_rows(*masks, indptr, indices)
+        cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, order)
+    WP5 = WP.copy()
+
+    def list_blocks():
+        cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, order)
+
+    def listed_update():
+        cpu.panel_sgd_update_listed(WP5, dZP, dZ, Xb, 0.0, n, lists[2], lists[3])
+
+    def listed_weights():
+        cpu.unpack_panels(W4, WP5)
+        return W4
+
     def sparse_update():  # other layers on W: lists of dZ's columns
         cpu.nonzero_cols(idx, val, count, dZ)
         cpu.sparse_sgd_update(W1, idx, val, count, X, 0.0, n)
@@ -103,7 +123,12 @@ def cases(n, P, U, X, dtype):
         ("panel_forward (relu, 8 x 2 zmm tiles)", mm,
          lambda: cpu.panel_forward(Z, Q, X, WP, b, RELU), np_forward, lambda: Q),
         ("nonzero_rows + sparse_forward", mm, sparse_forward, np_forward, lambda: Q),
-        *([("csr_forward (compressed rows)", mm, csr_forward, np_forward, lambda: Q)]
+        *([("csr_forward (compressed rows)", mm, csr_forward, np_forward, lambda: Q),
+           ("list_blocks (rows + tile lists; vs X[rows])", n * P, list_blocks,
+            lambda: X[order], lambda: Xb),
+           ("panel_forward_listed (zero-skipping tiles)", mm,
+            lambda: cpu.panel_forward_listed(Z, Q, Xb, WP, b, RELU, lists[0], lists[1]),
+            np_forward, lambda: Q)]
           if listed else []),
         ("dense_backward_weights", mm, lambda: cpu.dense_backward_weights(dW, db, dZ, X),
          lambda: dZ.T @ X / n, lambda: dW),
@@ -117,6 +142,8 @@ def cases(n, P, U, X, dtype):
          lambda: W1 - 0.0 * (dZ.T @ X / n), lambda: W3),
         ("panel_sgd_update (8 x 2 zmm tiles)", mm, panel_update,
          lambda: W1 - 0.0 * (dZ.T @ X / n), panel_weights),
+        *([("panel_sgd_update_listed (zero-skipping tiles)", mm, listed_update,
+            lambda: W1 - 0.0 * (dZ.T @ X / n), listed_weights)] if listed else []),
         ("dense_backward_input", mm, lambda: cpu.dense_backward_input(dQ, dZ, W),
          lambda: dZ @ W, lambda: dQ),
         ("nonzero_rows + sparse_backward_input", mm, sparse_input, lambda: dZ @ W,

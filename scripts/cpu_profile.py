@@ -1,7 +1,7 @@
 """On the CPU: where kernels.cpu.train_steps spends its time, by variants
 compiled from kernels/cpu.py's own source with one phase's calls removed.
 
-    python scripts/cpu_profile.py [--rounds 5] [--threads 2,1] [--dense]
+    python scripts/cpu_profile.py [--rounds 5] [--threads 2,1] [--dense] [--only list,output]
 
 Example 6.2's shapes (784-200-10 ReLU, batch 100, 600 steps in chunks of 50,
 as fastbp.train runs them) on MNIST from $FASTBP_DATA_DIR (else random data
@@ -40,9 +40,13 @@ with open(kernels.__file__) as source_file:
 SIZES, BATCH, STEPS, CHUNK = [784, 200, 10], 100, 600, 50
 
 # (name, call prefixes dropped from train_steps); the sparse first layer's
-# calls, then the dense path's (which only a --dense run takes).
+# calls on panels (where AVX-512 is), then on W^T, then the dense path's
+# (which only a --dense run takes).
 VARIANTS = [
     ("full", []),
+    ("batch rows and tile lists (list_blocks)", ["list_blocks("]),
+    ("first-layer forward (panel_forward_listed)", ["panel_forward_listed("]),
+    ("first-layer update (panel_sgd_update_listed)", ["panel_sgd_update_listed("]),
     ("first-layer forward (csr_forward)", ["csr_forward("]),
     ("output layer (output_layer_rows)", ["output_layer_rows("]),
     ("next rows' prefetch", ["prefetch_rows("]),
@@ -121,27 +125,32 @@ def main():
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--threads", default="2,1", help="thread counts, comma-separated")
     parser.add_argument("--dense", action="store_true", help="every pixel plus N(0, 0.1^2)")
+    parser.add_argument("--only", default="", help="variants whose names contain one of "
+                        "these words, comma-separated (and full)")
     args = parser.parse_args()
+    words = [w for w in args.only.split(",") if w]
+    variants = [(name, patterns) for name, patterns in VARIANTS
+                if not patterns or not words or any(w in name for w in words)]
     threads = [int(t) for t in args.threads.split(",")]
     if args.rounds < 1 or any(t < 1 or t > numba.config.NUMBA_NUM_THREADS for t in threads):
         raise SystemExit(f"need --rounds >= 1 and thread counts in 1..{numba.config.NUMBA_NUM_THREADS}")
     X, y = training_data(args.dense)
     modules = []
-    for index, (name, patterns) in enumerate(VARIANTS):
+    for index, (name, patterns) in enumerate(variants):
         started = time.perf_counter()
         module = variant(index, patterns)
         for t in threads:  # compiles, and warms this thread count up
             epoch_us_per_step(module, t, X, y, epoch=0)
         modules.append(module)
         print(f"compiled and warmed: {name} ({time.perf_counter() - started:.0f} s)", flush=True)
-    times = {(index, t): [] for index in range(len(VARIANTS)) for t in threads}
+    times = {(index, t): [] for index in range(len(variants)) for t in threads}
     for r in range(args.rounds):
         for t in threads:
             for index, module in enumerate(modules):
                 times[index, t].append(epoch_us_per_step(module, t, X, y, epoch=1 + r))
     print(f"\nus/step (median of {args.rounds} rounds); phase = median over rounds of full - variant")
     print(f"{'variant: without':50s}" + "".join(f"{f'{t} thr':>10s}{'phase':>8s}" for t in threads))
-    for index, (name, _) in enumerate(VARIANTS):
+    for index, (name, _) in enumerate(variants):
         row = f"{name:50s}"
         for t in threads:
             full, mine = times[0, t], times[index, t]
