@@ -12,8 +12,8 @@ import numpy as np
 
 from . import reference
 from .buffers import batch_buffers, gradient_buffers, training_buffers
-from .sparse_rows import compressed_rows
-from .kernels import codes, cpu
+from .sparse_rows import compressed_rows, tile_masks
+from .kernels import codes, cpu, cpu_panels
 from .threads import ThreadTuner
 from .validation import choice
 
@@ -86,8 +86,10 @@ class CpuStepper:
         rows = min(batch_size, X.shape[0])
         Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, rows, net.dtype)
         self.rows_csr = compressed_rows(X, net.sizes[1])
+        masks = (tile_masks(X, self.rows_csr, rows)
+                 if cpu_panels.worthwhile(net.sizes, net.dtype) else None)
         self.buffers = (Zs, Qs, dZs, dQs, row_loss) + training_buffers(net.sizes, rows,
-                                                                        net.dtype, self.rows_csr)
+                                                                        net.dtype, masks)
         self.Xb = np.zeros((rows, X.shape[1]), net.dtype)
         self.yb = np.zeros(rows, np.int64)
         self.Tb = np.zeros((rows, self.targets.shape[1]), net.dtype)

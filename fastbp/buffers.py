@@ -30,33 +30,30 @@ def gradient_buffers(layers):
             tuple(np.zeros_like(b) for _, b in layers))
 
 
-def training_buffers(sizes, n_rows, dtype, rows_csr=None):
+def training_buffers(sizes, n_rows, dtype, masks=None):
     """Scratch of ``kernels.cpu.train_steps`` beyond ``batch_buffers``.
 
     Returns (WT, panels, idx, val, count): the first layer's transposed
     weights (p, U_1); panels, where those are worthwhile
     (``kernels.cpu_panels``): its weights and dZ packed in panels of units,
-    the lists of the zero-skipping tiles, and the bit masks of the training
-    set's rows (``rows_csr``: its ``sparse_rows.compressed_rows``, if any),
-    else empty arrays of the same kinds; and flat scratch for one set of
-    non-zero lists (int32 indices, values, counts) of any matrix the step
-    lists: batch rows x a layer width, either way round.
+    the lists of the zero-skipping tiles and ``masks``, the training rows'
+    bit masks (``sparse_rows.tile_masks``; None or empty: sparse batches
+    stay on W^T), else empty arrays of the same kinds; and flat scratch for
+    one set of non-zero lists (int32 indices, values, counts) of any matrix
+    the step lists: batch rows x a layer width, either way round.
     """
     dtype = np.dtype(dtype)
     widest = max(sizes)
     WT = np.zeros((sizes[0], sizes[1]), dtype)
-    masks = (np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64))
+    if masks is None:
+        masks = (np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64))
     if cpu_panels.worthwhile(sizes, dtype):
-        if rows_csr is not None and rows_csr[0].shape[0] > 0:
-            indptr, indices = rows_csr[0], rows_csr[1]
-            masks = tuple(np.empty(shape, np.uint64)
-                          for shape in cpu_tile_lists.mask_shapes(indptr.shape[0] - 1, sizes[0]))
-            cpu_tile_lists.mask_rows(*masks, indptr, indices)
         panels = (np.zeros(cpu_panels.panel_shape(sizes[1], sizes[0], dtype), dtype),
                   np.zeros(cpu_panels.panel_shape(sizes[1], n_rows, dtype), dtype),
                   *cpu_tile_lists.skip_lists(sizes[0], n_rows), *masks)
     else:
+        empty = np.zeros((0, 0), np.uint64)
         panels = (np.zeros((0, 0, 0), dtype), np.zeros((0, 0, 0), dtype),
-                  *cpu_tile_lists.skip_lists(0, 0), *masks)
+                  *cpu_tile_lists.skip_lists(0, 0), empty, empty)
     return (WT, panels, np.zeros(n_rows * widest, np.int32), np.zeros(n_rows * widest, dtype),
             np.zeros(max(n_rows, widest), np.int64))

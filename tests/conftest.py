@@ -65,8 +65,10 @@ def mnist():
 
 @pytest.fixture(params=[False, True], ids=["blocks", "panels"])
 def panels(request, monkeypatch):
-    """Train (and infer) with the dense first layer on panels
-    (kernels/cpu_panels.py) or on W, whatever the vector width in effect."""
+    """Train (and infer) with the first layer on panels (kernels/cpu_panels.py),
+    sparse batches too however their non-zeros spread, or on W and W^T,
+    whatever the vector width in effect."""
     from fastbp.kernels import cpu_panels
     monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: request.param)
+    monkeypatch.setattr(fastbp.sparse_rows, "MAX_UNION_RATIO", np.inf)
     return request.param

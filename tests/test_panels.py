@@ -296,8 +296,8 @@ def test_sparse_batches_on_panels_train_as_the_dense_tiles_would(monkeypatch):
     rows uncompressed (dense batches, every pixel): the same weights, bit
     for bit, since the tiles skip only exact zeros."""
     monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: True)
-    X = sparse_input(5, 300, 40, "float32", density=0.15)
-    y = np.random.default_rng(5).integers(0, 5, 300)
+    X, y = clustered_rows(300, 40), np.random.default_rng(5).integers(0, 5, 300)
+    assert fastbp.sparse_rows.union_ratio(X, 32) <= fastbp.sparse_rows.MAX_UNION_RATIO
     weights = []
     for compressed in (True, False):
         if not compressed:
@@ -307,3 +307,40 @@ def test_sparse_batches_on_panels_train_as_the_dense_tiles_would(monkeypatch):
         fastbp.train(net, X, y, 0.2, 32, 2)
         weights.append([W.copy() for W, _ in net.layers])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def clustered_rows(n, P, seed=5):
+    """Rows whose non-zeros are one run of 5-8 adjacent pixels within the
+    middle 16, like the strokes of a digit (density about 0.16 at P = 40)."""
+    rng = np.random.default_rng(seed)
+    X = np.zeros((n, P), np.float32)
+    for i in range(n):
+        start, width = rng.integers(P // 2 - 8, P // 2 + 2), rng.integers(5, 9)
+        X[i, start:start + width] = rng.random(width) + 0.1
+    return X
+
+
+def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels):
+    """union_ratio: the tiles' work over the non-zeros' (about 1 when all
+    rows share their pixels, about 1/d when nothing is shared); tile_masks
+    makes the masks only under MAX_UNION_RATIO (the panels fixture lifts it:
+    put it back)."""
+    from fastbp import sparse_rows
+    sparse_rows.MAX_UNION_RATIO = 2.8
+    X_shared = np.zeros((200, 64), np.float32)
+    X_shared[:, 8:16] = 1  # every row the same 8 pixels: one tile's worth
+    assert sparse_rows.union_ratio(X_shared, 100) == pytest.approx(1.0)
+    X_random = sparse_input(3, 2000, 784, "float32", density=0.1)
+    ratio = sparse_rows.union_ratio(X_random, 100)
+    expected = (1 - 0.9 ** 8) / 0.1  # a tile's union of 8 independent rows or pixels
+    assert ratio == pytest.approx(expected, rel=0.05)
+    assert ratio == sparse_rows.union_ratio(X_random, 100)  # a fixed sample
+    X = clustered_rows(300, 40)
+    assert sparse_rows.union_ratio(X, 32) <= 2.8
+    for data, made in ((X, True), (X_random, False)):
+        csr = sparse_rows.compressed_rows(data, 40)
+        masks = sparse_rows.tile_masks(data, csr, 100)
+        assert (masks[0].shape[0] == data.shape[0]) == made
+    stepper = fastbp.backends.make_stepper("cpu", *(lambda net: (net, *net.checked_layers()))(
+        fastbp.Network([40, 50, 5], seed=1)), X, np.zeros(300, np.int64), 32)
+    assert (stepper.buffers[6][6].shape[0] == 300) == panels
