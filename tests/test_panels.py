@@ -337,10 +337,11 @@ def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels):
     assert ratio == sparse_rows.union_ratio(X_random, 100)  # a fixed sample
     X = clustered_rows(300, 40)
     assert sparse_rows.union_ratio(X, 32) <= 2.8
-    for data, made in ((X, True), (X_random, False)):
-        csr = sparse_rows.compressed_rows(data, 40)
-        masks = sparse_rows.tile_masks(data, csr, 100)
-        assert (masks[0].shape[0] == data.shape[0]) == made
-    stepper = fastbp.backends.make_stepper("cpu", *(lambda net: (net, *net.checked_layers()))(
-        fastbp.Network([40, 50, 5], seed=1)), X, np.zeros(300, np.int64), 32)
+    for rows, made in ((X, True), (X_random, False)):
+        csr = sparse_rows.compressed_rows(rows, 40)
+        masks = sparse_rows.tile_masks(rows, csr, 100)
+        assert (masks[0].shape[0] == rows.shape[0]) == made
+    net = fastbp.Network([40, 50, 5], seed=1)
+    stepper = fastbp.backends.make_stepper("cpu", net, *net.checked_layers(), X,
+                                           np.zeros(300, np.int64), 32)
     assert (stepper.buffers[6][6].shape[0] == 300) == panels
