@@ -45,7 +45,7 @@ def compressed_rows(X, first_units):
 # 2 threads, whole epochs against the W^T path): MNIST, whose pixel shares
 # are 2.4 and 2.1x its density, 0.92-0.94x the time; MNIST with 40 % of its
 # non-zeros dropped (3.5 and 3.1x) 1.05x; uniformly random non-zeros (5-7x)
-# 1.7-2.9x.
+# 1.7-2.0x (2.9x at 4096 inputs, density 0.01).
 MAX_UNION_RATIO = 2.8
 RATIO_BATCHES = 8  # random batches the ratio is estimated on
 
@@ -81,5 +81,5 @@ def tile_masks(X, rows_csr, batch_rows):
         return np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64)
     masks = tuple(np.empty(shape, np.uint64)
                   for shape in cpu_tile_lists.mask_shapes(X.shape[0], X.shape[1]))
-    cpu_tile_lists.mask_rows(*masks, indptr, indices)
+    cpu.mask_rows(*masks, indptr, indices)  # through cpu: locked and stamped (fastbp/__init__.py)
     return masks

@@ -58,7 +58,8 @@ MAX_PADDING = 1.3
 
 def worthwhile(sizes, dtype):
     """Whether train_steps (and inference) should run the first layer of a
-    net of these layer sizes on panels when its batch is dense: where Numba may use 512-bit
+    net of these layer sizes on panels (dense batches; sparse ones too where
+    fastbp/sparse_rows.py makes the rows' masks): where Numba may use 512-bit
     vectors (``vector_width.available``: the tiles ask for them per function,
     ``_wide_vectors``), when the net has a hidden layer (the first layer is
     not the output layer), and when padding its units to whole panels adds
@@ -276,7 +277,7 @@ def _step_rows(WP, acc, step, t, k0, rows):
 # (39 %). Each batch lists both (cpu_tile_lists.list_blocks), then the tiles
 # run over the lists: the same sums in the same order minus terms that are
 # exactly zero, so the results are bitwise those of panel_forward and
-# panel_sgd_update (for finite weights: a skipped 0 x inf would be NaN).
+# panel_sgd_update (for finite weights and dZ: a skipped 0 x inf would be NaN).
 
 @njit(inline="always", fastmath=FASTMATH)
 def _forward_tile_listed(acc, X, WP, t, i0, pixels, count):

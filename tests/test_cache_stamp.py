@@ -36,3 +36,21 @@ def test_every_cached_cpu_kernel_carries_the_fingerprint():
     assert cpu.train_steps._cache._cache_file._source_stamp[1] == fingerprint
     own = cpu.train_steps._cache._cache_file._source_stamp[0]
     assert not (isinstance(own, tuple) and own[-1] == fingerprint)
+
+
+def test_every_cached_kernel_of_every_module_is_reachable_from_cpu():
+    """fastbp/__init__.py locks and stamps the dispatchers in kernels.cpu's
+    namespace: one cached elsewhere and not re-exported there would compile
+    unlocked and keep a stale cache when a constant it imports changes."""
+    import importlib
+    import pkgutil
+
+    import fastbp.kernels
+    for info in pkgutil.iter_modules(fastbp.kernels.__path__):
+        if not info.name.startswith("cpu"):
+            continue
+        module = importlib.import_module(f"fastbp.kernels.{info.name}")
+        for name, value in vars(module).items():
+            cache_file = getattr(getattr(value, "_cache", None), "_cache_file", None)
+            if isinstance(value, Dispatcher) and cache_file is not None:
+                assert getattr(cpu, name, None) is value, f"{info.name}.{name}"

@@ -15,6 +15,7 @@ from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err
 from test_kernels import assert_dense_layer, at_threads, sparse_input
 
 DTYPES = ("float64", "float32")
+MAX_UNION_RATIO = fastbp.sparse_rows.MAX_UNION_RATIO  # before the panels fixture lifts it
 PARALLEL_UNCACHED = dict(PARALLEL, cache=False)
 # Units and inputs that leave partial panels and partial 8-row tiles (and
 # whole ones: 32 units fill one float32 panel, 16 one float64 panel).
@@ -103,21 +104,22 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
         Z, Q = np.empty((n, U), dtype), np.empty((n, U), dtype)
         at_threads(threads, cpu.panel_forward, Z, Q, X, WP, b, codes.RELU)
         at_threads(threads, cpu.panel_sgd_update, WP, dZP, dZ, X, 0.1, n)
-        Z2 = np.empty((n, U), dtype)
-        at_threads(threads, cpu_panels.panel_forward_listed, Z2, Z2, X, WP, b, codes.RELU, pixels,
-                   pixel_counts)
+        Z2, Q2 = np.empty((n, U), dtype), np.empty((n, U), dtype)
+        at_threads(threads, cpu_panels.panel_forward_listed, Z2, Q2, X, WP, b, codes.RELU,
+                   pixels, pixel_counts)
         at_threads(threads, cpu_panels.panel_sgd_update_listed, WP, dZP, dZ, X, 0.1, n, samples,
                    sample_counts)
-        results.append((Z, Z2, WP))
+        results.append((Z, Q, Z2, Q2, WP))
     for result in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(result, results[0]))
 
 
-def listed(X, rows=None):
+def listed(X, rows=None, buffers=None):
     """X's compressed rows and masks, and the zero-skipping tiles' lists of
     its batch ``rows`` (default: all, in order) through ``list_blocks``:
     (pixels, pixel_counts, samples, sample_counts, Xb), Xb being X[rows]
-    written over NaNs."""
+    written over NaNs; or written into ``buffers`` (such a tuple, sized for
+    at least len(rows)), the batch's rows of Xb returned."""
     rows = np.arange(X.shape[0]) if rows is None else rows
     indptr = np.concatenate([[0], np.cumsum((X != 0).sum(axis=1))]).astype(np.int64)
     indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], X.dtype)
@@ -125,8 +127,11 @@ def listed(X, rows=None):
     masks = [np.full(shape, 7, np.uint64)  # not zero: the kernel clears them itself
              for shape in cpu_tile_lists.mask_shapes(X.shape[0], X.shape[1])]
     cpu_tile_lists.mask_rows(*masks, indptr, indices)
-    lists = cpu_tile_lists.skip_lists(X.shape[1], rows.shape[0])
-    Xb = np.full((rows.shape[0], X.shape[1]), np.nan, X.dtype)
+    if buffers is None:
+        buffers = (*cpu_tile_lists.skip_lists(X.shape[1], rows.shape[0]),
+                   np.full((rows.shape[0], X.shape[1]), np.nan, X.dtype))
+    *lists, Xb = buffers
+    Xb = Xb[:rows.shape[0]]
     cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, rows)
     return (*lists, Xb)
 
@@ -135,22 +140,25 @@ def listed(X, rows=None):
 def test_list_blocks_lists_the_pixels_and_samples_each_tile_needs(n, P):
     """Per 8-sample block, the pixels any of its samples has; per 8-pixel
     block, the samples that have any of its pixels: both ascending, from
-    the whole training set's bit masks, for a shuffled batch (then another,
-    so nothing of the first one stays)."""
+    the whole training set's bit masks, for a shuffled batch, then a shorter
+    one (an epoch's last) in the same buffers, so nothing of the first stays."""
     rng = np.random.default_rng(n + P)
     X = sparse_input(n * P, 3 * n + 5, P, "float32", density=0.15)
     X[0] = 0  # an empty row
-    for rows in (rng.permutation(X.shape[0])[:n], rng.permutation(X.shape[0])[:n]):
-        pixels, pixel_counts, samples, sample_counts, Xb = listed(X, rows)
+    buffers = (*cpu_tile_lists.skip_lists(P, n), np.full((n, P), np.nan, np.float32))
+    for m in (n, max(1, n - 3)):
+        rows = rng.permutation(X.shape[0])[:m]
+        pixels, pixel_counts, samples, sample_counts, Xb = listed(X, rows, buffers)
         assert np.array_equal(Xb, X[rows])
         nonzero = X[rows] != 0
-        for b in range(0, n, 8):
+        for b in range(0, m, 8):
             expected = np.flatnonzero(nonzero[b:b + 8].any(axis=0))
             assert np.array_equal(pixels[b // 8, :pixel_counts[b // 8]], expected)
         for k in range(0, P, 8):
             expected = np.flatnonzero(nonzero[:, k:k + 8].any(axis=1))
             assert np.array_equal(samples[k // 8, :sample_counts[k // 8]], expected)
-    assert pixel_counts.shape == ((n + 7) // 8,) and sample_counts.shape == ((P + 7) // 8,)
+        assert np.all(sample_counts <= m) and pixel_counts.shape == ((n + 7) // 8,)
+    assert sample_counts.shape == ((P + 7) // 8,)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -297,14 +305,17 @@ def test_sparse_batches_on_panels_train_as_the_dense_tiles_would(monkeypatch):
     for bit, since the tiles skip only exact zeros."""
     monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: True)
     X, y = clustered_rows(300, 40), np.random.default_rng(5).integers(0, 5, 300)
-    assert fastbp.sparse_rows.union_ratio(X, 32) <= fastbp.sparse_rows.MAX_UNION_RATIO
+    assert (X != 0).mean() <= 0.7 * cpu.SPARSE_DENSITY  # the batches are sparse
+    net = fastbp.Network([40, 50, 5], seed=4)
+    stepper = fastbp.backends.make_stepper("cpu", net, *net.checked_layers(), X, y, 32)
+    assert stepper.buffers[6][6].shape[0] == 300  # the rows' masks: the tiles run
     weights = []
     for compressed in (True, False):
         if not compressed:
             monkeypatch.setattr(fastbp.backends, "compressed_rows",
                                 lambda X, units: fastbp.sparse_rows.compressed_rows(X, 0))
         net = fastbp.Network([40, 50, 5], seed=4)
-        fastbp.train(net, X, y, 0.2, 32, 2)
+        fastbp.train(net, X, y, 0.2, 32, 2, device="cpu")
         weights.append([W.copy() for W, _ in net.layers])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
@@ -320,13 +331,13 @@ def clustered_rows(n, P, seed=5):
     return X
 
 
-def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels):
+def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels, monkeypatch):
     """union_ratio: the tiles' work over the non-zeros' (about 1 when all
     rows share their pixels, about 1/d when nothing is shared); tile_masks
     makes the masks only under MAX_UNION_RATIO (the panels fixture lifts it:
     put it back)."""
     from fastbp import sparse_rows
-    sparse_rows.MAX_UNION_RATIO = 2.8
+    monkeypatch.setattr(sparse_rows, "MAX_UNION_RATIO", MAX_UNION_RATIO)
     X_shared = np.zeros((200, 64), np.float32)
     X_shared[:, 8:16] = 1  # every row the same 8 pixels: one tile's worth
     assert sparse_rows.union_ratio(X_shared, 100) == pytest.approx(1.0)
@@ -336,7 +347,7 @@ def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels):
     assert ratio == pytest.approx(expected, rel=0.05)
     assert ratio == sparse_rows.union_ratio(X_random, 100)  # a fixed sample
     X = clustered_rows(300, 40)
-    assert sparse_rows.union_ratio(X, 32) <= 2.8
+    assert sparse_rows.union_ratio(X, 32) <= MAX_UNION_RATIO
     for rows, made in ((X, True), (X_random, False)):
         csr = sparse_rows.compressed_rows(rows, 40)
         masks = sparse_rows.tile_masks(rows, csr, 100)
