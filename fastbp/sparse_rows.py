@@ -40,10 +40,11 @@ def compressed_rows(X, first_units):
 
 
 # Sparse batches take the zero-skipping panel tiles only where the non-zeros
-# cluster: a tile works on every pixel that any of its 8 samples has, and on
-# every sample that has any of its 8 pixels. Measured (784-200-10, n_b 100,
-# 2 threads, whole epochs against the W^T path): MNIST, whose pixel shares
-# are 2.4 and 2.1x its density, 0.92-0.94x the time; MNIST with 40 % of its
+# cluster: a forward tile works on every pixel that any of its 8 samples has,
+# an update tile on every sample that has any of its 4 pixels. Measured
+# (784-200-10, n_b 100, 2 threads, whole epochs against the W^T path, with
+# update tiles of 8 pixels then): MNIST, whose shares were 2.4 and 2.1x its
+# density (1.5x with 4 pixels), 0.92-0.94x the time; MNIST with 40 % of its
 # non-zeros dropped (3.5 and 3.1x) 1.05x; uniformly random non-zeros (5-7x)
 # 1.7-2.0x (2.9x at 4096 inputs, density 0.01).
 MAX_UNION_RATIO = 2.8
@@ -52,21 +53,21 @@ RATIO_BATCHES = 8  # random batches the ratio is estimated on
 
 def union_ratio(X, batch_rows):
     """How much more than X's non-zeros the zero-skipping tiles would work
-    on: the mean share of pixels that any of a tile's 8 samples has and of
-    samples that have any of a tile's 8 pixels, over the density, in
+    on: the mean share of pixels that any of a forward tile's 8 samples has
+    and of samples that have any of an update tile's 4 pixels, over the density, in
     RATIO_BATCHES batches of ``batch_rows`` random rows (a fixed seed: the
     same X always gets the same answer)."""
     n, p = X.shape
     rng = np.random.default_rng(0)
-    rows = cpu_tile_lists.PANEL_ROWS
+    rows, cols = cpu_tile_lists.PANEL_ROWS, cpu_tile_lists.SKIP_ROWS
     shares, density = 0.0, 0.0
     for _ in range(RATIO_BATCHES):
         nonzero = X[rng.choice(n, min(batch_rows, n), replace=False)] != 0
         nb = nonzero.shape[0]
-        padded = np.zeros((-(-nb // rows) * rows, -(-p // rows) * rows), bool)
+        padded = np.zeros((-(-nb // rows) * rows, -(-p // cols) * cols), bool)
         padded[:nb, :p] = nonzero
         samples = padded.reshape(-1, rows, padded.shape[1]).any(axis=1)[:, :p]
-        pixels = padded.reshape(padded.shape[0], -1, rows).any(axis=2)[:nb]
+        pixels = padded.reshape(padded.shape[0], -1, cols).any(axis=2)[:nb]
         shares += (samples.mean() + pixels.mean()) / 2
         density += nonzero.mean()
     return shares / density if density else np.inf

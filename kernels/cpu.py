@@ -29,7 +29,7 @@ from numba import njit, prange
 from . import losses
 from .codes import CROSS_ENTROPY, IDENTITY
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
-from .cpu_panels import (pack_dz, pack_panels, panel_forward, panel_forward_listed,  # noqa: F401
+from .cpu_panels import (SKIP_ROWS, pack_dz, pack_panels, panel_forward, panel_forward_listed,  # noqa: F401
                          panel_sgd_update, panel_sgd_update_listed, panels_from_transposed,
                          transposed_from_panels, unpack_panels)
 from .cpu_tile_lists import list_blocks, mask_rows  # noqa: F401
@@ -573,7 +573,7 @@ def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count,
     on_panels = WP.shape[0] > 0 and not (fused and L == 1)
     # Sparse batches on panels too, where the masks and lists fit this X and batch size.
     masked = (on_panels and pixel_words.shape[0] == X.shape[0]
-              and pixel_words.shape[1] == (p + 63) // 64 and samples.shape[0] == (p + 7) // 8
+              and pixel_words.shape[1] == (p + 63) // 64 and samples.shape[0] == (p + SKIP_ROWS - 1) // SKIP_ROWS
               and samples.shape[1] >= min(batch_size, n)
               and pixels.shape[0] * 8 >= min(batch_size, n))
     held = ON_W  # which array holds the first layer now: Ws[0], WT or WP

@@ -1,8 +1,8 @@
 """Lists for the zero-skipping panel tiles (``cpu_panels.panel_forward_listed``,
 ``panel_sgd_update_listed``), made per batch from bit masks of the training
-set's rows that are made once per run: a tile of 8 samples needs only the
-pixels that any of them has, a tile of 8 pixels only the samples that have
-any of them. CPU-only pieces of ``train_steps``; the conventions of
+set's rows that are made once per run: a forward tile of 8 samples needs
+only the pixels that any of them has, an update tile of SKIP_ROWS (4) pixels
+only the samples that have any of them. CPU-only pieces of ``train_steps``; the conventions of
 ``kernels/cpu.py`` hold (outputs first, no allocation).
 """
 
@@ -11,7 +11,7 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .cpu_common import PARALLEL
-from .cpu_panels import PANEL_ROWS
+from .cpu_panels import PANEL_ROWS, SKIP_ROWS
 
 WORD = 64  # bits per word of the row masks
 
@@ -19,14 +19,14 @@ WORD = 64  # bits per word of the row masks
 def skip_lists(inputs, batch_rows):
     """Buffers for ``list_blocks``: (pixels, pixel_counts, samples, sample_counts)."""
     blocks = (batch_rows + PANEL_ROWS - 1) // PANEL_ROWS
-    pblocks = (inputs + PANEL_ROWS - 1) // PANEL_ROWS
+    pblocks = (inputs + SKIP_ROWS - 1) // SKIP_ROWS
     return (np.zeros((blocks, inputs), np.uint32), np.zeros(blocks, np.int64),
             np.zeros((pblocks, batch_rows), np.uint32), np.zeros(pblocks, np.int64))
 
 
 def mask_shapes(rows, inputs):
     """Shapes of ``mask_rows``' outputs for a training set of rows x inputs."""
-    pblocks = (inputs + PANEL_ROWS - 1) // PANEL_ROWS
+    pblocks = (inputs + SKIP_ROWS - 1) // SKIP_ROWS
     return (rows, (inputs + WORD - 1) // WORD), (rows, (pblocks + WORD - 1) // WORD)
 
 
@@ -35,7 +35,7 @@ def mask_rows(pixel_words, block_words, indptr, indices):
     """Bit masks of each compressed row's non-zeros, once per training run,
     so that ``list_blocks`` merges 8 rows' pixels with a few word ORs:
     bit k of pixel_words[s] is set where row s has pixel k, bit q of
-    block_words[s] where it has any of the pixels 8q .. 8q+7.
+    block_words[s] where it has any of the pixels 4q .. 4q+3 (SKIP_ROWS = 4).
 
     pixel_words, block_words : uint64 outputs shaped by ``mask_shapes``;
     indptr, indices : ``compress_rows``.
@@ -49,7 +49,7 @@ def mask_rows(pixel_words, block_words, indptr, indices):
             block_words[s, w] = 0
         for m in range(indptr[s], indptr[s + 1]):
             k = indices[m]
-            q = k // PANEL_ROWS
+            q = k // SKIP_ROWS
             pixel_words[s, k // WORD] |= one << np.uint64(k % WORD)
             block_words[s, q // WORD] |= one << np.uint64(q % WORD)
 
@@ -63,7 +63,7 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
     * pixels[b, :pixel_counts[b]]: the pixels (ascending) where any of the
       samples 8b .. 8b+7 is non-zero;
     * samples[q, :sample_counts[q]]: the samples (ascending) non-zero at
-      any of the pixels 8q .. 8q+7.
+      any of the pixels 4q .. 4q+3 (SKIP_ROWS = 4).
 
     Xb : (n_b, P) output; pixel_words, block_words : the training set's
     ``mask_rows``; indptr, indices, values : its ``compress_rows``; rows :
