@@ -126,22 +126,12 @@ def _width_of_impl(A):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _tile(dtype_of):
-    """A zeroed PANEL_ROWS x panel-width register tile for dtype_of's dtype."""
+def _tile(dtype_of, rows=PANEL_ROWS):
+    """A zeroed rows x panel-width register tile for dtype_of's dtype (rows:
+    a constant, PANEL_ROWS or SKIP_ROWS, so the inlined loops unroll)."""
     width = _width_of(dtype_of)
-    acc = carray(stack_buffer(_CELLS, dtype_of.dtype), (PANEL_ROWS, width))
-    for r in range(PANEL_ROWS):
-        for c in range(width):
-            acc[r, c] = 0
-    return acc
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _short_tile(dtype_of):
-    """A zeroed SKIP_ROWS x panel-width register tile for dtype_of's dtype."""
-    width = _width_of(dtype_of)
-    acc = carray(stack_buffer(_CELLS, dtype_of.dtype), (SKIP_ROWS, width))
-    for r in range(SKIP_ROWS):
+    acc = carray(stack_buffer(_CELLS, dtype_of.dtype), (rows, width))
+    for r in range(rows):
         for c in range(width):
             acc[r, c] = 0
     return acc
@@ -365,7 +355,7 @@ def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
         if sample_counts[q] == 0:
             continue
         k0 = q * SKIP_ROWS
-        acc = _short_tile(WP)
+        acc = _tile(WP, SKIP_ROWS)
         _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q])
         _store_update(WP, acc, step, t, k0, min(SKIP_ROWS, P - k0), SKIP_ROWS)
 
