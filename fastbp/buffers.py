@@ -51,9 +51,8 @@ def training_buffers(sizes, n_rows, dtype, masks=None):
         panels = (np.zeros(cpu_panels.panel_shape(sizes[1], sizes[0], dtype), dtype),
                   np.zeros(cpu_panels.panel_shape(sizes[1], n_rows, dtype), dtype),
                   *cpu_tile_lists.skip_lists(sizes[0], n_rows), *masks)
-    else:
-        empty = np.zeros((0, 0), np.uint64)
+    else:  # (masks unused: train_steps takes sparse batches to the tiles only on panels)
         panels = (np.zeros((0, 0, 0), dtype), np.zeros((0, 0, 0), dtype),
-                  *cpu_tile_lists.skip_lists(0, 0), empty, empty)
+                  *cpu_tile_lists.skip_lists(0, 0), *masks)
     return (WT, panels, np.zeros(n_rows * widest, np.int32), np.zeros(n_rows * widest, dtype),
             np.zeros(max(n_rows, widest), np.int64))
