@@ -173,10 +173,11 @@ def _clamped(i0, last):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _forward_tile(acc, X, WP, t, i0):
-    """acc[r] = sum_k X[i0 + r, k] WP[t, k] for the 8 samples from i0."""
+def _forward_tile(acc, X, WP, t, i0, pixels):
+    """acc[r] = sum_k X[i0 + r, k] WP[t, k] for the 8 samples from i0, over
+    ``pixels``: range(P), or a tile's list (panel_forward_listed)."""
     i_0, i_1, i_2, i_3, i_4, i_5, i_6, i_7 = _clamped(i0, X.shape[0] - 1)
-    for k in range(X.shape[1]):
+    for k in pixels:
         _add_outer(acc, X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k], X[i_4, k], X[i_5, k],
                    X[i_6, k], X[i_7, k], WP, t, k)
 
@@ -199,7 +200,7 @@ def panel_forward(Z, Q, X, WP, b, act):
         i0 = (w % blocks) * PANEL_ROWS
         j0 = t * width
         acc = _tile(WP)
-        _forward_tile(acc, X, WP, t, i0)
+        _forward_tile(acc, X, WP, t, i0, range(X.shape[1]))
         _store_forward(Z, Q, acc, b, act, i0, min(PANEL_ROWS, n - i0), j0, min(width, U - j0))
 
 
@@ -296,16 +297,6 @@ def _step_rows(WP, acc, step, t, k0, rows):
 # exactly zero, so the results are bitwise those of panel_forward and
 # panel_sgd_update (for finite weights and dZ: a skipped 0 x inf would be NaN).
 
-@njit(inline="always", fastmath=FASTMATH)
-def _forward_tile_listed(acc, X, WP, t, i0, pixels, count):
-    """_forward_tile over the listed pixels only."""
-    i_0, i_1, i_2, i_3, i_4, i_5, i_6, i_7 = _clamped(i0, X.shape[0] - 1)
-    for m in range(count):
-        k = pixels[m]
-        _add_outer(acc, X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k], X[i_4, k], X[i_5, k],
-                   X[i_6, k], X[i_7, k], WP, t, k)
-
-
 @njit(**PARALLEL)
 def panel_forward_listed(Z, Q, X, WP, b, act, pixels, pixel_counts):
     """panel_forward skipping the pixels that none of a tile's samples has
@@ -322,7 +313,7 @@ def panel_forward_listed(Z, Q, X, WP, b, act, pixels, pixel_counts):
         i0 = blk * PANEL_ROWS
         j0 = t * width
         acc = _tile(WP)
-        _forward_tile_listed(acc, X, WP, t, i0, pixels[blk], pixel_counts[blk])
+        _forward_tile(acc, X, WP, t, i0, pixels[blk, :pixel_counts[blk]])
         _store_forward(Z, Q, acc, b, act, i0, min(PANEL_ROWS, n - i0), j0, min(width, U - j0))
 
 
