@@ -141,14 +141,16 @@ def test_list_blocks_lists_the_pixels_and_samples_each_tile_needs(n, P):
     """Per 8-sample block, the pixels any of its samples has; per 4-pixel
     block, the samples that have any of its pixels: both ascending, from
     the whole training set's bit masks, for a shuffled batch, then a shorter
-    one (an epoch's last) in the same buffers, so nothing of the first stays."""
+    one (an epoch's last) in the same buffers, so nothing of the first stays;
+    at every thread count, then one thread (block and word items share a region)."""
     rng = np.random.default_rng(n + P)
     X = sparse_input(n * P, 3 * n + 5, P, "float32", density=0.15)
     X[0] = 0  # an empty row
     buffers = (*cpu_tile_lists.skip_lists(P, n), np.full((n, P), np.nan, np.float32))
-    for m in (n, max(1, n - 3)):
+    for m, threads in ((n, numba.config.NUMBA_NUM_THREADS), (max(1, n - 3), 1)):
         rows = rng.permutation(X.shape[0])[:m]
-        pixels, pixel_counts, samples, sample_counts, Xb = listed(X, rows, buffers)
+        pixels, pixel_counts, samples, sample_counts, Xb = at_threads(threads, listed, X, rows,
+                                                                      buffers)
         assert np.array_equal(Xb, X[rows])
         nonzero = X[rows] != 0
         for b in range(0, m, 8):
