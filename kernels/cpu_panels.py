@@ -189,19 +189,24 @@ def panel_forward(Z, Q, X, WP, b, act):
     Z, Q : (n, U) outputs; X : (n, P); WP : (T, P, PW), W^T in panels
     (``pack_panels``); b : (U,). Computes what ``cpu.dense_forward`` does.
     """
-    n, U = Z.shape
-    T = WP.shape[0]
-    width = _width_of(WP)
-    blocks = (n + PANEL_ROWS - 1) // PANEL_ROWS
+    blocks = (Z.shape[0] + PANEL_ROWS - 1) // PANEL_ROWS
     # Race-free: item w writes only the rows of its block in its panel's columns.
-    for w in prange(T * blocks):
+    for w in prange(WP.shape[0] * blocks):
         _wide_vectors()
-        t = w // blocks
-        i0 = (w % blocks) * PANEL_ROWS
-        j0 = t * width
-        acc = _tile(WP)
-        _forward_tile(acc, X, WP, t, i0, range(X.shape[1]))
-        _store_forward(Z, Q, acc, b, act, i0, min(PANEL_ROWS, n - i0), j0, min(width, U - j0))
+        _forward_item(Z, Q, X, WP, b, act, w // blocks, (w % blocks) * PANEL_ROWS,
+                      range(X.shape[1]))
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _forward_item(Z, Q, X, WP, b, act, t, i0, pixels):
+    """A forward work item: the tile of the 8 samples from i0 in panel t
+    over ``pixels`` (every pixel, or the block's list), then its epilogue."""
+    n, U = Z.shape
+    width = _width_of(WP)
+    j0 = t * width
+    acc = _tile(WP)
+    _forward_tile(acc, X, WP, t, i0, pixels)
+    _store_forward(Z, Q, acc, b, act, i0, min(PANEL_ROWS, n - i0), j0, min(width, U - j0))
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -301,20 +306,13 @@ def _step_rows(WP, acc, step, t, k0, rows):
 def panel_forward_listed(Z, Q, X, WP, b, act, pixels, pixel_counts):
     """panel_forward skipping the pixels that none of a tile's samples has
     (``list_blocks``): bitwise the same Z and Q."""
-    n, U = Z.shape
-    T = WP.shape[0]
-    width = _width_of(WP)
-    blocks = (n + PANEL_ROWS - 1) // PANEL_ROWS
+    blocks = (Z.shape[0] + PANEL_ROWS - 1) // PANEL_ROWS
     # Race-free: item w writes only the rows of its block in its panel's columns.
-    for w in prange(T * blocks):
+    for w in prange(WP.shape[0] * blocks):
         _wide_vectors()
-        t = w // blocks
         blk = w % blocks
-        i0 = blk * PANEL_ROWS
-        j0 = t * width
-        acc = _tile(WP)
-        _forward_tile(acc, X, WP, t, i0, pixels[blk, :pixel_counts[blk]])
-        _store_forward(Z, Q, acc, b, act, i0, min(PANEL_ROWS, n - i0), j0, min(width, U - j0))
+        _forward_item(Z, Q, X, WP, b, act, w // blocks, blk * PANEL_ROWS,
+                      pixels[blk, :pixel_counts[blk]])
 
 
 @njit(inline="always", fastmath=FASTMATH)
