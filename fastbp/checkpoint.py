@@ -8,20 +8,23 @@ an uninterrupted run would have seen.
 from .errors import DataError
 from .history import History
 from .network import network_from
-from .storage import CHECKPOINT_FORMAT, atomic_save_npz, load_npz
+from .storage import ANY, CHECKPOINT_FORMAT, atomic_save_npz, load_npz
 
 VERSION = 1
 
 
-def save_checkpoint(path, net, settings, epoch, step, history):
+def save_checkpoint(path, net, settings, epoch, step, history, expected=ANY):
     """Write a checkpoint atomically: after ``epoch`` full epochs and ``step``
-    further iterations, with the training ``settings`` that must match on resume."""
+    further iterations, with the training ``settings`` that must match on
+    resume. ``expected`` as in ``storage.atomic_file`` (None: a new file;
+    the identity of this run's last checkpoint: only that one is replaced).
+    Returns the written file's ``storage.file_identity``."""
     arrays = net.weight_arrays()
     arrays.update(history.to_arrays())
     meta = {"format": CHECKPOINT_FORMAT, "version": VERSION, "network": net.metadata(),
             "settings": settings, "epoch": epoch, "step": step,
             "steps_per_epoch": history.steps_per_epoch}
-    atomic_save_npz(path, arrays, meta)
+    return atomic_save_npz(path, arrays, meta, expected)
 
 
 def load_checkpoint(path, net, settings):

@@ -54,22 +54,118 @@ def new_temporary_file(folder, prefix=TEMP_PREFIX, suffix=".tmp"):
             continue
 
 
-def atomic_save_npz(path, arrays, meta):
-    """Write ``arrays`` (name -> ndarray) and JSON ``meta`` to ``path`` atomically."""
-    path = os.fspath(path)
-    folder = os.path.dirname(os.path.abspath(path))
+# ``expected`` of atomic_file when any file at the path may be replaced.
+ANY = object()
+
+
+def file_identity(path):
+    """(device, inode, size, mtime) of the file at ``path``, or None where
+    there is none: a file replaced or rewritten since has another."""
+    try:
+        st = os.stat(path)
+    except (OSError, TypeError, ValueError):
+        return None
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def save_target(path):
+    """The file that saving to ``path`` replaces: a symbolic link's target,
+    so the link stays a link (and the file it points to gets the new
+    content). Raises ValueError where that is not a regular file (a device
+    such as /dev/null, a FIFO, a folder): renaming a new file onto it would
+    destroy it."""
+    target = os.path.realpath(path)
+    if os.path.lexists(target) and not os.path.isfile(target):
+        shown = os.fsdecode(path)
+        also = "" if target == os.path.abspath(path) else f" (it leads to {os.fsdecode(target)})"
+        raise ValueError(f"cannot save to {shown!r}{also}: not a regular file")
+    return target
+
+
+@contextlib.contextmanager
+def atomic_file(path, mode="wb", expected=ANY):
+    """An open temporary file next to ``path``'s target (``save_target``),
+    renamed onto it once the block has written it and it is on disk: the
+    previous file stays whole until then, and its permission bits carry
+    over (a private file stays private). Hard links to it keep the old
+    content: the rename gives the path a new file.
+
+    ``expected``: ANY replaces whatever is there; None only creates (the
+    file must not exist, checked atomically where the file system has hard
+    links); a ``file_identity`` replaces only that very file (another
+    process's file at the path is never overwritten; a check just before
+    the rename). A conflict is a ValueError naming the path; an OSError is
+    re-raised naming ``path`` (not the temporary file).
+    """
+    shown = os.fsdecode(path)
+    target = save_target(path)
+    folder = os.path.dirname(target)
     if not os.path.isdir(folder):
-        raise ValueError(f"cannot save to {path!r}: folder {folder!r} does not exist")
+        raise ValueError(f"cannot save to {shown!r}: folder {os.fsdecode(folder)!r} does "
+                         "not exist")
+    try:
+        fd, tmp = new_temporary_file(folder)
+    except OSError as exc:
+        raise _naming(exc, shown) from None
+    with discarded_on_failure(tmp):
+        try:
+            with os.fdopen(fd, mode) as f:
+                yield f
+                f.flush()
+                os.fsync(f.fileno())
+                if hasattr(os, "fchmod") and os.path.exists(target):
+                    # The replaced file's permission bits (a private file stays private).
+                    os.fchmod(f.fileno(), os.stat(target).st_mode & 0o7777)
+            _place(tmp, target, shown, expected)
+        except OSError as exc:
+            raise _naming(exc, shown) from None
+    _sync_folder(folder)
+
+
+def _place(tmp, target, shown, expected):
+    """Rename the written ``tmp`` onto ``target`` as ``expected`` allows."""
+    if expected is ANY:
+        os.replace(tmp, target)
+        return
+    if expected is None:
+        try:
+            os.link(tmp, target)  # fails, atomically, where the target exists
+        except FileExistsError:
+            raise ValueError(f"{shown!r} appeared while this run was writing it (another "
+                             "run?): left as it is") from None
+        except OSError:  # no hard links on this file system: check, then rename
+            if os.path.lexists(target):
+                raise ValueError(f"{shown!r} appeared while this run was writing it "
+                                 "(another run?): left as it is") from None
+            os.replace(tmp, target)
+        else:
+            os.unlink(tmp)
+        return
+    if file_identity(target) != expected:
+        raise ValueError(f"{shown!r} was replaced, changed or removed since this run "
+                         "wrote it (another run?): left as it is")
+    os.replace(tmp, target)
+
+
+def _naming(exc, shown):
+    """``exc`` again, its message naming ``shown``."""
+    return reworded(exc, f"cannot write {shown}: {exc.strerror or exc}")
+
+
+def reworded(exc, message):
+    """An OSError of ``exc``'s class and errno with ``message`` instead."""
+    return type(exc)(exc.errno, message) if exc.errno is not None else type(exc)(message)
+
+
+def atomic_save_npz(path, arrays, meta, expected=ANY):
+    """Write ``arrays`` (name -> ndarray) and JSON ``meta`` to ``path``
+    atomically (``atomic_file``; ``expected`` as there). Returns the written
+    file's ``file_identity``."""
     payload = dict(arrays)
     payload[META_KEY] = np.array(json.dumps(meta))
-    fd, tmp = new_temporary_file(folder)
-    with discarded_on_failure(tmp):
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    _sync_folder(folder)
+    with atomic_file(path, "wb", expected) as f:
+        np.savez(f, **payload)
+    return file_identity(save_target(path))
 
 
 def _sync_folder(folder):
@@ -111,7 +207,7 @@ def load_npz(path, formats):
         raise DataError(f"{path}: not a fastbp file (no metadata)")
     try:
         meta = json.loads(meta_array.item())
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # nesting deeper than Python's stack
         raise DataError(f"{path}: metadata is not valid JSON ({exc})") from None
     found = meta.get("format") if isinstance(meta, dict) else None
     if found not in formats:

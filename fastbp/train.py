@@ -18,6 +18,7 @@ from .errors import DivergenceError
 from .history import History
 from .network import Network, evaluate_prepared
 from .sparse_rows import compressed_rows
+from .storage import file_identity, reworded
 
 # Iterations per compiled call at most: bounds how late progress reports and
 # Ctrl-C are seen, at a cost of one call (~tens of microseconds) per chunk.
@@ -52,7 +53,8 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     device : "auto" | "cpu" | "cuda" | "numpy" (the NumPy reference).
     checkpoint : path or None. Saved (atomically) after every epoch, and on
         Ctrl-C before the KeyboardInterrupt is re-raised. An existing file is
-        never overwritten by a fresh run: without resume=True it is an error.
+        never overwritten by a fresh run: without resume=True it is an error;
+        nor is a file another run wrote there after this run's last save.
     resume : continue from ``checkpoint`` up to ``epochs``; gives the very same
         weights and History as one uninterrupted run with the same arguments
         (same device and thread count). Refused with a ValueError naming the
@@ -66,10 +68,14 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
 
     Raises
     ------
-    ValueError for bad arguments; DataError for a damaged checkpoint;
-    DivergenceError when a mini-batch cost (checked inside the compiled loop)
-    or the weights turn non-finite: the network keeps the weights of the last
-    finite iteration, and the error's ``history`` records up to the bad one.
+    ValueError for bad arguments (an lr that rounds to 0 in the network's
+    dtype included), and when the checkpoint on disk is no longer this run's
+    (replaced or removed by something else: it is left as it is); DataError
+    for a damaged checkpoint; OSError naming the checkpoint when it cannot be
+    written (the last one saved is kept); DivergenceError when a mini-batch
+    cost (checked inside the compiled loop) or the weights turn non-finite:
+    the network keeps the weights of the last finite iteration, and the
+    error's ``history`` records up to the bad one.
     """
     if not isinstance(net, Network):
         raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
@@ -96,8 +102,12 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
                 "eval_every": eval_every}
     if checkpoint is not None:  # resuming on other data would silently differ
         settings["data_crc32"] = _fingerprint(X, y, *(val or ()))
+    if net.dtype.type(lr / batch_size) == 0:
+        raise ValueError(f"lr={lr!r} is too small for {net.dtype.name}: lr / batch_size "
+                         "rounds to 0, so SGD would never change the weights")
     history = History(steps_per_epoch=math.ceil(n / batch_size))
     epoch, step = 0, 0
+    saves = _CheckpointFile(checkpoint, None)  # a fresh run's file must not exist
     if checkpoint is not None and not resume and os.path.exists(checkpoint):
         # Never overwrite a run that may have taken all night.
         raise ValueError(f"the checkpoint {os.fsdecode(checkpoint)!r} already exists: pass "
@@ -107,6 +117,7 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
         if not os.path.exists(checkpoint):
             raise ValueError(f"resume=True but the checkpoint {os.fsdecode(checkpoint)!r} "
                              "does not exist")
+        saves = _CheckpointFile(checkpoint, file_identity(checkpoint), resumed=True)
         saved, epoch, step, history = load_checkpoint(checkpoint, net, settings)
         if (epoch, step) > (epochs, 0):
             raise ValueError(f"cannot resume from {os.fsdecode(checkpoint)}: it is already "
@@ -126,13 +137,13 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
                     progress(epoch, step, history.steps_per_epoch, history)
                 if interrupted() and step < history.steps_per_epoch:
                     stepper.sync()
-                    save_checkpoint(checkpoint, net, settings, epoch, step, history)
+                    saves.save(net, settings, epoch, step, history)
                     raise KeyboardInterrupt
             history.epoch_seconds.append(time.perf_counter() - started)
             epoch, step = epoch + 1, 0
             if checkpoint is not None:
                 stepper.sync()
-                save_checkpoint(checkpoint, net, settings, epoch, step, history)
+                saves.save(net, settings, epoch, step, history)
             if interrupted():
                 raise KeyboardInterrupt
     stepper.sync()
@@ -263,13 +274,35 @@ def _check_validation(net, val):
     return Xv, yv
 
 
+class _CheckpointFile:
+    """A run's checkpoint path, written only over the run's own last
+    checkpoint (or the one it resumed from), so two runs given the same path
+    never destroy each other's: the other finds the file changed and stops."""
+
+    def __init__(self, path, identity, resumed=False):
+        self.path, self.identity = path, identity
+        self.left = "the checkpoint resumed from is unchanged" if resumed else None
+
+    def save(self, net, settings, epoch, step, history):
+        try:
+            self.identity = save_checkpoint(self.path, net, settings, epoch, step, history,
+                                            expected=self.identity)
+        except OSError as exc:  # disk full, say: what is on disk still resumes
+            left = self.left or "no checkpoint was saved yet"
+            raise reworded(exc, f"{exc.strerror or exc}; {left}") from None
+        where = f"after epoch {epoch}" if step == 0 else f"at epoch {epoch + 1}, step {step}"
+        self.left = f"the checkpoint saved {where} is unchanged"
+
+
 @contextlib.contextmanager
 def _deferred_interrupt(enabled):
     """While active (and enabled, in the main thread), the first Ctrl-C only
     sets a flag, so training can stop between chunks with a consistent
     checkpoint; a second Ctrl-C interrupts at once."""
     flag = []
-    if not enabled or threading.current_thread() is not threading.main_thread():
+    # SIGINT ignored (a background job of a script) stays ignored.
+    if (not enabled or threading.current_thread() is not threading.main_thread()
+            or signal.getsignal(signal.SIGINT) is signal.SIG_IGN):
         yield lambda: False
         return
 

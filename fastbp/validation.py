@@ -11,6 +11,8 @@ import os
 
 import numpy as np
 
+from .storage import save_target
+
 
 def choice(name, value, choices):
     """Return ``value`` if it is one of ``choices``, else raise naming them."""
@@ -54,6 +56,10 @@ def file_path(name, value):
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise ValueError(f"{name}: folder {folder!r} of {path!r} does not exist")
+    try:
+        save_target(path)  # not a device, FIFO or other non-file a save would destroy
+    except ValueError as exc:
+        raise ValueError(f"{name}: {exc}") from None
     return path
 
 

@@ -332,3 +332,146 @@ def test_fuzz_mutated_model_files(tmp_path, edits, compressed):
         assert str(path) in str(exc)
     else:
         net.forward(np.ones((1, net.n_inputs)))  # whatever loaded is usable
+
+
+# --- what a save replaces --------------------------------------------------------------
+
+def test_a_save_through_a_symbolic_link_writes_its_target(tmp_path):
+    """The link stays a link (``latest.npz -> run-7.npz``), its target gets the file."""
+    target, link = tmp_path / "run-7.npz", tmp_path / "latest.npz"
+    small_net(seed=1).save(target)
+    link.symlink_to(target.name)
+    net = small_net(seed=2)
+    net.save(link)
+    assert link.is_symlink() and os.readlink(link) == target.name
+    assert same_weights(fastbp.load(target), net)
+    assert temp_files(tmp_path) == []
+
+
+def test_a_save_keeps_the_replaced_files_permissions(tmp_path):
+    """A private file stays private (the rename would carry the new file's bits)."""
+    path = tmp_path / "model.npz"
+    small_net(seed=1).save(path)
+    path.chmod(0o600)
+    umask = os.umask(0o022)
+    try:
+        small_net(seed=2).save(path)
+    finally:
+        os.umask(umask)
+    assert path.stat().st_mode & 0o777 == 0o600
+
+
+def test_a_save_onto_what_is_not_a_regular_file_is_refused(tmp_path):
+    """Renaming onto a FIFO (or a device such as /dev/null) would destroy it."""
+    fifo = tmp_path / "pipe"
+    os.mkfifo(fifo)
+    link = tmp_path / "link.npz"
+    link.symlink_to(fifo.name)
+    for path in (fifo, link):
+        with pytest.raises(ValueError, match="not a regular file"):
+            small_net().save(path)
+        with pytest.raises(ValueError, match="checkpoint: .*not a regular file"):
+            fastbp.train(small_net(), np.ones((4, 4)), np.zeros(4, int), checkpoint=path)
+    assert fifo.is_fifo() and sorted(os.listdir(tmp_path)) == ["link.npz", "pipe"]
+
+
+@pytest.mark.parametrize("fails", ["temporary-file", "rename"])
+def test_a_failed_save_names_the_users_path_not_the_temporary_file(tmp_path, monkeypatch,
+                                                                   fails):
+    path = tmp_path / "model.npz"
+
+    def refuse(*args, **kwargs):
+        raise PermissionError(13, "Permission denied", str(tmp_path / ".fastbp-1-2.tmp"))
+    monkeypatch.setattr(storage, "new_temporary_file" if fails == "temporary-file"
+                        else "_place", refuse)
+    with pytest.raises(PermissionError, match=f"cannot write {path}: Permission denied") as info:
+        small_net().save(path)
+    assert ".fastbp-" not in str(info.value)
+    assert temp_files(tmp_path) == [] and not path.exists()
+
+
+def test_metadata_nested_too_deep_for_json_is_a_data_error(tmp_path):
+    path = tmp_path / "deep.npz"
+    np.savez(path, **{storage.META_KEY: np.array("[" * 100000)})
+    with pytest.raises(fastbp.DataError, match=f"{path}: metadata is not valid JSON"):
+        fastbp.load(path)
+
+
+# --- a checkpoint path shared by two runs -----------------------------------------------
+
+def two_class_data(n=40):
+    rng = np.random.default_rng(0)
+    return rng.normal(size=(n, 4)), rng.integers(0, 2, n)
+
+
+def foreign_checkpoint(path):
+    """Another run's checkpoint at ``path``: its bytes, to check they survive."""
+    X, y = two_class_data(16)
+    other = path.parent / "elsewhere.npz"
+    fastbp.train(small_net(seed=9), X, y, epochs=1, batch_size=4, checkpoint=other)
+    os.replace(other, path)
+    return path.read_bytes()
+
+
+def test_a_checkpoint_another_run_replaced_is_left_alone(tmp_path):
+    """Run A saved after epoch 1; run B then wrote the same path: A stops
+    at its next save instead of destroying B's checkpoint."""
+    X, y = two_class_data()
+    path = tmp_path / "ckpt.npz"
+    theirs = []
+
+    def other_run_writes(epoch, step, steps, history):
+        if epoch == 1 and not theirs:
+            theirs.append(foreign_checkpoint(path))
+    with pytest.raises(ValueError, match="replaced, changed or removed since this run wrote it"):
+        fastbp.train(small_net(), X, y, epochs=3, batch_size=8, checkpoint=path,
+                     progress=other_run_writes)
+    assert path.read_bytes() == theirs[0]
+    assert temp_files(tmp_path) == []
+
+
+def test_a_checkpoint_that_appears_during_a_fresh_run_is_left_alone(tmp_path):
+    X, y = two_class_data()
+    path = tmp_path / "ckpt.npz"
+    theirs = []
+
+    def other_run_writes(epoch, step, steps, history):
+        if not theirs:
+            theirs.append(foreign_checkpoint(path))
+    with pytest.raises(ValueError, match="appeared while this run was writing it"):
+        fastbp.train(small_net(), X, y, epochs=2, batch_size=8, checkpoint=path,
+                     progress=other_run_writes)
+    assert path.read_bytes() == theirs[0]
+    assert temp_files(tmp_path) == []
+
+
+def test_a_resumed_run_replaces_its_own_checkpoint(tmp_path):
+    X, y = two_class_data()
+    path = tmp_path / "ckpt.npz"
+    fastbp.train(small_net(), X, y, epochs=1, batch_size=8, checkpoint=path)
+    fastbp.train(small_net(), X, y, epochs=3, batch_size=8, checkpoint=path, resume=True)
+    assert fastbp.storage.load_npz(path, (storage.CHECKPOINT_FORMAT,))[1]["epoch"] == 3
+
+
+def test_a_checkpoint_that_cannot_be_written_says_what_is_left(tmp_path, monkeypatch):
+    X, y = two_class_data()
+    path = tmp_path / "ckpt.npz"
+    real, saves = np.savez, []
+
+    def full_disk_from_the_second_save(file, **arrays):
+        saves.append(1)
+        if len(saves) >= 2:
+            raise OSError(28, "No space left on device")
+        real(file, **arrays)
+    monkeypatch.setattr(storage.np, "savez", full_disk_from_the_second_save)
+    with pytest.raises(OSError, match=f"cannot write {path}: No space left on device; the "
+                                      "checkpoint saved after epoch 1 is unchanged"):
+        fastbp.train(small_net(), X, y, epochs=3, batch_size=8, checkpoint=path)
+    assert fastbp.storage.load_npz(path, (storage.CHECKPOINT_FORMAT,))[1]["epoch"] == 1
+    saves.clear()
+    other = tmp_path / "other.npz"
+    monkeypatch.setattr(storage.np, "savez", lambda *a, **k: (_ for _ in ()).throw(
+        OSError(28, "No space left on device")))
+    with pytest.raises(OSError, match="no checkpoint was saved yet"):
+        fastbp.train(small_net(), X, y, epochs=1, batch_size=8, checkpoint=other)
+    assert not other.exists() and temp_files(tmp_path) == []

@@ -82,6 +82,9 @@ BAD = [
     ("lr-str", lambda: train(lr="0.1"), ["lr", "'0.1'"]),
     ("lr-bool", lambda: train(lr=True), ["lr", "True"]),
     ("lr-none", lambda: train(lr=None), ["lr", "None"]),
+    ("lr-underflows", lambda: fastbp.train(fastbp.Network([4, 5, 3], seed=0), X, Y, lr=1e-46,
+                                           batch_size=10, epochs=1),
+     ["lr=1e-46", "float32", "rounds to 0"]),
     ("batch-zero", lambda: train(batch_size=0), ["batch_size", "0"]),
     ("batch-neg", lambda: train(batch_size=-10), ["batch_size", "-10"]),
     ("batch-float", lambda: train(batch_size=2.5), ["batch_size", "2.5"]),
@@ -205,6 +208,18 @@ def test_bad_input_is_a_value_error_naming_the_culprit(call, fragments):
     pattern = ".*".join(fragments)
     assert re.search(pattern, message, re.DOTALL), f"{pattern!r} not in {message!r}"
     assert type(info.value) is ValueError  # not a DataError: nothing is wrong with a file
+
+
+def test_the_smallest_learning_rates_a_dtype_can_hold_are_accepted():
+    """Only a step lr / batch_size that is exactly 0 in the dtype is refused:
+    a float32 subnormal one still moves the (zero) biases; float64 holds far
+    smaller ones."""
+    for dtype, lr in (("float32", 1e-44), ("float64", 1e-300)):
+        net = fastbp.Network([4, 5, 3], dtype=dtype, seed=0)
+        before = [p.copy() for layer in net.layers for p in layer]
+        fastbp.train(net, X, Y, lr=lr, batch_size=1, epochs=1)
+        after = [p for layer in net.layers for p in layer]
+        assert any(not np.array_equal(a, b) for a, b in zip(after, before))
 
 
 def test_bad_input_is_refused_before_any_weight_changes():

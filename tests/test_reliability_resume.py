@@ -118,6 +118,19 @@ def test_ctrl_c_restores_the_previous_sigint_handler(tmp_path):
     assert signal.getsignal(signal.SIGINT) is before
 
 
+def test_an_ignored_sigint_stays_ignored(tmp_path):
+    """A background job of a script inherits SIGINT ignored: a checkpointing
+    run must not start catching it."""
+    seen = []
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        run(1, "cpu", checkpoint=tmp_path / "c.npz",
+            progress=lambda *args: seen.append(signal.getsignal(signal.SIGINT)))
+    finally:
+        signal.signal(signal.SIGINT, previous)
+    assert seen and all(handler is signal.SIG_IGN for handler in seen)
+
+
 @pytest.mark.parametrize("change, culprit", [
     ({"lr": 0.06}, "lr=0.05.*lr=0.06"),
     ({"batch_size": 21}, "batch_size=20.*batch_size=21"),
