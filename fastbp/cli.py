@@ -21,7 +21,7 @@ from click.core import ParameterSource
 from . import __version__, backends, datasets, plotting
 from .errors import DivergenceError
 from .network import Network
-from .storage import CHECKPOINT_FORMAT, load_npz, new_temporary_file
+from .storage import CHECKPOINT_FORMAT, atomic_file, load_npz, save_target
 from .train import train
 
 EXIT_INTERRUPTED = 130
@@ -65,14 +65,45 @@ class PositiveFloat(click.ParamType):
         return number
 
 
+class NonEmptyPath(click.Path):
+    """click.Path refusing "" (what ``--save "$UNSET"`` passes): an empty
+    name would otherwise mean "not written" and lose the run's output."""
+
+    def convert(self, value, param, ctx):
+        if isinstance(value, (str, bytes)) and not value:
+            self.fail("the path is empty", param, ctx)
+        return super().convert(value, param, ctx)
+
+
+class OneLineUsageErrors(click.Command):
+    """Usage errors as one ``Error: ...`` line (exit 2), like every other
+    error, without click's usage and hint lines before it."""
+
+    def make_context(self, info_name, args, parent=None, **extra):
+        try:
+            return super().make_context(info_name, args, parent=parent, **extra)
+        except click.UsageError as exc:
+            raise _UsageError(exc.format_message()) from None
+
+    def invoke(self, ctx):
+        try:
+            return super().invoke(ctx)
+        except click.UsageError as exc:
+            raise _UsageError(exc.format_message()) from None
+
+
+class _UsageError(click.ClickException):
+    exit_code = 2
+
+
 def _output_option(name, metavar, what):
-    return click.option(name, metavar=metavar, type=click.Path(),
+    return click.option(name, metavar=metavar, type=NonEmptyPath(),
                         default=None, show_default="not written", help=what)
 
 
-@click.command("fastbp-train", context_settings={"help_option_names": ["-h", "--help"],
-                                                 "show_default": True})
-@click.option("--data-dir", metavar="DIR", type=click.Path(file_okay=False), default=None,
+@click.command("fastbp-train", cls=OneLineUsageErrors,
+               context_settings={"help_option_names": ["-h", "--help"], "show_default": True})
+@click.option("--data-dir", metavar="DIR", type=NonEmptyPath(file_okay=False), default=None,
               show_default="$FASTBP_DATA_DIR, else ~/.cache/fastbp/mnist, downloaded if empty",
               help="Folder with the four MNIST-format IDX files (.gz or raw).")
 @click.option("--hidden", type=HiddenSizes(), default="200",
@@ -167,6 +198,7 @@ def _run(o, ui):
     device = backends.resolve_device(o["device"])
 
     folder, (Xtr, ytr, Xte, yte) = _load_data(o["data_dir"], ui)
+    _check_not_inputs(outputs, folder)
     sizes = [Xtr.shape[1], *o["hidden"], datasets.N_CLASSES]
     net = Network(sizes, activation=o["activation"], dtype=o["dtype"], seed=o["seed"])
     Xte = Xte.astype(net.dtype, copy=False)
@@ -194,11 +226,11 @@ def _run(o, ui):
         # The curves up to the bad iteration are what shows why: write them.
         ui.close()
         if exc.history is not None:
-            written = _write_outputs(o, exc.history,
-                                     _title(o, net, sizes, f"diverged at iteration "
-                                                          f"{exc.iteration}"))
-            if written:
-                ui.note("wrote " + ", ".join(written))
+            written, failed = _write_outputs(o, exc.history,
+                                             _title(o, net, sizes, f"diverged at iteration "
+                                                                  f"{exc.iteration}"))
+            for line in (["wrote " + ", ".join(written)] if written else []) + failed:
+                ui.note(line)
         raise
     seconds = time.perf_counter() - started
     ui.close()
@@ -206,11 +238,12 @@ def _run(o, ui):
     test_cost, _ = net.evaluate(Xte, yte)
     wrong = int(np.count_nonzero(net.predict(Xte) != yte))
     test_error = wrong / yte.shape[0]
-    if o["save"]:
-        net.save(o["save"])
-    written = [o["save"]] if o["save"] else []
-    written += _write_outputs(o, history, _title(o, net, sizes,
-                                                 f"test error {100 * test_error:.2f} %"))
+    written, failed = _write_outputs(o, history, _title(o, net, sizes,
+                                                        f"test error {100 * test_error:.2f} %"),
+                                     net)
+    if failed:
+        wrote = f" (wrote {', '.join(written)})" if written else ""
+        raise click.ClickException("; ".join(failed) + wrote)
     ui.result(f"test error {100 * test_error:.2f} % ({wrong} of {yte.shape[0]} misclassified), "
               f"test cost {test_cost:.4f}, {seconds:.1f} s")
     if written:
@@ -255,6 +288,10 @@ def _check_output(option, path):
     """Fail before training if ``path`` cannot be written (a run is not lost to a typo)."""
     if os.path.isdir(path):
         raise click.ClickException(f"{option} {path}: is a folder, not a file name")
+    try:
+        save_target(path)
+    except ValueError as exc:
+        raise click.ClickException(f"{option}: {exc}") from None
     folder = os.path.dirname(os.path.abspath(path))
     if not os.path.isdir(folder):
         raise click.ClickException(f"{option} {path}: the folder {folder} does not exist")
@@ -277,6 +314,16 @@ def _check_distinct(outputs):
                                        "same file: give each output its own path")
 
 
+def _check_not_inputs(outputs, folder):
+    """Refuse an output that names one of the data files just read."""
+    for option, path in outputs:
+        for stem in datasets.FILES.values():
+            data = datasets.find_file(folder, stem)
+            if data is not None and _same_file(path, data):
+                raise click.UsageError(f"{option} {path} is the data file {data}: writing it "
+                                       "would destroy the data")
+
+
 def _same_file(a, b):
     if os.path.realpath(a) == os.path.realpath(b):
         return True
@@ -292,18 +339,34 @@ def _title(o, net, sizes, outcome):
             f"{o['batch_size']}, {outcome}")
 
 
-def _write_outputs(o, history, title):
-    """Write --history and --plot; return the paths written."""
-    written = []
-    if o["history"]:
-        with _atomic_output(o["history"], "w") as f:
-            _write_history_csv(f, history)
-        written.append(o["history"])
-    if o["plot"]:
-        with _atomic_output(o["plot"], "wb") as f:
-            plotting.plot_history(history, f, title=title)
-        written.append(o["plot"])
-    return written
+def _write_outputs(o, history, title, net=None):
+    """Write --save (given the net), --history and --plot, each tried even
+    where another failed (a full disk must not cost the files that fit).
+    Returns (paths written, one message per failure)."""
+    writers = {
+        "save": lambda path: net.save(path),
+        "history": lambda path: _write_file(path, "w",
+                                            lambda f: _write_history_csv(f, history)),
+        "plot": lambda path: _write_file(path, "wb",
+                                         lambda f: plotting.plot_history(history, f, title=title)),
+    }
+    written, failed = [], []
+    for option, write in writers.items():
+        path = o[option]
+        if path is None or (option == "save" and net is None):
+            continue
+        try:
+            write(path)
+            written.append(path)
+        except (OSError, ValueError) as exc:
+            failed.append(" ".join(str(exc).split()))
+    return written, failed
+
+
+def _write_file(path, mode, write):
+    """write(f) into ``path``, atomically (storage.atomic_file)."""
+    with atomic_file(path, mode) as f:
+        write(f)
 
 
 def _write_history_csv(f, history):
@@ -317,20 +380,6 @@ def _write_history_csv(f, history):
         vc, ve = val.get(i, ("", ""))
         writer.writerow([i, (i - 1) // k + 1, repr(cost), repr(error),
                          vc if vc == "" else repr(vc), ve if ve == "" else repr(ve)])
-
-
-@contextlib.contextmanager
-def _atomic_output(path, mode):
-    """An open temporary file next to ``path``, renamed onto it on success."""
-    fd, tmp = new_temporary_file(os.path.dirname(os.path.abspath(path)))
-    try:
-        with os.fdopen(fd, mode) as f:
-            yield f
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
 
 
 def _file_identity(path):

@@ -225,10 +225,17 @@ def test_plot_without_matplotlib_fails_before_training(tiny, tmp_path, monkeypat
     (["--dtype", "float16"], "'float16'"),
     (["--resume"], "--checkpoint"),
     (["--bogus"], "--bogus"),
+    # An unset variable in --save "$OUT" must not mean "not written".
+    (["--save", ""], "--save"),
+    (["--history", ""], "--history"),
+    (["--plot", ""], "--plot"),
+    (["--checkpoint", ""], "--checkpoint"),
+    (["--data-dir", ""], "--data-dir"),
 ], ids=lambda v: " ".join(v) if isinstance(v, list) else None)
 def test_usage_errors_exit_2(tiny, args, needle):
     result = invoke("--data-dir", tiny, *FAST, *args)
-    assert_one_error_line(result, 2, needle)
+    line = assert_one_error_line(result, 2, needle)
+    assert result.stderr == line + "\n"  # the one line only: no usage lines around it
     assert result.stdout == ""
 
 
@@ -293,6 +300,53 @@ def test_two_outputs_naming_one_file_fail_before_training(tiny, tmp_path, first,
     result = invoke("--data-dir", tiny, *FAST, first, path, second, other)
     assert_one_error_line(result, 2, f"{first} {path}", f"{second} {other}", "same file")
     assert result.stdout == "" and sorted(os.listdir(tmp_path)) == ["sub"]
+
+
+def test_an_output_naming_a_data_file_fails_before_training(tmp_path):
+    folder = tmp_path / "data"
+    write_tiny_mnist(folder)
+    labels = folder / "train-labels-idx1-ubyte.gz"
+    before = labels.read_bytes()
+    result = invoke("--data-dir", folder, *FAST, "--history", labels)
+    assert_one_error_line(result, 2, f"--history {labels} is the data file", "destroy")
+    assert labels.read_bytes() == before and result.stdout == ""
+
+
+@pytest.mark.parametrize("kind", ["fifo", "link-to-fifo"])
+def test_outputs_that_are_not_regular_files_fail_before_training(tiny, tmp_path, kind):
+    """A FIFO or device (/dev/null) would be replaced by the renamed file."""
+    os.mkfifo(tmp_path / "pipe")
+    path = tmp_path / "pipe"
+    if kind == "link-to-fifo":
+        path = tmp_path / "m.npz"
+        path.symlink_to("pipe")
+    result = invoke("--data-dir", tiny, *FAST, "--save", path)
+    assert_one_error_line(result, 1, f"--save: cannot save to '{path}'", "not a regular file")
+    assert (tmp_path / "pipe").is_fifo() and result.stdout == ""
+
+
+def test_a_failed_output_does_not_cost_the_others(tiny, tmp_path, monkeypatch):
+    """A full disk for the model: the CSV and the plot are still written, and
+    the one error line names the file that could not be."""
+    pytest.importorskip("matplotlib")
+    from fastbp import storage
+
+    real = storage.np.savez
+
+    def full_disk(file, **arrays):
+        raise OSError(28, "No space left on device")
+    model = tmp_path / "m.npz"
+    fastbp.Network([784, 16, 10]).save(model)
+    before = model.read_bytes()
+    monkeypatch.setattr(storage.np, "savez", full_disk)
+    result = invoke("--data-dir", tiny, *FAST, "--save", model, "--history", tmp_path / "h.csv",
+                    "--plot", tmp_path / "c.png")
+    monkeypatch.setattr(storage.np, "savez", real)
+    assert_one_error_line(result, 1, f"cannot write {model}: No space left on device",
+                          f"wrote {tmp_path / 'h.csv'}, {tmp_path / 'c.png'}")
+    assert model.read_bytes() == before
+    assert (tmp_path / "c.png").read_bytes().startswith(PNG_MAGIC)
+    assert len((tmp_path / "h.csv").read_text().splitlines()) == 11
 
 
 def test_a_checkpoint_beside_other_outputs_still_resumes(tiny, tmp_path):
