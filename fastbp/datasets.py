@@ -157,16 +157,17 @@ def locate(data_dir=None):
     return cache_dir(), "cache"
 
 
-def mnist(data_dir=None, download=False, progress=None):
+def mnist(data_dir=None, download=True, progress=None):
     """MNIST as (X_train, y_train, X_test, y_test): float32 pixels in [0, 1],
     shape (60000, 784) and (10000, 784); int64 labels 0..9.
 
     Looks in ``data_dir``, then ``$FASTBP_DATA_DIR``, then
     ``~/.cache/fastbp/mnist`` (``$XDG_CACHE_HOME`` respected), for the four
-    IDX files, gzip or raw. With ``download=True`` and neither of the first
-    two given, files missing from the cache are downloaded into it first
-    (``fastbp.download.download_mnist``; ``progress`` is passed on). Raises
-    DataError naming the folder or file.
+    IDX files, gzip or raw. When neither of the first two is given, files
+    missing from the cache are downloaded into it first (DESIGN.md's lookup;
+    ``fastbp.download.download_mnist``, ``progress`` passed on), unless
+    ``download=False``. A folder that is named is never downloaded into.
+    Raises DataError naming the folder or file.
     """
     folder, source = locate(data_dir)
     if download and source == "cache" and missing_files(folder):

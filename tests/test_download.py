@@ -52,7 +52,7 @@ def test_download_verifies_renames_and_loads(www, monkeypatch):
     calls = []
     old_umask = os.umask(0o022)
     try:
-        _, ytr, Xte, _ = datasets.mnist(download=True, progress=lambda *a: calls.append(a))
+        _, ytr, Xte, _ = datasets.mnist(progress=lambda *a: calls.append(a))  # the default
     finally:
         os.umask(old_umask)
     assert cache_listing() == sorted(stem + ".gz" for stem in STEMS)  # no temporary files
@@ -135,7 +135,7 @@ def test_explicit_folders_and_download_false_never_download(www, monkeypatch, tm
         datasets.mnist(download=True)
     monkeypatch.delenv("FASTBP_DATA_DIR")
     with pytest.raises(datasets.DataError, match="download=True"):
-        datasets.mnist()
+        datasets.mnist(download=False)
     assert requests == []
 
 
