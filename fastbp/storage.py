@@ -131,12 +131,12 @@ def _place(tmp, target, shown, expected):
         try:
             os.link(tmp, target)  # fails, atomically, where the target exists
         except FileExistsError:
-            raise ValueError(f"{shown!r} appeared while this run was writing it (another "
-                             "run?): left as it is") from None
+            raise ValueError(f"{shown!r} exists now (written by another run?): left as "
+                             "it is, not overwritten") from None
         except OSError:  # no hard links on this file system: check, then rename
             if os.path.lexists(target):
-                raise ValueError(f"{shown!r} appeared while this run was writing it "
-                                 "(another run?): left as it is") from None
+                raise ValueError(f"{shown!r} exists now (written by another run?): left "
+                                 "as it is, not overwritten") from None
             os.replace(tmp, target)
         else:
             os.unlink(tmp)

@@ -438,7 +438,7 @@ def test_a_checkpoint_that_appears_during_a_fresh_run_is_left_alone(tmp_path):
     def other_run_writes(epoch, step, steps, history):
         if not theirs:
             theirs.append(foreign_checkpoint(path))
-    with pytest.raises(ValueError, match="appeared while this run was writing it"):
+    with pytest.raises(ValueError, match="exists now .written by another run.*not overwritten"):
         fastbp.train(small_net(), X, y, epochs=2, batch_size=8, checkpoint=path,
                      progress=other_run_writes)
     assert path.read_bytes() == theirs[0]
