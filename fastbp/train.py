@@ -102,7 +102,9 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
                 "eval_every": eval_every}
     if checkpoint is not None:  # resuming on other data would silently differ
         settings["data_crc32"] = _fingerprint(X, y, *(val or ()))
-    if net.dtype.type(lr / batch_size) == 0:
+    with np.errstate(over="ignore"):  # a huge lr overflows: the divergence check's case
+        vanishes = net.dtype.type(lr / batch_size) == 0
+    if vanishes:
         raise ValueError(f"lr={lr!r} is too small for {net.dtype.name}: lr / batch_size "
                          "rounds to 0, so SGD would never change the weights")
     history = History(steps_per_epoch=math.ceil(n / batch_size))
