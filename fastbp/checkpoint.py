@@ -51,8 +51,10 @@ def load_checkpoint(path, net, settings):
     for key, value in settings.items():
         if saved.get(key) != value:
             what = _DESCRIBE.get(key, key)
+            note = _NOTES.get(key, "")
             raise ValueError(f"cannot resume from {path}: it was trained with "
-                             f"{what}={saved.get(key)!r}, this run asks for {what}={value!r}")
+                             f"{what}={saved.get(key)!r}, this run asks for {what}={value!r}"
+                             f"{note}")
     try:
         epoch, step = _count(meta, "epoch"), _count(meta, "step")
         steps_per_epoch = _count(meta, "steps_per_epoch")
@@ -72,6 +74,8 @@ def load_checkpoint(path, net, settings):
 
 # Settings whose raw name would puzzle a user in an error message.
 _DESCRIBE = {"data_crc32": "training/validation data of CRC-32"}
+# ... and settings stored as used rather than as given.
+_NOTES = {"batch_size": " (a batch_size above the number of samples counts as that number)"}
 
 
 def _count(meta, key):

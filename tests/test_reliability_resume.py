@@ -162,6 +162,19 @@ def test_resuming_with_other_settings_is_refused_naming_the_setting(tmp_path, ch
     assert path.read_bytes() == before  # the refused run wrote nothing
 
 
+def test_a_capped_batch_size_is_explained_when_resuming_is_refused(tmp_path):
+    """batch_size=100 on 50 samples is stored as 50, the size used: the
+    refusal says why it names a number the user never gave."""
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(50, 4)), rng.integers(0, 2, 50)
+    path = tmp_path / "c.npz"
+    fastbp.train(fastbp.Network([4, 3, 2]), X, y, batch_size=100, epochs=1, checkpoint=path)
+    with pytest.raises(ValueError, match=r"batch_size=50, this run asks for batch_size=10 "
+                                         r"\(a batch_size above the number of samples"):
+        fastbp.train(fastbp.Network([4, 3, 2]), X, y, batch_size=10, epochs=2,
+                     checkpoint=path, resume=True)
+
+
 def test_resuming_from_a_missing_checkpoint_says_so(tmp_path):
     path = tmp_path / "nothing-here.npz"
     with pytest.raises(ValueError, match="nothing-here.npz.*does not exist"):
