@@ -413,33 +413,23 @@ def foreign_checkpoint(path):
     return path.read_bytes()
 
 
-def test_a_checkpoint_another_run_replaced_is_left_alone(tmp_path):
-    """Run A saved after epoch 1; run B then wrote the same path: A stops
-    at its next save instead of destroying B's checkpoint."""
+@pytest.mark.parametrize("at_epoch, message", [
+    (1, "replaced, changed or removed since this run wrote it"),
+    (0, "exists now .written by another run.*not overwritten"),
+], ids=["after-its-first-save", "before-its-first-save"])
+def test_a_checkpoint_another_run_wrote_is_left_alone(tmp_path, at_epoch, message):
+    """Run B writes the path run A checkpoints to, after A's first save or
+    before it (A started when the path was free): A stops at its next save
+    instead of destroying B's checkpoint."""
     X, y = two_class_data()
     path = tmp_path / "ckpt.npz"
     theirs = []
 
     def other_run_writes(epoch, step, steps, history):
-        if epoch == 1 and not theirs:
+        if epoch == at_epoch and not theirs:
             theirs.append(foreign_checkpoint(path))
-    with pytest.raises(ValueError, match="replaced, changed or removed since this run wrote it"):
+    with pytest.raises(ValueError, match=message):
         fastbp.train(small_net(), X, y, epochs=3, batch_size=8, checkpoint=path,
-                     progress=other_run_writes)
-    assert path.read_bytes() == theirs[0]
-    assert temp_files(tmp_path) == []
-
-
-def test_a_checkpoint_that_appears_during_a_fresh_run_is_left_alone(tmp_path):
-    X, y = two_class_data()
-    path = tmp_path / "ckpt.npz"
-    theirs = []
-
-    def other_run_writes(epoch, step, steps, history):
-        if not theirs:
-            theirs.append(foreign_checkpoint(path))
-    with pytest.raises(ValueError, match="exists now .written by another run.*not overwritten"):
-        fastbp.train(small_net(), X, y, epochs=2, batch_size=8, checkpoint=path,
                      progress=other_run_writes)
     assert path.read_bytes() == theirs[0]
     assert temp_files(tmp_path) == []
