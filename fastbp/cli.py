@@ -21,7 +21,7 @@ from click.core import ParameterSource
 from . import __version__, backends, datasets, plotting
 from .errors import DivergenceError
 from .network import Network
-from .storage import CHECKPOINT_FORMAT, atomic_file, load_npz, save_target
+from .storage import CHECKPOINT_FORMAT, atomic_file, file_identity, load_npz, save_target
 from .train import train
 
 EXIT_INTERRUPTED = 130
@@ -151,7 +151,7 @@ def main(ctx, **options):
     comma-separated base URLs)."""
     ui = _Ui("json" if options["as_json"] else "quiet" if options["quiet"] else "human")
     checkpoint = options["checkpoint"]
-    before = _file_identity(checkpoint)
+    before = file_identity(checkpoint)
     try:
         _run(options, ui)
     except KeyboardInterrupt:
@@ -382,21 +382,12 @@ def _write_history_csv(f, history):
                          vc if vc == "" else repr(vc), ve if ve == "" else repr(ve)])
 
 
-def _file_identity(path):
-    """(inode, mtime) of ``path``, or None: tells whether it was rewritten since."""
-    try:
-        st = os.stat(path)
-    except (OSError, TypeError):
-        return None
-    return st.st_ino, st.st_mtime_ns
-
-
 def _interrupted_message(ctx, checkpoint, before, resumed):
     """The one line printed on Ctrl-C: how to resume, or that nothing was saved."""
     if checkpoint is None:
         return ("Interrupted: nothing was saved (pass --checkpoint CKPT.npz to make a run "
                 "resumable).")
-    now = _file_identity(checkpoint)
+    now = file_identity(checkpoint)
     unchanged = now is None or now == before
     if unchanged and not (resumed and now is not None):
         return "Interrupted before the first checkpoint was written: nothing was saved."

@@ -128,15 +128,15 @@ def _place(tmp, target, shown, expected):
         os.replace(tmp, target)
         return
     if expected is None:
+        exists_now = ValueError(f"{shown!r} exists now (written by another run?): left as "
+                                "it is, not overwritten")
         try:
             os.link(tmp, target)  # fails, atomically, where the target exists
         except FileExistsError:
-            raise ValueError(f"{shown!r} exists now (written by another run?): left as "
-                             "it is, not overwritten") from None
+            raise exists_now from None
         except OSError:  # no hard links on this file system: check, then rename
             if os.path.lexists(target):
-                raise ValueError(f"{shown!r} exists now (written by another run?): left "
-                                 "as it is, not overwritten") from None
+                raise exists_now from None
             os.replace(tmp, target)
         else:
             os.unlink(tmp)
