@@ -16,7 +16,7 @@ VERSION = 1
 def save_checkpoint(path, net, settings, epoch, step, history, expected=ANY):
     """Write a checkpoint atomically: after ``epoch`` full epochs and ``step``
     further iterations, with the training ``settings`` that must match on
-    resume. ``expected`` as in ``storage.atomic_file`` (None: a new file;
+    resume. ``expected`` as in ``storage.write_atomically`` (None: a new file;
     the identity of this run's last checkpoint: only that one is replaced).
     Returns the written file's ``storage.file_identity``."""
     arrays = net.weight_arrays()
@@ -51,7 +51,8 @@ def load_checkpoint(path, net, settings):
     for key, value in settings.items():
         if saved.get(key) != value:
             what = _DESCRIBE.get(key, key)
-            note = _NOTES.get(key, "")
+            capped = key == "batch_size" and settings.get("n_samples") in (value, saved.get(key))
+            note = _CAPPED if capped else ""
             raise ValueError(f"cannot resume from {path}: it was trained with "
                              f"{what}={saved.get(key)!r}, this run asks for {what}={value!r}"
                              f"{note}")
@@ -74,8 +75,8 @@ def load_checkpoint(path, net, settings):
 
 # Settings whose raw name would puzzle a user in an error message.
 _DESCRIBE = {"data_crc32": "training/validation data of CRC-32"}
-# ... and settings stored as used rather than as given.
-_NOTES = {"batch_size": " (a batch_size above the number of samples counts as that number)"}
+# A batch_size is stored as used: at most the number of samples.
+_CAPPED = " (a batch_size above the number of samples counts as that number)"
 
 
 def _count(meta, key):

@@ -21,7 +21,8 @@ from click.core import ParameterSource
 from . import __version__, backends, datasets, plotting
 from .errors import DivergenceError
 from .network import Network
-from .storage import CHECKPOINT_FORMAT, atomic_file, file_identity, load_npz, save_target
+from .storage import (CHECKPOINT_FORMAT, atomic_save_npz, file_identity, load_npz,
+                      save_problem, write_atomically)
 from .train import train
 
 EXIT_INTERRUPTED = 130
@@ -229,8 +230,10 @@ def _run(o, ui):
             written, failed = _write_outputs(o, exc.history,
                                              _title(o, net, sizes, f"diverged at iteration "
                                                                   f"{exc.iteration}"))
-            for line in (["wrote " + ", ".join(written)] if written else []) + failed:
-                ui.note(line)
+            if written:
+                ui.note("wrote " + ", ".join(written))
+            if failed:  # in the one error line, which even --quiet prints
+                raise click.ClickException("; ".join([" ".join(str(exc).split()), *failed]))
         raise
     seconds = time.perf_counter() - started
     ui.close()
@@ -288,13 +291,10 @@ def _check_output(option, path):
     """Fail before training if ``path`` cannot be written (a run is not lost to a typo)."""
     if os.path.isdir(path):
         raise click.ClickException(f"{option} {path}: is a folder, not a file name")
-    try:
-        save_target(path)
-    except ValueError as exc:
-        raise click.ClickException(f"{option}: {exc}") from None
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise click.ClickException(f"{option} {path}: the folder {folder} does not exist")
+    target, problem = save_problem(path)  # where the save will write, links followed
+    if problem:
+        raise click.ClickException(f"{option} {path}: {problem}")
+    folder = os.path.dirname(target)
     try:
         with tempfile.TemporaryFile(dir=folder):
             pass
@@ -318,10 +318,12 @@ def _check_not_inputs(outputs, folder):
     """Refuse an output that names one of the data files just read."""
     for option, path in outputs:
         for stem in datasets.FILES.values():
-            data = datasets.find_file(folder, stem)
-            if data is not None and _same_file(path, data):
-                raise click.UsageError(f"{option} {path} is the data file {data}: writing it "
-                                       "would destroy the data")
+            for data in (os.path.join(folder, stem), os.path.join(folder, stem + ".gz")):
+                # A raw name that does not exist yet counts too: written, it would be
+                # read instead of the .gz next to it.
+                if _same_file(path, data):
+                    raise click.UsageError(f"{option} {path} is the data file {data}: "
+                                           "writing it would destroy the data")
 
 
 def _same_file(a, b):
@@ -344,11 +346,12 @@ def _write_outputs(o, history, title, net=None):
     where another failed (a full disk must not cost the files that fit).
     Returns (paths written, one message per failure)."""
     writers = {
-        "save": lambda path: net.save(path),
-        "history": lambda path: _write_file(path, "w",
-                                            lambda f: _write_history_csv(f, history)),
-        "plot": lambda path: _write_file(path, "wb",
-                                         lambda f: plotting.plot_history(history, f, title=title)),
+        # Not net.save, whose errors name its argument "path", not --save.
+        "save": lambda path: atomic_save_npz(path, net.weight_arrays(), net.metadata()),
+        "history": lambda path: write_atomically(path, "w",
+                                                 lambda f: _write_history_csv(f, history)),
+        "plot": lambda path: write_atomically(
+            path, "wb", lambda f: plotting.plot_history(history, f, title=title)),
     }
     written, failed = [], []
     for option, write in writers.items():
@@ -363,10 +366,6 @@ def _write_outputs(o, history, title, net=None):
     return written, failed
 
 
-def _write_file(path, mode, write):
-    """write(f) into ``path``, atomically (storage.atomic_file)."""
-    with atomic_file(path, mode) as f:
-        write(f)
 
 
 def _write_history_csv(f, history):

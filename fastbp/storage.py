@@ -54,7 +54,7 @@ def new_temporary_file(folder, prefix=TEMP_PREFIX, suffix=".tmp"):
             continue
 
 
-# ``expected`` of atomic_file when any file at the path may be replaced.
+# ``expected`` of write_atomically when any file at the path may be replaced.
 ANY = object()
 
 
@@ -69,40 +69,76 @@ def file_identity(path):
 
 
 def save_target(path):
-    """The file that saving to ``path`` replaces: a symbolic link's target,
-    so the link stays a link (and the file it points to gets the new
-    content). Raises ValueError where that is not a regular file (a device
-    such as /dev/null, a FIFO, a folder): renaming a new file onto it would
-    destroy it."""
-    target = os.path.realpath(path)
-    if os.path.lexists(target) and not os.path.isfile(target):
-        shown = os.fsdecode(path)
-        also = "" if target == os.path.abspath(path) else f" (it leads to {os.fsdecode(target)})"
-        raise ValueError(f"cannot save to {shown!r}{also}: not a regular file")
+    """The file that saving to ``path`` replaces, as a str; ValueError
+    naming ``path`` where ``save_problem`` finds one."""
+    target, problem = save_problem(path)
+    if problem:
+        raise ValueError(f"cannot save to {os.fsdecode(os.fspath(path))!r}: {problem}")
     return target
 
 
-@contextlib.contextmanager
-def atomic_file(path, mode="wb", expected=ANY):
-    """An open temporary file next to ``path``'s target (``save_target``),
-    renamed onto it once the block has written it and it is on disk: the
-    previous file stays whole until then, and its permission bits carry
-    over (a private file stays private). Hard links to it keep the old
-    content: the rename gives the path a new file.
+def save_problem(path):
+    """(target, problem): the file that saving to ``path`` replaces, as a
+    str - a symbolic link's target, so the link stays a link and the file
+    it points to gets the new content - and why a save there is refused, or
+    None: where the target is not a regular file (a device such as
+    /dev/null, a FIFO, a folder: renaming a new file onto it would destroy
+    it), where the path is a process's file descriptor (/dev/stdout,
+    /proc/self/fd/1: whatever that is open on, a log redirected to a file
+    included, would be replaced), or where the target's folder is missing."""
+    shown = os.fsdecode(os.fspath(path))
+    target = os.path.realpath(shown)
+    leads = "" if target == os.path.abspath(shown) else f" (it leads to {target})"
+    folder = os.path.dirname(target)
+    if _through_descriptor(shown):
+        return target, "it is a file descriptor's link, not a file name"
+    if os.path.lexists(target) and not os.path.isfile(target):
+        return target, f"not a regular file{leads}"
+    if not os.path.isdir(folder):
+        return target, f"folder {folder!r} does not exist{leads}"
+    return target, None
+
+
+# Where Linux keeps processes' file descriptors as symbolic links.
+_DESCRIPTOR_LINKS = ("/proc/", "/dev/fd/", "/dev/stdin", "/dev/stdout", "/dev/stderr")
+
+
+def _through_descriptor(path):
+    """Whether ``path`` (str) or a symbolic link it leads through names a
+    file descriptor (its own components' links are followed, as open() would)."""
+    current = os.path.abspath(path)
+    for _ in range(40):  # the kernel's own limit on links followed
+        if current.startswith(_DESCRIPTOR_LINKS):
+            return True
+        folder = os.path.realpath(os.path.dirname(current))
+        if folder.startswith(_DESCRIPTOR_LINKS[:2]):
+            return True
+        current = os.path.join(folder, os.path.basename(current))
+        if not os.path.islink(current):
+            return False
+        current = os.path.normpath(os.path.join(folder, os.readlink(current)))
+    return False
+
+
+def write_atomically(path, mode, write, expected=ANY):
+    """``write(f)`` into a temporary file next to ``path``'s target
+    (``save_target``), renamed onto it once written and on disk: the
+    previous file stays whole until then. The temporary file takes the
+    replaced file's permission bits before anything is written (a private
+    file stays private, even while it is written). Hard links to the old
+    file keep the old content: the rename gives the path a new file.
 
     ``expected``: ANY replaces whatever is there; None only creates (the
     file must not exist, checked atomically where the file system has hard
     links); a ``file_identity`` replaces only that very file (another
-    process's file at the path is never overwritten; a check just before
+    process's file at the path is never overwritten; checked just before
     the rename). A conflict is a ValueError naming the path; an OSError is
-    re-raised naming ``path`` (not the temporary file).
+    re-raised naming ``path`` (not the temporary file). Returns the written
+    file's ``file_identity``, taken from the file itself before the rename.
     """
-    shown = os.fsdecode(path)
-    target = save_target(path)
+    shown = os.fsdecode(os.fspath(path))
+    target = save_target(shown)
     folder = os.path.dirname(target)
-    if not os.path.isdir(folder):
-        raise ValueError(f"cannot save to {shown!r}: folder {os.fsdecode(folder)!r} does "
-                         "not exist")
     try:
         fd, tmp = new_temporary_file(folder)
     except OSError as exc:
@@ -110,16 +146,27 @@ def atomic_file(path, mode="wb", expected=ANY):
     with discarded_on_failure(tmp):
         try:
             with os.fdopen(fd, mode) as f:
-                yield f
+                _copy_mode(f.fileno(), target)
+                write(f)
                 f.flush()
                 os.fsync(f.fileno())
-                if hasattr(os, "fchmod") and os.path.exists(target):
-                    # The replaced file's permission bits (a private file stays private).
-                    os.fchmod(f.fileno(), os.stat(target).st_mode & 0o7777)
+                st = os.fstat(f.fileno())
             _place(tmp, target, shown, expected)
         except OSError as exc:
             raise _naming(exc, shown) from None
     _sync_folder(folder)
+    return st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns
+
+
+def _copy_mode(fd, target):
+    """Give the open file ``fd`` the permission bits of ``target``, if it exists."""
+    if not hasattr(os, "fchmod"):
+        return
+    try:
+        mode = os.stat(target).st_mode & 0o7777
+    except FileNotFoundError:
+        return
+    os.fchmod(fd, mode)
 
 
 def _place(tmp, target, shown, expected):
@@ -139,7 +186,8 @@ def _place(tmp, target, shown, expected):
                 raise exists_now from None
             os.replace(tmp, target)
         else:
-            os.unlink(tmp)
+            with contextlib.suppress(OSError):  # written: a stray temporary name is no failure
+                os.unlink(tmp)
         return
     if file_identity(target) != expected:
         raise ValueError(f"{shown!r} was replaced, changed or removed since this run "
@@ -159,13 +207,10 @@ def reworded(exc, message):
 
 def atomic_save_npz(path, arrays, meta, expected=ANY):
     """Write ``arrays`` (name -> ndarray) and JSON ``meta`` to ``path``
-    atomically (``atomic_file``; ``expected`` as there). Returns the written
-    file's ``file_identity``."""
+    atomically (``write_atomically``; ``expected`` and the result as there)."""
     payload = dict(arrays)
     payload[META_KEY] = np.array(json.dumps(meta))
-    with atomic_file(path, "wb", expected) as f:
-        np.savez(f, **payload)
-    return file_identity(save_target(path))
+    return write_atomically(path, "wb", lambda f: np.savez(f, **payload), expected)
 
 
 def _sync_folder(folder):

@@ -275,11 +275,14 @@ def test_missing_data_folders_exit_1(tmp_path, monkeypatch):
 
 
 @pytest.mark.parametrize("option", ["--save", "--history", "--plot", "--checkpoint"])
-@pytest.mark.parametrize("problem", ["no-folder", "is-a-folder", "under-a-file"])
+@pytest.mark.parametrize("problem", ["no-folder", "is-a-folder", "under-a-file",
+                                     "link-to-no-folder"])
 def test_unwritable_outputs_fail_before_training(tiny, tmp_path, option, problem):
     (tmp_path / "file").write_text("x")
+    (tmp_path / "link").symlink_to(tmp_path / "gone" / "out")
     path = {"no-folder": tmp_path / "nowhere" / "out", "is-a-folder": tmp_path,
-            "under-a-file": tmp_path / "file" / "out"}[problem]
+            "under-a-file": tmp_path / "file" / "out",
+            "link-to-no-folder": tmp_path / "link"}[problem]
     started = time.perf_counter()
     result = invoke("--data-dir", tiny, *FAST, option, path)
     assert_one_error_line(result, 1, f"{option} {path}")
@@ -302,14 +305,17 @@ def test_two_outputs_naming_one_file_fail_before_training(tiny, tmp_path, first,
     assert result.stdout == "" and sorted(os.listdir(tmp_path)) == ["sub"]
 
 
-def test_an_output_naming_a_data_file_fails_before_training(tmp_path):
+@pytest.mark.parametrize("name", ["train-labels-idx1-ubyte.gz", "train-labels-idx1-ubyte"],
+                         ids=["the-file", "the-raw-name-read-before-it"])
+def test_an_output_naming_a_data_file_fails_before_training(tmp_path, name):
     folder = tmp_path / "data"
     write_tiny_mnist(folder)
-    labels = folder / "train-labels-idx1-ubyte.gz"
-    before = labels.read_bytes()
-    result = invoke("--data-dir", folder, *FAST, "--history", labels)
-    assert_one_error_line(result, 2, f"--history {labels} is the data file", "destroy")
-    assert labels.read_bytes() == before and result.stdout == ""
+    before = sorted(os.listdir(folder)), (folder / "train-labels-idx1-ubyte.gz").read_bytes()
+    result = invoke("--data-dir", folder, *FAST, "--history", folder / name)
+    assert_one_error_line(result, 2, f"--history {folder / name} is the data file", "destroy")
+    assert (sorted(os.listdir(folder)),
+            (folder / "train-labels-idx1-ubyte.gz").read_bytes()) == before
+    assert result.stdout == ""
 
 
 @pytest.mark.parametrize("kind", ["fifo", "link-to-fifo"])
@@ -321,7 +327,7 @@ def test_outputs_that_are_not_regular_files_fail_before_training(tiny, tmp_path,
         path = tmp_path / "m.npz"
         path.symlink_to("pipe")
     result = invoke("--data-dir", tiny, *FAST, "--save", path)
-    assert_one_error_line(result, 1, f"--save: cannot save to '{path}'", "not a regular file")
+    assert_one_error_line(result, 1, f"--save {path}: not a regular file")
     assert (tmp_path / "pipe").is_fifo() and result.stdout == ""
 
 
@@ -428,6 +434,16 @@ def test_divergence_still_writes_the_curves_but_no_model(tiny, tmp_path):
     assert paths["--plot"].read_bytes().startswith(PNG_MAGIC)
     assert not paths["--save"].exists()
     assert f"wrote {paths['--history']}, {paths['--plot']}" in result.stderr
+
+
+def test_quiet_divergence_still_names_an_output_that_could_not_be_written(tiny, tmp_path,
+                                                                         monkeypatch):
+    def full_disk(file, **arrays):
+        raise OSError(28, "No space left on device")
+    monkeypatch.setattr(cli, "write_atomically", lambda path, *a, **k: full_disk(None))
+    history = tmp_path / "h.csv"
+    result = invoke("--data-dir", tiny, *FAST, "--lr", "1e30", "-q", "--history", history)
+    assert_one_error_line(result, 1, "training diverged", "No space left on device")
 
 
 # --- Ctrl-C ----------------------------------------------------------------

@@ -390,6 +390,60 @@ def test_a_failed_save_names_the_users_path_not_the_temporary_file(tmp_path, mon
     assert temp_files(tmp_path) == [] and not path.exists()
 
 
+def test_a_save_through_a_link_into_a_missing_folder_is_refused_before_training(tmp_path):
+    """The check looks where the save will write: the link's target's folder."""
+    link = tmp_path / "latest.npz"
+    link.symlink_to(tmp_path / "gone" / "run.npz")
+    with pytest.raises(ValueError, match="checkpoint: .*gone' does not exist"):
+        fastbp.train(small_net(), np.ones((4, 4)), np.zeros(4, int), checkpoint=link)
+    with pytest.raises(ValueError, match="gone' does not exist"):
+        small_net().save(link)
+    assert sorted(os.listdir(tmp_path)) == ["latest.npz"]
+
+
+def test_a_private_file_is_never_readable_by_others_while_it_is_rewritten(tmp_path,
+                                                                         monkeypatch):
+    path = tmp_path / "model.npz"
+    small_net(seed=1).save(path)
+    path.chmod(0o600)
+    real, modes = np.savez, []
+
+    def spy(file, **arrays):
+        modes.append(os.fstat(file.fileno()).st_mode & 0o777)
+        real(file, **arrays)
+    monkeypatch.setattr(storage.np, "savez", spy)
+    umask = os.umask(0o022)
+    try:
+        small_net(seed=2).save(path)
+    finally:
+        os.umask(umask)
+    assert modes == [0o600]
+
+
+def test_a_file_descriptor_s_link_is_refused(tmp_path):
+    """/dev/stdout and the like name whatever a descriptor is open on (a
+    log redirected to a file): the rename would replace that file."""
+    with open(tmp_path / "log.txt", "w") as log:
+        log.write("keep me\n")
+        log.flush()
+        for path in (f"/proc/self/fd/{log.fileno()}", f"/dev/fd/{log.fileno()}"):
+            with pytest.raises(ValueError, match="file descriptor's link"):
+                small_net().save(path)
+        link = tmp_path / "out.npz"
+        link.symlink_to(f"/proc/{os.getpid()}/fd/{log.fileno()}")
+        with pytest.raises(ValueError, match="file descriptor's link"):
+            small_net().save(link)
+    assert (tmp_path / "log.txt").read_text() == "keep me\n"
+
+
+def test_bytes_and_str_paths_save_the_same(tmp_path):
+    arrays = {"a": np.arange(3)}
+    storage.atomic_save_npz(os.fsencode(tmp_path / "b.npz"), arrays, {"format": "x"})
+    storage.atomic_save_npz(str(tmp_path / "s.npz"), arrays, {"format": "x"})
+    assert storage.load_npz(tmp_path / "b.npz", ("x",))[1] == {"format": "x"}
+    assert (tmp_path / "b.npz").read_bytes() == (tmp_path / "s.npz").read_bytes()
+
+
 def test_metadata_nested_too_deep_for_json_is_a_data_error(tmp_path):
     path = tmp_path / "deep.npz"
     np.savez(path, **{storage.META_KEY: np.array("[" * 100000)})
@@ -433,6 +487,26 @@ def test_a_checkpoint_another_run_wrote_is_left_alone(tmp_path, at_epoch, messag
                      progress=other_run_writes)
     assert path.read_bytes() == theirs[0]
     assert temp_files(tmp_path) == []
+
+
+def test_a_checkpoint_replaced_right_after_this_run_saved_it_is_left_alone(tmp_path,
+                                                                        monkeypatch):
+    """The run's own file is known by what it wrote (fstat before the
+    rename), not by a look at the path afterwards, which could find the
+    other run's file already there."""
+    X, y = two_class_data()
+    path = tmp_path / "ckpt.npz"
+    real, theirs, started = storage._sync_folder, [], []
+
+    def other_run_writes_just_after(folder):
+        real(folder)
+        if not started:  # once (the other run's own save passes here too)
+            started.append(True)
+            theirs.append(foreign_checkpoint(path))
+    monkeypatch.setattr(storage, "_sync_folder", other_run_writes_just_after)
+    with pytest.raises(ValueError, match="replaced, changed or removed"):
+        fastbp.train(small_net(), X, y, epochs=3, batch_size=8, checkpoint=path)
+    assert path.read_bytes() == theirs[0]
 
 
 def test_a_resumed_run_replaces_its_own_checkpoint(tmp_path):

@@ -173,6 +173,11 @@ def test_a_capped_batch_size_is_explained_when_resuming_is_refused(tmp_path):
                                          r"\(a batch_size above the number of samples"):
         fastbp.train(fastbp.Network([4, 3, 2]), X, y, batch_size=10, epochs=2,
                      checkpoint=path, resume=True)
+    path = tmp_path / "d.npz"  # nothing capped: no such note
+    fastbp.train(fastbp.Network([4, 3, 2]), X, y, batch_size=20, epochs=1, checkpoint=path)
+    with pytest.raises(ValueError, match=r"batch_size=20, this run asks for batch_size=10$"):
+        fastbp.train(fastbp.Network([4, 3, 2]), X, y, batch_size=10, epochs=2,
+                     checkpoint=path, resume=True)
 
 
 def test_resuming_from_a_missing_checkpoint_says_so(tmp_path):
