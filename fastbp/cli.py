@@ -366,8 +366,6 @@ def _write_outputs(o, history, title, net=None):
     return written, failed
 
 
-
-
 def _write_history_csv(f, history):
     """One row per iteration; val_cost and val_error only where evaluated."""
     val = dict(zip(history.val_iteration, zip(history.val_cost, history.val_error)))

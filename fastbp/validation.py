@@ -11,7 +11,7 @@ import os
 
 import numpy as np
 
-from .storage import save_target
+from .storage import save_problem
 
 
 def choice(name, value, choices):
@@ -53,13 +53,10 @@ def file_path(name, value):
     path = path_like(name, value)
     if os.path.isdir(path):
         raise ValueError(f"{name}: {path!r} is a folder, not a file name")
-    folder = os.path.dirname(os.path.abspath(path))
-    if not os.path.isdir(folder):
-        raise ValueError(f"{name}: folder {folder!r} of {path!r} does not exist")
-    try:
-        save_target(path)  # not a device, FIFO or other non-file a save would destroy
-    except ValueError as exc:
-        raise ValueError(f"{name}: {exc}") from None
+    # Its folder (links followed), and not a device, FIFO or other non-file a save would destroy.
+    problem = save_problem(path)[1]
+    if problem:
+        raise ValueError(f"{name}: cannot save to {path!r}: {problem}")
     return path
 
 
