@@ -1,4 +1,5 @@
 import os
+import signal
 
 import numpy as np
 import pytest
@@ -51,6 +52,16 @@ def targets_for(loss, rng, n, m):
     if loss == "cross_entropy":
         return rng.integers(0, m, n)
     return rng.normal(size=(n, m))
+
+
+@pytest.fixture
+def ctrl_c_raises():
+    """A SIGINT raises KeyboardInterrupt, as in an interactive shell, even when
+    pytest runs as a script's background job: such a job inherits SIGINT
+    ignored, and a test's real Ctrl-C would then do nothing."""
+    previous = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, previous)
 
 
 @pytest.fixture(scope="session")

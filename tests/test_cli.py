@@ -466,6 +466,7 @@ def interrupt_during_epoch(monkeypatch, epoch, step, deliver):
     monkeypatch.setattr(cli, "train", train)
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_ctrl_c_with_checkpoint_says_how_to_resume(tiny, tmp_path, monkeypatch):
     ckpt, model = tmp_path / "ckpt.npz", tmp_path / "resumed.npz"
     args = ["--data-dir", tiny, "--epochs", "3", "--hidden", "16", "--batch-size", "20",

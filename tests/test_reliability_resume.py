@@ -78,6 +78,7 @@ def saved_position(path):
     return meta["epoch"], meta["step"]
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 @pytest.mark.parametrize("device", ["cpu", "numpy"])
 @pytest.mark.parametrize("at", [(0, 3), (1, 9), (2, 16), (3, 15)],
                          ids=["epoch0-mid", "epoch1-mid", "epoch-end", "last-step"])
@@ -97,6 +98,7 @@ def test_resume_after_ctrl_c_mid_epoch_equals_one_run(tmp_path, monkeypatch, dev
     assert_same_run((net, hist), whole)
 
 
+@pytest.mark.usefixtures("ctrl_c_raises")
 def test_a_second_ctrl_c_is_not_deferred(tmp_path):
     """The first Ctrl-C waits for a consistent checkpoint; a second one does not."""
     calls = []
