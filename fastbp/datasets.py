@@ -52,12 +52,15 @@ def missing_files(folder):
     return [stem for stem in FILES.values() if find_file(folder, stem) is None]
 
 
-def read_idx(path):
+def read_idx(path, axes=None):
     """Read one IDX file (raw or gzip) as a uint8 array of its stated shape.
 
-    Sizes in the header are checked against the data actually present before
-    anything of that size is allocated, so a header claiming billions of
-    items fails at once. Raises DataError naming the file.
+    ``axes`` (names such as ``("n", "rows", "cols")``), when given, is the
+    layout the caller expects: a file with another number of dimensions is
+    refused as such before its sizes are read (they would make it look
+    truncated). Sizes in the header are checked against the data actually
+    present before anything of that size is allocated, so a header claiming
+    billions of items fails at once. Raises DataError naming the file.
     """
     path = path_like("path", path)  # an int would be taken as a file descriptor
     try:
@@ -70,6 +73,10 @@ def read_idx(path):
             if zero1 or zero2 or kind != 0x08 or not 1 <= ndim <= 4:
                 raise DataError(f"{path}: not an IDX file of unsigned bytes "
                                 f"(magic number 0x{header.hex()}, expected 0x000008NN)")
+            if axes is not None and ndim != len(axes):
+                raise DataError(f"{path}: expected {len(axes)} dimension"
+                                f"{'s' if len(axes) > 1 else ''} ({', '.join(axes)}"
+                                f"{',' if len(axes) == 1 else ''}), found {ndim}")
             dims_raw = f.read(4 * ndim)
             if len(dims_raw) < 4 * ndim:
                 raise DataError(f"{path}: truncated IDX header")
@@ -119,12 +126,8 @@ def load_folder(folder):
     for split in ("train", "test"):
         img_path = find_file(folder, FILES[f"{split}_images"])
         lab_path = find_file(folder, FILES[f"{split}_labels"])
-        images, labels = read_idx(img_path), read_idx(lab_path)
-        if images.ndim != 3:
-            raise DataError(f"{img_path}: expected 3 dimensions (n, rows, cols), "
-                            f"found {images.ndim}")
-        if labels.ndim != 1:
-            raise DataError(f"{lab_path}: expected 1 dimension (n,), found {labels.ndim}")
+        images = read_idx(img_path, ("n", "rows", "cols"))
+        labels = read_idx(lab_path, ("n",))
         if images.shape[0] != labels.shape[0]:
             raise DataError(f"{img_path} holds {images.shape[0]} images but {lab_path} "
                             f"holds {labels.shape[0]} labels")

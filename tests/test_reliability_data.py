@@ -196,6 +196,8 @@ BAD_FOLDERS = [
      "train-images.*3 dimensions.*found 1"),
     ("images-as-labels", {"test_labels": idx_bytes(IMAGES[:3])},
      "t10k-labels.*1 dimension.*found 3"),
+    ("labels-claiming-4-dims", {"test_labels": b"\x00\x00\x08\x04" + idx_bytes(LABELS[:3])[4:]},
+     r"t10k-labels.*expected 1 dimension \(n,\), found 4"),
     ("shape-mismatch", {"test_images": idx_bytes(np.zeros((3, 3, 4)))},
      r"t10k-images.*\(3, 4\).*\(4, 3\)"),
     ("no-images", {"train_images": idx_bytes(np.zeros((0, 4, 3))),
