@@ -132,7 +132,7 @@ def _output_option(name, metavar, what):
 @_output_option("--history", "H.csv", "Write a CSV with one row per iteration: iteration, "
                 "epoch, batch_cost, batch_error, val_cost, val_error.")
 @_output_option("--plot", "CURVES.png", "Draw cost and misclassification rate against the "
-                "iteration as a PNG (needs: pip install fastbp[plot]).")
+                "iteration as a PNG (needs matplotlib: pip install matplotlib).")
 @_output_option("--checkpoint", "CKPT.npz", "Save a checkpoint after every epoch and on "
                 "Ctrl-C, so the run can be resumed.")
 @click.option("--resume", is_flag=True, help="Continue the run saved in --checkpoint.")

@@ -7,7 +7,7 @@ matplotlib's Agg canvas directly, so pyplot's global state is never touched.
 
 import numpy as np
 
-INSTALL_HINT = "pip install fastbp[plot]"
+INSTALL_HINT = "pip install matplotlib"
 
 
 def require_matplotlib():

@@ -200,7 +200,7 @@ def test_plot_without_matplotlib_fails_before_training(tiny, tmp_path, monkeypat
     out = tmp_path / "out"
     out.mkdir()
     result = invoke("--data-dir", tiny, *FAST, "--plot", out / "c.png", "--save", out / "m.npz")
-    assert_one_error_line(result, 1, "pip install fastbp[plot]", "c.png")
+    assert_one_error_line(result, 1, "pip install matplotlib", "c.png")
     assert result.stdout == "" and os.listdir(out) == []
 
 
