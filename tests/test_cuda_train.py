@@ -23,7 +23,7 @@ def test_import_fastbp_does_not_import_numba_cuda():
     subprocess.run([sys.executable, "-c", code], check=True, timeout=120)
 
 
-def test_missing_numba_cuda_names_the_extra(monkeypatch):
+def test_missing_numba_cuda_names_what_to_install(monkeypatch):
     real = importlib.util.find_spec
     monkeypatch.setattr(importlib.util, "find_spec",
                         lambda name, *args: None if name == "numba_cuda" else real(name, *args))
@@ -31,7 +31,7 @@ def test_missing_numba_cuda_names_the_extra(monkeypatch):
     assert backends.cuda_status() == (
         False, "numba-cuda is not installed (pip install 'numba-cuda[cu12]')")
     with pytest.raises(RuntimeError, match=r"device='cuda' is unavailable: numba-cuda is not "
-                                           r"installed \(pip install 'fastbp\[cuda\]'\)"):
+                                           r"installed \(pip install 'numba-cuda\[cu12\]'\)"):
         backends.resolve_device("cuda")
     assert backends.resolve_device("auto") == "cpu"
 
