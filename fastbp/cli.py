@@ -19,6 +19,7 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import __version__, backends, datasets, plotting
+from . import validation as check
 from .errors import DivergenceError
 from .network import Network
 from .storage import (CHECKPOINT_FORMAT, atomic_save_npz, file_identity, load_npz,
@@ -203,7 +204,12 @@ def _run(o, ui):
     sizes = [Xtr.shape[1], *o["hidden"], datasets.N_CLASSES]
     net = Network(sizes, activation=o["activation"], dtype=o["dtype"], seed=o["seed"])
     Xte = Xte.astype(net.dtype, copy=False)
-    steps = math.ceil(Xtr.shape[0] / min(o["batch_size"], Xtr.shape[0]))
+    batch = min(o["batch_size"], Xtr.shape[0])
+    try:  # a bad option value, so a usage error (exit 2), before anything is printed
+        check.sgd_step(o["lr"], batch, net.dtype)
+    except ValueError as exc:
+        raise click.UsageError(f"--lr {o['lr']:g}: {exc}") from None
+    steps = math.ceil(Xtr.shape[0] / batch)
     ui.echo(f"fastbp {__version__}: data {folder}: {Xtr.shape[0]} training and "
             f"{Xte.shape[0]} test images of {Xtr.shape[1]} pixels (the test set is the "
             "validation set)")
@@ -226,15 +232,15 @@ def _run(o, ui):
     except DivergenceError as exc:
         # The curves up to the bad iteration are what shows why: write them.
         ui.close()
+        failed = []
         if exc.history is not None:
             written, failed = _write_outputs(o, exc.history,
                                              _title(o, net, sizes, f"diverged at iteration "
                                                                   f"{exc.iteration}"))
             if written:
                 ui.note("wrote " + ", ".join(written))
-            if failed:  # in the one error line, which even --quiet prints
-                raise click.ClickException("; ".join([" ".join(str(exc).split()), *failed]))
-        raise
+        # Failed outputs too, in the one error line, which even --quiet prints.
+        raise click.ClickException("; ".join([_diverged(exc, o), *failed])) from None
     seconds = time.perf_counter() - started
     ui.close()
 
@@ -263,6 +269,16 @@ def _run(o, ui):
         "val_error": history.val_error, "seconds": seconds, "data_dir": folder,
         "outputs": {key: o[key] for key in ("save", "history", "plot", "checkpoint") if o[key]},
     })
+
+
+def _diverged(exc, o):
+    """The divergence in the command line's terms: its options, and what
+    was (not) saved, rather than the API's "the network keeps ..."."""
+    if exc.iteration is None or exc.reason is None:
+        return " ".join(str(exc).split())
+    saved = (f"; the model was not saved to {o['save']}" if o["save"] is not None else "")
+    return (f"training diverged at iteration {exc.iteration}: {exc.reason}. Try a smaller "
+            f"--lr than {o['lr']:g}{saved}")
 
 
 def _model_name(net):

@@ -120,7 +120,7 @@ def load_folder(folder):
     folder = path_like("folder", folder)
     missing = missing_files(folder)
     if missing:
-        raise DataError(f"{folder}: missing MNIST file(s) {', '.join(missing)} (.gz or raw)")
+        raise DataError(_missing_message(folder, missing))
     out = []
     shape = None
     for split in ("train", "test"):
@@ -177,12 +177,22 @@ def mnist(data_dir=None, download=True, progress=None):
         from .download import download_mnist  # imported here: it imports this module
 
         download_mnist(folder, progress=progress)
+    # A folder from the environment is named as such: the user may have
+    # forgotten that the variable is set.
+    shown = f"{folder} (from $FASTBP_DATA_DIR)" if source == "FASTBP_DATA_DIR" else folder
     if os.path.exists(folder) and not os.path.isdir(folder):
-        raise DataError(f"{folder}: is a file, not a folder with the MNIST files")
+        raise DataError(f"{shown}: is a file, not a folder with the MNIST files")
     if not os.path.isdir(folder):
         hint = "" if source != "cache" else (
             " (pass data_dir=..., or set FASTBP_DATA_DIR to a folder with the four "
             "MNIST IDX files, or download=True)")
-        raise DataError(f"{folder}: MNIST folder does not exist{hint}")
+        raise DataError(f"{shown}: MNIST folder does not exist{hint}")
+    missing = missing_files(folder)
+    if missing:
+        raise DataError(_missing_message(shown, missing))
     return load_folder(folder)
+
+
+def _missing_message(shown, missing):
+    return f"{shown}: missing MNIST file(s) {', '.join(missing)} (.gz or raw)"
 

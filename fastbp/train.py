@@ -102,11 +102,7 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
                 "eval_every": eval_every}
     if checkpoint is not None:  # resuming on other data would silently differ
         settings["data_crc32"] = _fingerprint(X, y, *(val or ()))
-    with np.errstate(over="ignore"):  # a huge lr overflows: the divergence check's case
-        vanishes = net.dtype.type(lr / batch_size) == 0
-    if vanishes:
-        raise ValueError(f"lr={lr!r} is too small for {net.dtype.name}: lr / batch_size "
-                         "rounds to 0, so SGD would never change the weights")
+    check.sgd_step(lr, batch_size, net.dtype)
     history = History(steps_per_epoch=math.ceil(n / batch_size))
     epoch, step = 0, 0
     saves = _CheckpointFile(checkpoint, None)  # a fresh run's file must not exist
@@ -231,7 +227,7 @@ class _Run:
         raise DivergenceError(
             f"training diverged at iteration {iteration}: {what}. The network keeps its "
             f"last finite weights ({kept}). Try a smaller learning rate than lr={self.lr}.",
-            iteration=iteration, history=h)
+            iteration=iteration, history=h, reason=what)
 
 
 @contextlib.contextmanager

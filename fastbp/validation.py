@@ -70,6 +70,16 @@ def positive_float(name, value):
     return value
 
 
+def sgd_step(lr, batch_size, dtype):
+    """Refuse an lr whose step lr / batch_size rounds to 0 in ``dtype``:
+    SGD would silently train nothing."""
+    with np.errstate(over="ignore"):  # a huge lr overflows: the divergence check's case
+        vanishes = np.dtype(dtype).type(lr / batch_size) == 0
+    if vanishes:
+        raise ValueError(f"lr={lr!r} is too small for {np.dtype(dtype).name}: lr / batch_size "
+                         "rounds to 0, so SGD would never change the weights")
+
+
 def features(name, X, n_features, dtype):
     """Inputs as a C-contiguous (n, n_features) array of ``dtype``.
 

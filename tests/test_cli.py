@@ -216,6 +216,7 @@ def test_plot_without_matplotlib_fails_before_training(tiny, tmp_path, monkeypat
     (["--lr", "nan"], "'nan'"),
     (["--lr", "inf"], "'inf'"),
     (["--lr", "fast"], "'fast'"),
+    (["--lr", "1e-50"], "--lr 1e-50: lr=1e-50 is too small for float32"),  # lr / n_b is 0
     (["--epochs", "0"], "--epochs"),
     (["--batch-size", "0"], "--batch-size"),
     (["--eval-every", "-1"], "--eval-every"),
@@ -268,10 +269,18 @@ def test_broken_data_folder_exits_1(tmp_path, damage, needle):
 
 def test_missing_data_folders_exit_1(tmp_path, monkeypatch):
     result = invoke("--data-dir", tmp_path / "nowhere", *FAST)
-    assert_one_error_line(result, 1, str(tmp_path / "nowhere"), "does not exist")
+    line = assert_one_error_line(result, 1, str(tmp_path / "nowhere"), "does not exist")
+    assert "FASTBP_DATA_DIR" not in line
+    # A folder from the environment says so: the user may not know it is set.
     monkeypatch.setenv("FASTBP_DATA_DIR", str(tmp_path / "elsewhere"))
     result = invoke(*FAST)
-    assert_one_error_line(result, 1, str(tmp_path / "elsewhere"), "does not exist")
+    assert_one_error_line(result, 1, f"{tmp_path / 'elsewhere'} (from $FASTBP_DATA_DIR)",
+                          "does not exist")
+    (tmp_path / "empty").mkdir()
+    monkeypatch.setenv("FASTBP_DATA_DIR", str(tmp_path / "empty"))
+    result = invoke(*FAST)
+    assert_one_error_line(result, 1, f"{tmp_path / 'empty'} (from $FASTBP_DATA_DIR)",
+                          "missing MNIST file(s)")
 
 
 @pytest.mark.parametrize("option", ["--save", "--history", "--plot", "--checkpoint"])
@@ -416,7 +425,8 @@ def test_unavailable_cuda_exits_1(tiny):
 
 def test_divergence_exits_1(tiny):
     result = invoke("--data-dir", tiny, *FAST, "--lr", "1e30")
-    assert_one_error_line(result, 1, "training diverged", "lr=1e+30")
+    line = assert_one_error_line(result, 1, "training diverged", "smaller --lr than 1e+30")
+    assert "keeps its last finite weights" not in line  # the API's terms, not the CLI's
 
 
 def test_divergence_still_writes_the_curves_but_no_model(tiny, tmp_path):
@@ -426,7 +436,8 @@ def test_divergence_still_writes_the_curves_but_no_model(tiny, tmp_path):
              (("--history", "h.csv"), ("--plot", "c.png"), ("--save", "m.npz"))}
     result = invoke("--data-dir", tiny, *FAST, "--lr", "1e30",
                     *[a for item in paths.items() for a in item])
-    line = assert_one_error_line(result, 1, "training diverged")
+    line = assert_one_error_line(result, 1, "training diverged",
+                                 f"the model was not saved to {paths['--save']}")
     iteration = int(re.search(r"iteration (\d+)", line).group(1))
     with open(paths["--history"], newline="") as f:
         rows = list(csv.DictReader(f))
