@@ -18,7 +18,7 @@ import click
 import numpy as np
 from click.core import ParameterSource
 
-from . import __version__, backends, datasets, plotting
+from . import __version__, backends, compile_lock, datasets, plotting
 from . import validation as check
 from .errors import DivergenceError
 from .network import Network
@@ -216,19 +216,20 @@ def _run(o, ui):
     ui.echo(f"network  {'-'.join(map(str, sizes))}, {_model_name(net)}, {net.dtype.name}, "
             f"{net.n_params:,} parameters")
     every = f"every {o['eval_every']} iterations" if o["eval_every"] else "after each epoch"
-    ui.echo(f"training SGD lr {o['lr']:g}, batch {o['batch_size']}, {o['epochs']} epochs of "
-            f"{steps} iterations, validation {every}, seed {o['seed']}, device {device}")
-    if o["resume"]:
-        ui.echo(f"resuming from {o['checkpoint']}")
+    ui.echo(f"training SGD lr {o['lr']:g}, batch {o['batch_size']}, {_count(o['epochs'], 'epoch')} "
+            f"of {steps} iterations, validation {every}, seed {o['seed']}, device {device}")
 
-    ui.echo("epoch   train cost   val cost   val error   seconds")
-    report = _EpochReport(ui, net, Xte, yte, o["epochs"])
-    started = time.perf_counter()
+    # Printed when training starts: a resume that train refuses prints none of it.
+    table = ([f"resuming from {o['checkpoint']}"] if o["resume"] else []) + [
+        "epoch   train cost   val cost   val error   seconds"]
+    report = _EpochReport(ui, net, Xte, yte, o["epochs"], table)
+    started, compiled = time.perf_counter(), compile_lock.seconds_spent()
     try:
-        history = train(net, Xtr, ytr, lr=o["lr"], batch_size=o["batch_size"],
-                        epochs=o["epochs"], validation=(Xte, yte), eval_every=o["eval_every"],
-                        seed=o["seed"], device=device, checkpoint=o["checkpoint"],
-                        resume=o["resume"], progress=report)
+        with compile_lock.watch(_CompileNotes(ui)):
+            history = train(net, Xtr, ytr, lr=o["lr"], batch_size=o["batch_size"],
+                            epochs=o["epochs"], validation=(Xte, yte),
+                            eval_every=o["eval_every"], seed=o["seed"], device=device,
+                            checkpoint=o["checkpoint"], resume=o["resume"], progress=report)
     except DivergenceError as exc:
         # The curves up to the bad iteration are what shows why: write them.
         ui.close()
@@ -242,6 +243,7 @@ def _run(o, ui):
         # Failed outputs too, in the one error line, which even --quiet prints.
         raise click.ClickException("; ".join([_diverged(exc, o), *failed])) from None
     seconds = time.perf_counter() - started
+    compiled = compile_lock.seconds_spent() - compiled
     ui.close()
 
     test_cost, _ = net.evaluate(Xte, yte)
@@ -253,8 +255,9 @@ def _run(o, ui):
     if failed:
         wrote = f" (wrote {', '.join(written)})" if written else ""
         raise click.ClickException("; ".join(failed) + wrote)
+    of_which = f" ({compiled:.1f} s of it compiling kernels)" if compiled >= 1 else ""
     ui.result(f"test error {100 * test_error:.2f} % ({wrong} of {yte.shape[0]} misclassified), "
-              f"test cost {test_cost:.4f}, {seconds:.1f} s")
+              f"test cost {test_cost:.4f}, {seconds:.1f} s{of_which}")
     if written:
         ui.echo("wrote " + ", ".join(written))
     ui.json({
@@ -266,7 +269,8 @@ def _run(o, ui):
         "epoch_seconds": history.epoch_seconds,
         "train_cost": [history.epoch_cost(e) for e in range(history.epochs)],
         "val_iteration": history.val_iteration, "val_cost": history.val_cost,
-        "val_error": history.val_error, "seconds": seconds, "data_dir": folder,
+        "val_error": history.val_error, "seconds": seconds, "compile_seconds": compiled,
+        "data_dir": folder,
         "outputs": {key: o[key] for key in ("save", "history", "plot", "checkpoint") if o[key]},
     })
 
@@ -467,6 +471,7 @@ class _Ui:
     def note(self, text):
         """A message about the run's setup, on stderr (stdout may be JSON)."""
         if self.mode != "quiet":
+            self.close()  # not in the middle of a bar's line
             _echo(text, err=True)
 
     def result(self, text):
@@ -494,24 +499,33 @@ class _Ui:
 
 
 class _EpochReport:
-    """fastbp.train's progress callback: the bar, and one line per epoch."""
+    """fastbp.train's progress callback: the table's head at the first call,
+    the bar, and one line per epoch (its seconds without compiling)."""
 
-    def __init__(self, ui, net, Xv, yv, epochs):
+    def __init__(self, ui, net, Xv, yv, epochs, head):
         self.ui, self.net, self.Xv, self.yv, self.epochs = ui, net, Xv, yv, epochs
-        self.started = time.perf_counter()
+        self.head = head
+        self._restart()
+
+    def _restart(self):
+        self.started, self.compiled = time.perf_counter(), compile_lock.seconds_spent()
 
     def __call__(self, epoch, step, steps, history):
+        for line in self.head:
+            self.ui.echo(line)
+        self.head = []
         self.ui.progress(f"epoch {epoch + 1}/{self.epochs}", step, steps)
         if step < steps:
             return
         self.ui.close()
         if self.ui.mode != "human":
             return
-        seconds = time.perf_counter() - self.started
+        seconds = (time.perf_counter() - self.started
+                   - (compile_lock.seconds_spent() - self.compiled))
         val_cost, val_error = self._validation(history, (epoch + 1) * steps)
-        self.ui.echo(f"{epoch + 1:>5}   {history.epoch_cost(epoch):>10.4f}   {val_cost:>8.4f}"
-                     f"   {100 * val_error:>7.2f} %   {seconds:>7.2f}")
-        self.started = time.perf_counter()  # the next epoch starts after this report
+        self.ui.echo(f"{epoch + 1:>5}   {_cost(history.epoch_cost(epoch), 10)}   "
+                     f"{_cost(val_cost, 8)}   {100 * val_error:>7.2f} %   {seconds:>7.2f}")
+        self._restart()  # the next epoch starts after this report
 
     def _validation(self, history, iteration):
         """(cost, error) on the validation set now: from the history when it
@@ -519,6 +533,30 @@ class _EpochReport:
         if history.val_iteration and history.val_iteration[-1] == iteration:
             return history.val_cost[-1], history.val_error[-1]
         return self.net.evaluate(self.Xv, self.yv)
+
+
+class _CompileNotes:
+    """compile_lock.watch's callback: says once why a first run is slow."""
+
+    def __init__(self, ui):
+        self.ui, self.said = ui, set()
+
+    def __call__(self, what):
+        if what in self.said:
+            return
+        self.said.add(what)
+        self.ui.note("compiling kernels for this network and dtype (once: later runs load "
+                     "them from Numba's cache; a minute or two)" if what == "compile" else
+                     "waiting for another fastbp process to finish compiling kernels")
+
+
+def _count(n, noun):
+    return f"{n} {noun}{'' if n == 1 else 's'}"
+
+
+def _cost(value, width):
+    """A cost in its column: fixed-point, or in exponent form when huge."""
+    return f"{value:>{width}.4f}" if abs(value) < 1e5 else f"{value:>{width}.3e}"
 
 
 class _DownloadBar:

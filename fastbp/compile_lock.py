@@ -6,6 +6,13 @@ number, one index then points at the other's machine code, and a later
 process that loads it crashes. Every kernel dispatcher's ``compile`` (which
 also loads from the cache) is therefore wrapped to hold an exclusive file
 lock, per user, in the temporary folder. Compiled calls never take it.
+
+The lock is also where the process learns what compiling costs it: the
+seconds spent under it (waiting, loading, compiling) add up in
+``seconds_spent()``, which training subtracts from its epoch times, and
+``watch()`` tells a caller when a kernel really compiles (a minute or two
+on a first run) or waits for another process, so a command line can say
+why nothing seems to happen.
 """
 
 import contextlib
@@ -13,7 +20,9 @@ import functools
 import os
 import tempfile
 import threading
+import time
 
+from numba.core import event
 from numba.core.dispatcher import Dispatcher
 
 try:
@@ -24,6 +33,8 @@ except ImportError:  # pragma: no cover - Windows: no flock, no cross-process lo
 _thread_lock = threading.RLock()
 _depth = 0
 _fd = None
+_spent = 0.0
+_watchers = []
 
 
 def lock_path():
@@ -36,12 +47,13 @@ def lock_path():
 def compiling():
     """Hold the cross-process compile lock (re-entrant within a process:
     compiling a kernel compiles the kernels it calls)."""
-    global _depth, _fd
+    global _depth, _fd, _spent
     with _thread_lock:
+        started = time.perf_counter()
         if _depth == 0 and fcntl is not None:
             try:
                 _fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
-                fcntl.flock(_fd, fcntl.LOCK_EX)
+                _acquire(_fd)
             except OSError:  # unwritable temp folder: compile unlocked, as Numba would
                 _fd = None
         _depth += 1
@@ -49,10 +61,56 @@ def compiling():
             yield
         finally:
             _depth -= 1
-            if _depth == 0 and _fd is not None:
-                fcntl.flock(_fd, fcntl.LOCK_UN)
-                os.close(_fd)
-                _fd = None
+            if _depth == 0:
+                if _fd is not None:
+                    fcntl.flock(_fd, fcntl.LOCK_UN)
+                    os.close(_fd)
+                    _fd = None
+                _spent += time.perf_counter() - started
+
+
+def _acquire(fd):
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:  # another process compiles: say so, then wait for it
+        _notify("wait")
+        fcntl.flock(fd, fcntl.LOCK_EX)
+
+
+def seconds_spent():
+    """Seconds this process has spent compiling or loading kernels, waiting
+    for the lock included (kernels of other modules than fastbp's excluded)."""
+    return _spent
+
+
+@contextlib.contextmanager
+def watch(callback):
+    """Within the block, ``callback("compile")`` when Numba starts compiling
+    a function (not when it loads one from its cache), ``callback("wait")``
+    when another process holds the lock. It may be called many times."""
+    _watchers.append(callback)
+    try:
+        yield
+    finally:
+        _watchers.remove(callback)
+
+
+def _notify(what):
+    for callback in list(_watchers):
+        callback(what)
+
+
+class _CompileListener(event.Listener):
+    """Numba's "numba:compile" event fires only for a real compilation."""
+
+    def on_start(self, event):
+        _notify("compile")
+
+    def on_end(self, event):
+        pass
+
+
+event.register("numba:compile", _CompileListener())
 
 
 def guard(module):

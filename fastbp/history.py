@@ -17,7 +17,8 @@ class History:
         regression).
     val_iteration, val_cost, val_error : every ``eval_every`` iterations, on
         the whole validation set (red curves); val_iteration is 1-based.
-    epoch_seconds : wall time of each completed epoch.
+    epoch_seconds : wall time of each completed epoch, less the time spent
+        compiling (or loading) kernels in it, which happens once per shape.
     steps_per_epoch : iterations per epoch, ceil(n / batch_size).
     """
 

@@ -11,7 +11,7 @@ import zlib
 import numba
 import numpy as np
 
-from . import backends
+from . import backends, compile_lock
 from . import validation as check
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import DivergenceError
@@ -118,8 +118,10 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
         saves = _CheckpointFile(checkpoint, file_identity(checkpoint), resumed=True)
         saved, epoch, step, history = load_checkpoint(checkpoint, net, settings)
         if (epoch, step) > (epochs, 0):
-            raise ValueError(f"cannot resume from {os.fsdecode(checkpoint)}: it is already "
-                             f"at epoch {epoch} + {step} steps, past epochs={epochs}")
+            done = f"{epoch} epoch{'s' if epoch != 1 else ''}" + (
+                f" and {step} iterations" if step else "")
+            raise ValueError(f"cannot resume from {os.fsdecode(checkpoint)}: it has already "
+                             f"run {done}, more than epochs={epochs}")
         net.layers = saved.layers
     Ws, bs = net.checked_layers()
     stepper = backends.make_stepper(device, net, Ws, bs, X, y, batch_size)
@@ -128,7 +130,7 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     with _deferred_interrupt(checkpoint is not None) as interrupted:
         while epoch < epochs:
             order = epoch_order(seed, epoch, n)
-            started = time.perf_counter()
+            started, compiling = time.perf_counter(), compile_lock.seconds_spent()
             while step < history.steps_per_epoch:
                 step = run.chunk(order, epoch, step)
                 if progress is not None:
@@ -137,7 +139,9 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
                     stepper.sync()
                     saves.save(net, settings, epoch, step, history)
                     raise KeyboardInterrupt
-            history.epoch_seconds.append(time.perf_counter() - started)
+            # Compiling the kernels happens once per shape: not the epoch's speed.
+            compiled = compile_lock.seconds_spent() - compiling
+            history.epoch_seconds.append(time.perf_counter() - started - compiled)
             epoch, step = epoch + 1, 0
             if checkpoint is not None:
                 stepper.sync()

@@ -117,7 +117,9 @@ def test_options_reach_the_trainer(tiny):
 
 def test_human_output(tiny):
     result = invoke("--data-dir", tiny, "--epochs", "3", "--hidden", "16", "--batch-size", "20")
-    assert result.exit_code == 0 and result.stderr == ""
+    # (A fresh Numba cache adds a note that kernels are compiling.)
+    assert result.exit_code == 0 and all(line.startswith("compiling kernels")
+                                         for line in result.stderr.splitlines())
     out = result.stdout
     assert "784-16-10" in out and "12,730 parameters" in out and "float32" in out
     assert re.search(r"device (cpu|cuda)", out) and "200 training and 50 test images" in out
@@ -415,6 +417,48 @@ def test_resume_with_other_settings_exits_1(tiny, tmp_path):
     assert invoke("--data-dir", tiny, *FAST, "--checkpoint", path).exit_code == 0
     result = invoke("--data-dir", tiny, *FAST, "--lr", "0.1", "--checkpoint", path, "--resume")
     assert_one_error_line(result, 1, str(path), "lr=0.5", "lr=0.1")
+    # Refused before training: no table is started for it.
+    assert "resuming from" not in result.stdout and "train cost" not in result.stdout
+
+
+def test_the_one_epoch_and_a_huge_cost_fit_the_log(tiny):
+    result = invoke("--data-dir", tiny, *FAST)
+    assert "1 epoch of 10 iterations" in result.stdout
+    assert cli._cost(0.2658, 10) == "    0.2658"
+    assert cli._cost(72915628796375690379264.0, 10) == " 7.292e+22"
+
+
+def _train_that_compiles(real_train, seconds):
+    """fastbp.train with a real (tiny) Numba compilation at its first progress
+    call, and ``seconds`` more spent as if compiling."""
+    import numba
+
+    def train(*args, progress, **kwargs):
+        def first(*a):
+            if not first.done:
+                first.done = True
+                numba.njit(lambda x: x + 1)(1)
+                with fastbp.compile_lock.compiling():
+                    time.sleep(seconds)
+            progress(*a)
+        first.done = False
+        return real_train(*args, progress=first, **kwargs)
+    return train
+
+
+def test_compiling_is_announced_and_left_out_of_the_epoch_seconds(tiny, monkeypatch):
+    monkeypatch.setattr(cli, "train", _train_that_compiles(fastbp.train, 3))
+    result = invoke("--data-dir", tiny, *FAST)
+    assert result.exit_code == 0
+    assert result.stderr.count("compiling kernels for this network") == 1
+    seconds = float(re.search(r"^\s+1\s.*\s(\d+\.\d+)$", result.stdout, re.MULTILINE).group(1))
+    assert seconds < 2
+    total, compiling = map(float, re.search(r", (\d+\.\d) s \((\d+\.\d) s of it compiling "
+                                            r"kernels\)$", result.stdout, re.MULTILINE).groups())
+    assert 3 <= compiling <= total
+    out = run_json("--data-dir", tiny, *FAST)
+    assert out["compile_seconds"] >= 3 and out["epoch_seconds"][0] < 2
+
 
 
 @pytest.mark.skipif(backends.cuda_status()[0], reason="a CUDA GPU is available here")

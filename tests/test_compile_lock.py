@@ -1,8 +1,10 @@
 """Kernel compilation (and cache loading) is serialised across processes."""
 
+import fcntl
 import os
 import subprocess
 import sys
+import threading
 import time
 
 from numba.core.dispatcher import Dispatcher
@@ -44,3 +46,23 @@ def test_another_process_waits_for_the_lock_before_compiling(tmp_path):
         assert child.poll() is None, "the child compiled while this process held the lock"
     out, _ = child.communicate(timeout=120)
     assert child.returncode == 0 and out.startswith("done 6.0")
+
+
+def test_a_run_waiting_for_another_process_s_compilation_says_so():
+    seen = []
+    fd = os.open(compile_lock.lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)  # as another process compiling
+
+        def compile_something():
+            with compile_lock.watch(seen.append), compile_lock.compiling():
+                seen.append("locked")
+        waiter = threading.Thread(target=compile_something)
+        waiter.start()
+        time.sleep(0.5)
+        assert seen == ["wait"]  # said so, and still waiting
+    finally:
+        fcntl.flock(fd, fcntl.LOCK_UN)
+        os.close(fd)
+    waiter.join(timeout=30)
+    assert seen == ["wait", "locked"]

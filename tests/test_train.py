@@ -1,5 +1,7 @@
 """fastbp.train: SGD, its schedule, History, determinism and devices."""
 
+import time
+
 import numpy as np
 import pytest
 
@@ -47,6 +49,24 @@ def test_history_follows_the_schedule():
     errors = np.array(hist.batch_error)
     assert ((errors >= 0) & (errors <= 1)).all()
     assert hist.val_error[-1] < 0.2
+
+
+def test_epoch_seconds_leave_out_the_time_spent_compiling():
+    """A first run compiles for minutes inside its first epoch: that is not
+    the epoch's speed. Here a stand-in compilation of 3 s in epoch 1."""
+    from fastbp import compile_lock
+
+    def progress(epoch, step, steps, history):
+        if epoch == 0 and step == steps:
+            with compile_lock.compiling():
+                time.sleep(3)
+
+    X, y = blobs(n=60)
+    before = compile_lock.seconds_spent()
+    hist = fastbp.train(fastbp.Network([5, 8, 3], seed=1), X, y, lr=0.1, batch_size=20,
+                        epochs=2, seed=0, device="cpu", progress=progress)
+    assert compile_lock.seconds_spent() - before >= 3
+    assert 0 < hist.epoch_seconds[0] < 2 and 0 < hist.epoch_seconds[1] < 2
 
 
 def test_every_sample_is_used_once_per_epoch():
