@@ -49,13 +49,14 @@ def load_checkpoint(path, net, settings):
     saved = meta.get("settings")
     saved = saved if isinstance(saved, dict) else {}
     for key, value in settings.items():
+        if key in _ADDED_LATER and key not in saved:
+            continue  # an older checkpoint: its data_crc32 covers it
         if saved.get(key) != value:
-            what = _DESCRIBE.get(key, key)
             capped = key == "batch_size" and settings.get("n_samples") in (value, saved.get(key))
             note = _CAPPED if capped else ""
             raise ValueError(f"cannot resume from {path}: it was trained with "
-                             f"{what}={saved.get(key)!r}, this run asks for {what}={value!r}"
-                             f"{note}")
+                             f"{_setting(key, saved.get(key))}, this run asks for "
+                             f"{_setting(key, value)}{note}")
     try:
         epoch, step = _count(meta, "epoch"), _count(meta, "step")
         steps_per_epoch = _count(meta, "steps_per_epoch")
@@ -74,9 +75,19 @@ def load_checkpoint(path, net, settings):
 
 
 # Settings whose raw name would puzzle a user in an error message.
-_DESCRIBE = {"data_crc32": "training/validation data of CRC-32"}
+_DESCRIBE = {"data_crc32": "training/validation data of CRC-32",
+             "train_crc32": "training data (X, y) of CRC-32",
+             "val_crc32": "validation data of CRC-32"}
+# Settings that checkpoints of earlier versions do not hold.
+_ADDED_LATER = {"train_crc32", "val_crc32"}
 # A batch_size is stored as used: at most the number of samples.
 _CAPPED = " (a batch_size above the number of samples counts as that number)"
+
+
+def _setting(key, value):
+    if key == "val_crc32" and value is None:
+        return "no validation data"
+    return f"{_DESCRIBE.get(key, key)}={value!r}"
 
 
 def _count(meta, key):

@@ -101,7 +101,9 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     settings = {"lr": lr, "batch_size": batch_size, "seed": seed, "n_samples": n,
                 "eval_every": eval_every}
     if checkpoint is not None:  # resuming on other data would silently differ
-        settings["data_crc32"] = _fingerprint(X, y, *(val or ()))
+        settings["train_crc32"] = _fingerprint(X, y)  # so a refusal can say which
+        settings["val_crc32"] = _fingerprint(*val) if val else None
+        settings["data_crc32"] = _fingerprint(X, y, *(val or ()))  # what older ones hold
     check.sgd_step(lr, batch_size, net.dtype)
     history = History(steps_per_epoch=math.ceil(n / batch_size))
     epoch, step = 0, 0

@@ -139,10 +139,12 @@ def test_an_ignored_sigint_stays_ignored(tmp_path):
     ({"seed": 4}, "seed=3.*seed=4"),
     ({"eval_every": 8}, "eval_every=7.*eval_every=8"),
     ({"X": X[:-1], "Y": Y[:-1]}, "n_samples=301.*n_samples=300"),
-    ({"X": X + 1}, "training/validation data"),
-    ({"Y": np.roll(Y, 1)}, "training/validation data"),
-    ({"validation": None}, "training/validation data"),
-    ({"validation": (XV[:-1], YV[:-1])}, "training/validation data"),
+    ({"X": X + 1}, r"training data \(X, y\) of CRC-32='\w{8}', this run asks for training"),
+    ({"Y": np.roll(Y, 1)}, r"training data \(X, y\) of CRC-32"),
+    ({"validation": None}, r"validation data of CRC-32='\w{8}', this run asks for no "
+                           "validation data"),
+    ({"validation": (XV[:-1], YV[:-1])}, r"validation data of CRC-32='\w{8}', this run asks "
+                                         "for validation data of CRC-32"),
     ({"sizes": (P, 8, 3)}, r"sizes is \[6, 9, 3\].*\[6, 8, 3\]"),
     ({"dtype": "float32"}, "dtype is float64.*float32"),
     ({"activation": "tanh"}, "activation is 'relu'.*'tanh'"),
@@ -222,6 +224,21 @@ def test_an_inconsistent_checkpoint_is_a_data_error(tmp_path, changes):
     edit_checkpoint(path, **changes)
     with pytest.raises(fastbp.DataError, match="ckpt.npz"):
         fastbp.train(new_net(), X, Y, epochs=4, checkpoint=path, resume=True, **ARGS)
+
+
+def test_a_checkpoint_from_before_the_per_set_crcs_resumes_and_still_checks_the_data(tmp_path):
+    path = tmp_path / "ckpt.npz"
+    whole = run(3, "cpu")
+    run(1, "cpu", checkpoint=path)
+    with np.load(path) as data:
+        settings = json.loads(str(data[storage.META_KEY]))["settings"]
+    del settings["train_crc32"], settings["val_crc32"]  # as written by fastbp <= 2026-11-27
+    edit_checkpoint(path, settings=settings)
+    with pytest.raises(ValueError, match="training/validation data of CRC-32"):
+        fastbp.train(new_net(), X + 1, Y, epochs=3, checkpoint=path, resume=True, **ARGS)
+    net = new_net()
+    hist = fastbp.train(net, X, Y, epochs=3, checkpoint=path, resume=True, **ARGS)
+    assert_same_run((net, hist), whole)
 
 
 def test_epochs_already_reached_returns_the_saved_run_at_once(tmp_path):
