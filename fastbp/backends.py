@@ -29,7 +29,7 @@ def cuda_status():
     """
     from numba import config
     if not config.ENABLE_CUDASIM and importlib.util.find_spec("numba_cuda") is None:
-        return False, "numba-cuda is not installed (pip install 'numba-cuda[cu12]')"
+        return False, "numba-cuda is not installed (pip install 'numba-cuda[cu12]>=0.30')"
     try:
         from numba import cuda
         if not cuda.is_available():

@@ -207,8 +207,10 @@ def _run(o, ui):
     batch = min(o["batch_size"], Xtr.shape[0])
     try:  # a bad option value, so a usage error (exit 2), before anything is printed
         check.sgd_step(o["lr"], batch, net.dtype)
-    except ValueError as exc:
-        raise click.UsageError(f"--lr {o['lr']:g}: {exc}") from None
+    except ValueError:
+        raise click.UsageError(f"--lr {o['lr']:g} is too small for {net.dtype.name}: --lr / "
+                               "--batch-size rounds to 0, so SGD would never change the "
+                               "weights") from None
     steps = math.ceil(Xtr.shape[0] / batch)
     ui.echo(f"fastbp {__version__}: data {folder}: {Xtr.shape[0]} training and "
             f"{Xte.shape[0]} test images of {Xtr.shape[1]} pixels (the test set is the "
@@ -245,6 +247,9 @@ def _run(o, ui):
     seconds = time.perf_counter() - started
     compiled = compile_lock.seconds_spent() - compiled
     ui.close()
+    if report.head and o["resume"]:  # train accepted the checkpoint but ran nothing
+        ui.echo(f"resuming from {o['checkpoint']}: nothing left to train (--epochs "
+                f"{o['epochs']} already run)")
 
     test_cost, _ = net.evaluate(Xte, yte)
     wrong = int(np.count_nonzero(net.predict(Xte) != yte))
@@ -255,7 +260,7 @@ def _run(o, ui):
     if failed:
         wrote = f" (wrote {', '.join(written)})" if written else ""
         raise click.ClickException("; ".join(failed) + wrote)
-    of_which = f" ({compiled:.1f} s of it compiling kernels)" if compiled >= 1 else ""
+    of_which = f" ({compiled:.1f} s of it compiling or loading kernels)" if compiled >= 1 else ""
     ui.result(f"test error {100 * test_error:.2f} % ({wrong} of {yte.shape[0]} misclassified), "
               f"test cost {test_cost:.4f}, {seconds:.1f} s{of_which}")
     if written:

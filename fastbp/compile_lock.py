@@ -7,9 +7,9 @@ process that loads it crashes. Every kernel dispatcher's ``compile`` (which
 also loads from the cache) is therefore wrapped to hold an exclusive file
 lock, per user, in the temporary folder. Compiled calls never take it.
 
-The lock is also where the process learns what compiling costs it: the
-seconds spent under it (waiting, loading, compiling) add up in
-``seconds_spent()``, which training subtracts from its epoch times, and
+The lock is also where a thread learns what compiling costs it: the
+seconds it spends under the lock or waiting for it (loading, compiling) add
+up in ``seconds_spent()``, which training subtracts from its epoch times, and
 ``watch()`` tells a caller when a kernel really compiles (a minute or two
 on a first run) or waits for another process, so a command line can say
 why nothing seems to happen.
@@ -33,7 +33,7 @@ except ImportError:  # pragma: no cover - Windows: no flock, no cross-process lo
 _thread_lock = threading.RLock()
 _depth = 0
 _fd = None
-_spent = 0.0
+_spent = threading.local()  # per thread: another thread's compile is not this one's
 _watchers = []
 
 
@@ -47,15 +47,11 @@ def lock_path():
 def compiling():
     """Hold the cross-process compile lock (re-entrant within a process:
     compiling a kernel compiles the kernels it calls)."""
-    global _depth, _fd, _spent
+    global _depth, _fd
+    started = time.perf_counter()  # waiting for another thread's compile included
     with _thread_lock:
-        started = time.perf_counter()
         if _depth == 0 and fcntl is not None:
-            try:
-                _fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
-                _acquire(_fd)
-            except OSError:  # unwritable temp folder: compile unlocked, as Numba would
-                _fd = None
+            _fd = _acquire()
         _depth += 1
         try:
             yield
@@ -66,21 +62,34 @@ def compiling():
                     fcntl.flock(_fd, fcntl.LOCK_UN)
                     os.close(_fd)
                     _fd = None
-                _spent += time.perf_counter() - started
+                _spent.seconds = seconds_spent() + time.perf_counter() - started
 
 
-def _acquire(fd):
+def _acquire():
+    """The locked file descriptor, or None where the lock cannot be had."""
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:  # another process compiles: say so, then wait for it
-        _notify("wait")
-        fcntl.flock(fd, fcntl.LOCK_EX)
+        fd = os.open(lock_path(), os.O_RDWR | os.O_CREAT, 0o600)
+    except OSError:  # unwritable temp folder: compile unlocked, as Numba would
+        return None
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:  # another process compiles: say so, then wait for it
+            _notify("wait")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+    except OSError:
+        os.close(fd)
+        return None
+    except BaseException:  # Ctrl-C while waiting, or a watcher that failed
+        os.close(fd)
+        raise
+    return fd
 
 
 def seconds_spent():
-    """Seconds this process has spent compiling or loading kernels, waiting
-    for the lock included (kernels of other modules than fastbp's excluded)."""
-    return _spent
+    """Seconds the calling thread has spent compiling or loading fastbp's CPU
+    kernels, waits for the lock included (CUDA kernels compile outside it)."""
+    return getattr(_spent, "seconds", 0.0)
 
 
 @contextlib.contextmanager

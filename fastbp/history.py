@@ -18,7 +18,8 @@ class History:
     val_iteration, val_cost, val_error : every ``eval_every`` iterations, on
         the whole validation set (red curves); val_iteration is 1-based.
     epoch_seconds : wall time of each completed epoch, less the time spent
-        compiling (or loading) kernels in it, which happens once per shape.
+        compiling (or loading) CPU kernels in it, which happens once per shape
+        (a CUDA kernel's first compilation stays in its epoch's time).
     steps_per_epoch : iterations per epoch, ceil(n / batch_size).
     """
 

@@ -103,7 +103,8 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     if checkpoint is not None:  # resuming on other data would silently differ
         settings["train_crc32"] = _fingerprint(X, y)  # so a refusal can say which
         settings["val_crc32"] = _fingerprint(*val) if val else None
-        settings["data_crc32"] = _fingerprint(X, y, *(val or ()))  # what older ones hold
+        # What older checkpoints hold: the same CRC continued over the validation data.
+        settings["data_crc32"] = _fingerprint(*(val or ()), start=settings["train_crc32"])
     check.sgd_step(lr, batch_size, net.dtype)
     history = History(steps_per_epoch=math.ceil(n / batch_size))
     epoch, step = 0, 0
@@ -260,9 +261,10 @@ def _all_finite(Ws, bs):
     return all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in zip(Ws, bs))
 
 
-def _fingerprint(*arrays):
-    """CRC-32 (hex) of the converted, C-contiguous training (and validation) data."""
-    crc = 0
+def _fingerprint(*arrays, start="00000000"):
+    """CRC-32 (hex) of the converted, C-contiguous training (and validation)
+    data, continued from the CRC ``start`` of what came before them."""
+    crc = int(start, 16)
     for a in arrays:
         crc = zlib.crc32(a, crc)
     return f"{crc:08x}"

@@ -218,7 +218,7 @@ def test_plot_without_matplotlib_fails_before_training(tiny, tmp_path, monkeypat
     (["--lr", "nan"], "'nan'"),
     (["--lr", "inf"], "'inf'"),
     (["--lr", "fast"], "'fast'"),
-    (["--lr", "1e-50"], "--lr 1e-50: lr=1e-50 is too small for float32"),  # lr / n_b is 0
+    (["--lr", "1e-50"], "--lr 1e-50 is too small for float32: --lr / --batch-size"),
     (["--epochs", "0"], "--epochs"),
     (["--batch-size", "0"], "--batch-size"),
     (["--eval-every", "-1"], "--eval-every"),
@@ -421,6 +421,15 @@ def test_resume_with_other_settings_exits_1(tiny, tmp_path):
     assert "resuming from" not in result.stdout and "train cost" not in result.stdout
 
 
+def test_a_resume_with_nothing_left_to_run_says_so(tiny, tmp_path):
+    path = tmp_path / "ckpt.npz"
+    assert invoke("--data-dir", tiny, *FAST, "--checkpoint", path).exit_code == 0
+    result = invoke("--data-dir", tiny, *FAST, "--checkpoint", path, "--resume")
+    assert result.exit_code == 0
+    assert f"resuming from {path}: nothing left to train (--epochs 1 already run)" in result.stdout
+    assert "train cost" not in result.stdout and "test error" in result.stdout
+
+
 def test_the_one_epoch_and_a_huge_cost_fit_the_log(tiny):
     result = invoke("--data-dir", tiny, *FAST)
     assert "1 epoch of 10 iterations" in result.stdout
@@ -454,7 +463,8 @@ def test_compiling_is_announced_and_left_out_of_the_epoch_seconds(tiny, monkeypa
     seconds = float(re.search(r"^\s+1\s.*\s(\d+\.\d+)$", result.stdout, re.MULTILINE).group(1))
     assert seconds < 1
     total, compiling = map(float, re.search(r", (\d+\.\d) s \((\d+\.\d) s of it compiling "
-                                            r"kernels\)$", result.stdout, re.MULTILINE).groups())
+                                            r"or loading kernels\)$", result.stdout,
+                                            re.MULTILINE).groups())
     assert 1.5 <= compiling <= total
     out = run_json("--data-dir", tiny, *FAST)
     assert out["compile_seconds"] >= 1.5 and out["epoch_seconds"][0] < 1

@@ -66,3 +66,19 @@ def test_a_run_waiting_for_another_process_s_compilation_says_so():
         os.close(fd)
     waiter.join(timeout=30)
     assert seen == ["wait", "locked"]
+
+
+def test_compile_time_is_counted_for_the_thread_that_spent_it():
+    """Training in one thread must not subtract another thread's compile."""
+    before = compile_lock.seconds_spent()
+
+    def compile_elsewhere():
+        with compile_lock.compiling():
+            time.sleep(0.5)
+    other = threading.Thread(target=compile_elsewhere)
+    other.start()
+    other.join()
+    assert compile_lock.seconds_spent() == before
+    with compile_lock.compiling(), compile_lock.compiling():  # nested: counted once
+        time.sleep(0.2)
+    assert 0.2 <= compile_lock.seconds_spent() - before < 0.4

@@ -29,9 +29,9 @@ def test_missing_numba_cuda_names_what_to_install(monkeypatch):
                         lambda name, *args: None if name == "numba_cuda" else real(name, *args))
     monkeypatch.setattr("numba.config.ENABLE_CUDASIM", 0)
     assert backends.cuda_status() == (
-        False, "numba-cuda is not installed (pip install 'numba-cuda[cu12]')")
+        False, "numba-cuda is not installed (pip install 'numba-cuda[cu12]>=0.30')")
     with pytest.raises(RuntimeError, match=r"device='cuda' is unavailable: numba-cuda is not "
-                                           r"installed \(pip install 'numba-cuda\[cu12\]'\)"):
+                                           r"installed \(pip install 'numba-cuda\[cu12\]>=0.30'\)"):
         backends.resolve_device("cuda")
     assert backends.resolve_device("auto") == "cpu"
 
@@ -41,7 +41,7 @@ def test_cuda_without_a_gpu_gives_one_clear_error():
     net = fastbp.Network([3, 2])
     X, y = np.zeros((4, 3)), np.zeros(4, np.int64)
     reason = backends.cuda_status()[1]
-    assert "pip install 'numba-cuda[cu12]'" in reason or "no CUDA GPU" in reason
+    assert "pip install 'numba-cuda[cu12]>=0.30'" in reason or "no CUDA GPU" in reason
     for call in (lambda: fastbp.train(net, X, y, epochs=1, device="cuda"),
                  lambda: fastbp.backprop(net, X, y, device="cuda")):
         with pytest.raises(RuntimeError, match="device='cuda' is unavailable"):
