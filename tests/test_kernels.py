@@ -65,6 +65,7 @@ def test_dense_forward_same_bits_either_split(threads, dtype):
 @pytest.mark.parametrize("n,U", [(1, 1), (7, 33), (100, 129)])
 def test_activation_backward(n, U, act, dtype):
     dQ, Z = data(U + n, (n, U), (n, U), dtype=dtype)
+    Z[:, ::3] = 0  # exact zeros: ReLU'(0) is 0, as the reference's Z > 0 says
     Q = reference.activation(Z, act).astype(dtype)
     dZ = np.full_like(Z, np.nan)
     cpu.activation_backward(dZ, dQ, Z, Q, codes.ACTIVATIONS[act])
@@ -111,6 +112,20 @@ def test_softmax_cross_entropy(n, M, dtype):
                                                        "cross_entropy")
     assert rel_err(J, J_ref) <= RTOL[dtype]
     assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_softmax_cross_entropy_on_logits_that_would_overflow_exp(dtype):
+    """exp(1000) (float64) and exp(100) (float32) overflow: only the shift by
+    each row's largest logit, wherever it sits in the row, keeps J and dZ exact."""
+    big = {"float64": 1000.0, "float32": 100.0}[dtype]
+    Z = np.array([[0, 0, big], [big, 0, 0], [0, big, 0]], dtype)
+    labels = np.array([0, 0, 1])
+    dZ, row_loss = np.full_like(Z, np.nan), np.full(3, np.nan, dtype)
+    J = cpu.softmax_cross_entropy(dZ, row_loss, Z, labels)
+    assert J == pytest.approx(big / 3, rel=1e-6)  # rows: big, 0, 0 (up to e^-big)
+    assert np.isfinite(row_loss).all()
+    np.testing.assert_allclose(dZ, [[-1, 0, 1], [0, 0, 0], [0, 0, 0]], rtol=0, atol=1e-30)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -372,6 +387,7 @@ def test_output_layer_rows_is_the_last_layer_of_algorithm_6_1(H, M, n, loss, act
     """Forward of the output layer, loss rows, dZ (6.26) and the layer below's
     dZ (6.27b then 6.27a), against the reference's formulas."""
     Z_prev, W, b = data(n * H + M, (n, H), (M, H), (M,), dtype=dtype)
+    Z_prev[:, ::3] = 0  # exact zeros: ReLU'(0) is 0, as the reference's Z > 0 says
     Q_prev = reference.activation(Z_prev, act).astype(dtype)
     rng = np.random.default_rng(n + H)
     labels = rng.integers(0, M, n)

@@ -114,6 +114,25 @@ def test_every_path_of_the_compiled_loop_follows_the_reference(sizes, loss, dens
     np.testing.assert_array_equal(hists[0].batch_error, hists[1].batch_error)
 
 
+def test_each_epoch_runs_over_its_own_shuffle_as_in_6_21():
+    """Three epochs of mini-batches (the last one short) done by hand with the
+    reference, each over epoch_order(seed, epoch): a loop that reused one
+    shuffle, or lost a batch, follows another trajectory. (The cpu-vs-numpy
+    comparisons cannot tell: both run through the same loop.)"""
+    X, y = blobs(n=10, p=4)
+    net = fastbp.Network([4, 5, 3], dtype="float64", seed=0)
+    layers = [(W.copy(), b.copy()) for W, b in net.layers]
+    for epoch in range(3):
+        order = epoch_order(7, epoch, 10)
+        for start in range(0, 10, 4):
+            rows = order[start:start + 4]
+            _, grads = reference.backprop(layers, X[rows], y[rows], "relu", "cross_entropy")
+            reference.sgd_step(layers, grads, 0.5)
+    fastbp.train(net, X, y, lr=0.5, batch_size=4, epochs=3, seed=7, device="cpu")
+    for (W, b), (W_ref, b_ref) in zip(net.layers, layers):
+        assert rel_err(W, W_ref) <= 1e-12 and rel_err(b, b_ref) <= 1e-12
+
+
 def test_one_sgd_step_is_exactly_equation_6_23():
     X, y = blobs(n=10, p=4)
     net = fastbp.Network([4, 5, 3], dtype="float64", seed=0)
