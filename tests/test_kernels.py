@@ -318,6 +318,25 @@ def test_compress_rows_lists_every_non_zero_in_order(n, P):
         assert np.array_equal(values[indptr[i]:indptr[i + 1]], X[i, expected], equal_nan=True)
 
 
+@pytest.mark.parametrize("threads", [1, 2])
+def test_compress_rows_writes_nothing_past_a_row_s_last_slot(threads):
+    """A spare write past a row's end lands in the next row's first slot
+    (which a race can leave there) or, for the last row, past the arrays:
+    one sentinel slot past the end must stay as it was, at any thread count."""
+    X = sparse_input(11, 9, 40, "float64")
+    X[:, -5:] = 0  # every row ends in zeros, so the loop runs on past its last non-zero
+    X[-1, 0] = 1.5
+    counts = np.empty(9, np.int64)
+    cpu.row_nonzeros(counts, X)
+    indptr = np.zeros(10, np.int64)
+    np.cumsum(counts, out=indptr[1:])
+    indices, values = np.full(indptr[-1] + 1, -7, np.int32), np.full(indptr[-1] + 1, -7.0)
+    at_threads(threads, cpu.compress_rows, indices, values, indptr, X)
+    assert indices[-1] == -7 and values[-1] == -7.0
+    for i in range(9):
+        assert indices[indptr[i]:indptr[i + 1]].tolist() == np.flatnonzero(X[i]).tolist()
+
+
 def test_prefetch_rows_runs_on_any_batch_and_writes_nothing():
     """A hint to the cache, so nothing to compare but that it runs on every
     shape of batch (empty rows, the last row, an empty batch) and changes
