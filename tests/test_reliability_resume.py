@@ -141,10 +141,10 @@ def test_an_ignored_sigint_stays_ignored(tmp_path):
     ({"X": X[:-1], "Y": Y[:-1]}, "n_samples=301.*n_samples=300"),
     ({"X": X + 1}, r"training data \(X, y\) of CRC-32='\w{8}', this run asks for training"),
     ({"Y": np.roll(Y, 1)}, r"training data \(X, y\) of CRC-32"),
-    ({"validation": None}, r"validation data of CRC-32='\w{8}', this run asks for no "
-                           "validation data"),
-    ({"validation": (XV[:-1], YV[:-1])}, r"validation data of CRC-32='\w{8}', this run asks "
-                                         "for validation data of CRC-32"),
+    ({"validation": None},
+     r"validation data of CRC-32='\w{8}', this run asks for no validation data"),
+    ({"validation": (XV[:-1], YV[:-1])},
+     r"validation data of CRC-32='\w{8}', this run asks for validation data of CRC-32"),
     ({"sizes": (P, 8, 3)}, r"sizes is \[6, 9, 3\].*\[6, 8, 3\]"),
     ({"dtype": "float32"}, "dtype is float64.*float32"),
     ({"activation": "tanh"}, "activation is 'relu'.*'tanh'"),
