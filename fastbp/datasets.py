@@ -118,9 +118,14 @@ def load_folder(folder):
     labels lie in 0..9.
     """
     folder = path_like("folder", folder)
+    return _load_folder(folder, folder)
+
+
+def _load_folder(folder, shown):
+    """load_folder, with the folder called ``shown`` in a missing-files error."""
     missing = missing_files(folder)
     if missing:
-        raise DataError(_missing_message(folder, missing))
+        raise DataError(f"{shown}: missing MNIST file(s) {', '.join(missing)} (.gz or raw)")
     out = []
     shape = None
     for split in ("train", "test"):
@@ -187,12 +192,5 @@ def mnist(data_dir=None, download=True, progress=None):
             " (pass data_dir=..., or set FASTBP_DATA_DIR to a folder with the four "
             "MNIST IDX files, or download=True)")
         raise DataError(f"{shown}: MNIST folder does not exist{hint}")
-    missing = missing_files(folder)
-    if missing:
-        raise DataError(_missing_message(shown, missing))
-    return load_folder(folder)
-
-
-def _missing_message(shown, missing):
-    return f"{shown}: missing MNIST file(s) {', '.join(missing)} (.gz or raw)"
+    return _load_folder(folder, shown)
 
