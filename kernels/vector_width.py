@@ -1,9 +1,11 @@
 """Which vector width LLVM may use on CPUs with AVX-512.
 
-LLVM tunes Intel's AVX-512 server cores (Skylake-X to Emerald Rapids) to
-prefer 256-bit vectors (the "prefer-256-bit" tuning feature), so Numba's
-vectorised loops use ymm registers even where zmm ones would do twice the
-work per instruction: on the 2-core Emerald Rapids VM of docs/speed-log.md,
+LLVM's choice depends on the CPU, not only on its instruction set: it tunes
+Intel's AVX-512 server cores (Skylake-X to Emerald Rapids) to prefer 256-bit
+vectors (the "prefer-256-bit" tuning feature), so Numba's vectorised loops
+use ymm registers there even where zmm ones would do twice the work per
+instruction, while on AMD Zen 4 and later it emits zmm by default. On the
+2-core Emerald Rapids VM of docs/speed-log.md,
 16 vector accumulators with their operands in L1 run 165-171 GFLOP/s per core
 with zmm against 73-88 with ymm (scripts/fma_peak.py). Most of fastbp's
 kernels wait on L1/L2 more than on multiply-adds, and whole epochs measured
@@ -12,10 +14,16 @@ process keeps LLVM's preference, and only the kernels that gain from zmm,
 the dense first layer's register tiles (kernels/cpu_panels.py), ask for it
 per function, where ``available``. FASTBP_VECTOR_BITS changes that:
 
-* unset (the default): as above;
+* unset (the default): as above: LLVM's own choice for this CPU (ymm on
+  Intel's AVX-512 cores, zmm on AMD Zen 4), the tiles zmm where available;
 * 512: 512-bit vectors for every Numba function of the process;
-* 256: 256-bit vectors everywhere, the tiles included (they are not used:
-  the 4 x 4 blocks run instead), for CPUs that slow down under 512-bit work.
+* 256: 256-bit vectors everywhere, on every vendor's AVX-512 CPU (the
+  "prefer-256-bit" feature is added), the tiles included (they are not
+  used: the 4 x 4 blocks run instead), for CPUs that slow down under
+  512-bit work.
+
+Without AVX-512 (e.g. ``NUMBA_CPU_NAME=haswell``) none of this applies:
+every setting compiles for 256-bit AVX2 vectors and the tiles stay off.
 
 Numba reads its target features once, when its CPU target context is made
 (at the first ``@njit`` decoration of the process), and all Numba code of the
@@ -52,20 +60,21 @@ def setting():
 
 
 def allow_512_bit():
-    """If FASTBP_VECTOR_BITS=512, drop LLVM's 256-bit preference for this
-    process's Numba code, where the CPU has AVX-512 and nothing else decided.
-    Returns whether it did."""
+    """Apply FASTBP_VECTOR_BITS to this process's Numba code, where the CPU
+    has AVX-512 and nothing else decided: 512 drops LLVM's 256-bit
+    preference, 256 adds it (whatever LLVM would choose for this CPU).
+    Returns whether it changed the target features."""
     global _declined
     bits = setting()
     _declined = bits == "256"
-    if bits != "512" or config.CPU_FEATURES is not None or config.CPU_NAME is not None:
+    if not bits or config.CPU_FEATURES is not None or config.CPU_NAME is not None:
         return False
     if "_toplevel_target_context" in vars(registry.cpu_target):  # too late: it is made
         return False
     features = llvm.get_host_cpu_features().flatten()
     if "+avx512f" not in features.split(","):
         return False
-    config.CPU_FEATURES = f"{features},-{TUNING}"
+    config.CPU_FEATURES = f"{features},{'-' if bits == '512' else '+'}{TUNING}"
     return True
 
 

@@ -54,17 +54,42 @@ def test_on_request_512_bit_vectors_exactly_where_the_cpu_has_avx512():
     assert out[2] == str(AVX512)  # the panel tiles too
 
 
-@pytest.mark.parametrize("setting", [{}, {vector_width.ENV: ""}, {vector_width.ENV: "256"},
-                                     {vector_width.ENV: " 256 "}])
-def test_by_default_or_256_llvm_s_choice_stays(setting):
+@pytest.mark.parametrize("setting", [{}, {vector_width.ENV: ""}])
+def test_by_default_llvm_s_own_choice_for_this_cpu_stays(setting):
+    # LLVM's choice is the CPU's: ymm on Intel's AVX-512 cores, zmm on AMD Zen 4.
+    # Naming the host's own features (nothing added) shows what it picks here.
+    rc, llvm_choice, err = probe(NUMBA_CPU_FEATURES=llvm.get_host_cpu_features().flatten())
+    assert rc == 0, err
     rc, out, err = probe(**setting)
     assert rc == 0, err
-    assert out[0] == "False"
+    assert out[0] == "False" and out[1] == llvm_choice[1]
+    assert out[2] == str(AVX512)  # the panel tiles still ask for 512-bit vectors
+
+
+@pytest.mark.parametrize("setting", [{vector_width.ENV: "256"}, {vector_width.ENV: " 256 "}])
+def test_256_keeps_512_bit_vectors_out_everywhere_on_any_vendor(setting):
+    rc, out, err = probe(**setting)
+    assert rc == 0, err
+    assert out[0] == "False" and "z" not in out[1]
     if AVX512:
-        assert "y" in out[1] and "z" not in out[1]  # LLVM's own preference on these cores
-    # By default the panel tiles still ask for 512-bit vectors; 256 declines them too.
-    declined = setting.get(vector_width.ENV, "").strip() == "256"
-    assert out[2] == str(AVX512 and not declined)
+        assert "y" in out[1]
+    assert out[2] == "False"  # the tiles declined too
+
+
+def without_avx512():
+    """Numba's settings for an AVX2 CPU (Haswell) on this machine: the name
+    alone keeps the host's features, so every AVX-512 feature is turned off."""
+    features = ",".join("-" + f[1:] if f.startswith("+avx512") else f
+                        for f in llvm.get_host_cpu_features().flatten().split(","))
+    return {"NUMBA_CPU_NAME": "haswell", "NUMBA_CPU_FEATURES": features}
+
+
+@pytest.mark.parametrize("setting", [{}, {vector_width.ENV: "256"}, {vector_width.ENV: "512"}])
+def test_a_cpu_without_avx512_never_gets_512_bit_vectors(setting):
+    rc, out, err = probe(**without_avx512(), **setting)
+    assert rc == 0, err
+    assert out[0] == "False" and out[2] == "False"  # no tiles either
+    assert "y" in out[1] and "z" not in out[1]  # AVX2's 256-bit multiply-adds (xmm in the tail)
 
 
 def test_a_user_s_prefer_256_bit_declines_the_tiles_512_bit_vectors():
