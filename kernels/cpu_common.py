@@ -2,10 +2,12 @@
 
 from numba import njit
 
-from . import activations, vector_width
+from . import activations, numba_cache, vector_width
 
-# Before this module's first @njit, which fixes the process's target features.
+# Before this module's first @njit, which fixes the process's target features
+# and, for each cached kernel, where its cache lives.
 vector_width.allow_512_bit()
+numba_cache.install()
 
 # fastmath without nnan/ninf: lets LLVM reassociate and vectorise the
 # dot-product reductions, but keeps NaN/inf semantics so divergence is seen.
