@@ -8,17 +8,17 @@ import os as _os
 import numba as _numba
 
 from . import cache_stamp, compile_lock, datasets, reference
-from .kernels import cpu as _cpu_kernels
+from .kernels import registry as _registry
 from .errors import DataError, DivergenceError
 from .history import History
 from .network import Network, load
-from .train import train
-from .api import backprop
+from .trainer import Trainer, train
+from .backends import backprop
 
 # Both before any kernel compiles or loads from the cache:
-compile_lock.guard(_cpu_kernels)
-cache_stamp.stamp(_cpu_kernels,
-                  cache_stamp.sources_fingerprint(_os.path.dirname(_cpu_kernels.__file__)))
+_kernels = list(_registry.cpu_dispatchers().values())
+compile_lock.guard(_kernels)
+cache_stamp.stamp(_kernels, cache_stamp.sources_fingerprint(_os.path.dirname(_registry.__file__)))
 # Start Numba's thread pool now: parallel code loaded from the on-disk cache
 # before the pool exists crashed the process (numba issue 8578; seen here with
 # load() then predict() in a fresh process).
@@ -26,5 +26,5 @@ _numba.set_num_threads(_numba.get_num_threads())
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "load", "train", "backprop", "History", "DataError",
+__all__ = ["Network", "load", "train", "Trainer", "backprop", "History", "DataError",
            "DivergenceError", "datasets", "reference", "__version__"]

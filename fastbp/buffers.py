@@ -6,6 +6,7 @@ Kernels never allocate; this module sizes everything they write into.
 import numpy as np
 
 from .kernels import cpu_panels, cpu_tile_lists
+from .kernels.arguments import CpuFirstLayer
 
 
 def batch_buffers(sizes, n_rows, dtype):
@@ -30,29 +31,28 @@ def gradient_buffers(layers):
             tuple(np.zeros_like(b) for _, b in layers))
 
 
-def training_buffers(sizes, n_rows, dtype, masks=None):
-    """Scratch of ``kernels.cpu.train_steps`` beyond ``batch_buffers``.
-
-    Returns (WT, panels, idx, val, count): the first layer's transposed
-    weights (p, U_1); panels, where those are worthwhile
-    (``kernels.cpu_panels``): its weights and dZ packed in panels of units,
-    the lists of the zero-skipping tiles and ``masks``, the training rows'
-    bit masks (``sparse_rows.tile_masks``; None or empty: sparse batches
-    stay on W^T), else empty arrays of the same kinds; and flat scratch for
-    one set of non-zero lists (int32 indices, values, counts) of any matrix
-    the step lists: batch rows x a layer width, either way round.
-    """
-    dtype = np.dtype(dtype)
+def list_scratch(sizes, n_rows, dtype):
+    """Flat scratch for one set of non-zero lists (int32 indices, values,
+    int64 counts) of any matrix the training step lists: batch rows x a
+    layer width, either way round."""
     widest = max(sizes)
-    WT = np.zeros((sizes[0], sizes[1]), dtype)
-    if masks is None:
-        masks = (np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64))
-    if cpu_panels.worthwhile(sizes, dtype):
-        panels = (np.zeros(cpu_panels.panel_shape(sizes[1], sizes[0], dtype), dtype),
-                  np.zeros(cpu_panels.panel_shape(sizes[1], n_rows, dtype), dtype),
-                  *cpu_tile_lists.skip_lists(sizes[0], n_rows), *masks)
-    else:  # (masks unused: train_steps takes sparse batches to the tiles only on panels)
-        panels = (np.zeros((0, 0, 0), dtype), np.zeros((0, 0, 0), dtype),
-                  *cpu_tile_lists.skip_lists(0, 0), *masks)
-    return (WT, panels, np.zeros(n_rows * widest, np.int32), np.zeros(n_rows * widest, dtype),
+    return (np.zeros(n_rows * widest, np.int32), np.zeros(n_rows * widest, dtype),
             np.zeros(max(n_rows, widest), np.int64))
+
+
+def first_layer_buffers(plan, sizes, n_rows, dtype):
+    """``kernels.arguments.CpuFirstLayer`` for ``plan`` (fastbp.first_layer):
+    the first layer's transposed weights (p, U_1); where the plan runs on
+    panels, its weights and dZ packed in panels of units and the lists of the
+    zero-skipping tiles (sized for batches of ``n_rows``), else empty arrays;
+    the plan's row masks and compressed rows."""
+    dtype = np.dtype(dtype)
+    WT = np.zeros((sizes[0], sizes[1]), dtype)
+    if plan.on_panels:
+        WP = np.zeros(cpu_panels.panel_shape(sizes[1], sizes[0], dtype), dtype)
+        dZP = np.zeros(cpu_panels.panel_shape(sizes[1], n_rows, dtype), dtype)
+        lists = cpu_tile_lists.skip_lists(sizes[0], n_rows)
+    else:
+        WP, dZP = np.zeros((0, 0, 0), dtype), np.zeros((0, 0, 0), dtype)
+        lists = cpu_tile_lists.skip_lists(0, 0)
+    return CpuFirstLayer(plan.code, WT, WP, dZP, *lists, *plan.masks, *plan.rows_csr)

@@ -22,12 +22,12 @@ def sources_fingerprint(folder):
     return digest.hexdigest()
 
 
-def stamp(module, fingerprint):
-    """Make each cached dispatcher in ``module`` accept its on-disk cache only
-    if it was saved with ``fingerprint`` too. Uses Numba internals
+def stamp(dispatchers, fingerprint):
+    """Make each cached dispatcher of ``dispatchers`` accept its on-disk cache
+    only if it was saved with ``fingerprint`` too. Uses Numba internals
     (``_cache._cache_file._source_stamp``); where they are missing, it does
     nothing and Numba's own check stays."""
-    for value in vars(module).values():
+    for value in dispatchers:
         cache_file = getattr(getattr(value, "_cache", None), "_cache_file", None)
         if not isinstance(value, Dispatcher) or not hasattr(cache_file, "_source_stamp"):
             continue

@@ -1,4 +1,4 @@
-"""``fastbp-train``: Example 6.2 from the command line (DESIGN.md, "Command line").
+"""``fastbp-train``: Example 6.2 from the command line (docs/architecture.md, "Command line").
 
 Exit status: 0 on success, 2 for usage errors (click), 1 for any other
 failure, 130 when interrupted; every failure is one ``Error: ...`` line.
@@ -19,12 +19,12 @@ import numpy as np
 from click.core import ParameterSource
 
 from . import __version__, backends, compile_lock, datasets, plotting
-from . import validation as check
+from . import checks as check
 from .errors import DivergenceError
 from .network import Network
 from .storage import (CHECKPOINT_FORMAT, atomic_save_npz, file_identity, load_npz,
                       save_problem, write_atomically)
-from .train import train
+from .trainer import check_checkpoint, train
 
 EXIT_INTERRUPTED = 130
 # Clears the terminal line a progress bar was drawn on and shows the cursor again.
@@ -171,8 +171,6 @@ def main(ctx, **options):
 
 def _run(o, ui):
     """Check everything that can be checked, load the data, train, report."""
-    if o["resume"] and o["checkpoint"] is None:
-        raise click.UsageError("--resume needs --checkpoint CKPT.npz (the run to continue)")
     if o["plot"] is not None:
         try:
             plotting.require_matplotlib()
@@ -186,18 +184,11 @@ def _run(o, ui):
     if o["plot"] is not None and os.path.splitext(o["plot"])[1].lower() != ".png":
         raise click.UsageError(f"--plot {o['plot']}: the plot is a PNG image, so its name "
                                "must end in .png")
-    if o["resume"] and not os.path.isfile(o["checkpoint"]):
-        raise click.ClickException(f"--resume: the checkpoint {o['checkpoint']} does not exist")
-    if o["checkpoint"] is not None and not o["resume"] and os.path.exists(o["checkpoint"]):
-        raise click.ClickException(f"the checkpoint {o['checkpoint']} already exists: add "
-                                   "--resume to continue that run, or delete it or choose "
-                                   "another path to start over")
-    if o["device"] == "cuda":
-        available, reason = backends.cuda_status()
-        if not available:
-            raise click.ClickException(f"--device cuda is unavailable: {reason}. Use "
-                                       "--device cpu (or auto).")
-    device = backends.resolve_device(o["device"])
+    try:  # the library's own checks, in the command line's words
+        check_checkpoint(o["checkpoint"], o["resume"], check.CLI)
+    except check.UsageError as exc:
+        raise click.UsageError(str(exc)) from None
+    device = backends.resolve_device(o["device"], check.CLI)
 
     folder, (Xtr, ytr, Xte, yte) = _load_data(o["data_dir"], ui)
     _check_not_inputs(outputs, folder)
@@ -206,11 +197,9 @@ def _run(o, ui):
     Xte = Xte.astype(net.dtype, copy=False)
     batch = min(o["batch_size"], Xtr.shape[0])
     try:  # a bad option value, so a usage error (exit 2), before anything is printed
-        check.sgd_step(o["lr"], batch, net.dtype)
-    except ValueError:
-        raise click.UsageError(f"--lr {o['lr']:g} is too small for {net.dtype.name}: --lr / "
-                               "--batch-size rounds to 0, so SGD would never change the "
-                               "weights") from None
+        check.sgd_step(o["lr"], batch, net.dtype, check.CLI)
+    except ValueError as exc:
+        raise click.UsageError(str(exc)) from None
     steps = math.ceil(Xtr.shape[0] / batch)
     ui.echo(f"fastbp {__version__}: data {folder}: {Xtr.shape[0]} training and "
             f"{Xte.shape[0]} test images of {Xtr.shape[1]} pixels (the test set is the "

@@ -122,9 +122,9 @@ class _CompileListener(event.Listener):
 event.register("numba:compile", _CompileListener())
 
 
-def guard(module):
-    """Wrap the ``compile`` of every Numba dispatcher in ``module`` with the lock."""
-    for value in vars(module).values():
+def guard(dispatchers):
+    """Wrap the ``compile`` of each Numba dispatcher in ``dispatchers`` with the lock."""
+    for value in dispatchers:
         if isinstance(value, Dispatcher) and not getattr(value.compile, "_fastbp_locked", False):
             value.compile = _locked(value.compile)
 

@@ -13,7 +13,7 @@ import zlib
 import numpy as np
 
 from .errors import DataError
-from .validation import path_like
+from .checks import path_like
 
 FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -21,7 +21,7 @@ FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-# SHA-256 of the uncompressed files (DESIGN.md), checked after a download.
+# SHA-256 of the uncompressed files (docs/architecture.md), checked after a download.
 SHA256 = {
     "train-images-idx3-ubyte": "ba891046e6505d7aadcbbe25680a0738ad16aec93bde7f9b65e87a2fc25776db",
     "train-labels-idx1-ubyte": "65a50cbbf4e906d70832878ad85ccda5333a97f0f4c3dd2ef09a8a9eef7101c5",
@@ -172,7 +172,7 @@ def mnist(data_dir=None, download=True, progress=None):
     Looks in ``data_dir``, then ``$FASTBP_DATA_DIR``, then
     ``~/.cache/fastbp/mnist`` (``$XDG_CACHE_HOME`` respected), for the four
     IDX files, gzip or raw. When neither of the first two is given, files
-    missing from the cache are downloaded into it first (DESIGN.md's lookup;
+    missing from the cache are downloaded into it first (docs/architecture.md's lookup;
     ``fastbp.download.download_mnist``, ``progress`` passed on), unless
     ``download=False``. A folder that is named is never downloaded into.
     Raises DataError naming the folder or file.

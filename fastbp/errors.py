@@ -1,4 +1,4 @@
-"""Exceptions of fastbp's public API (DESIGN.md, "Errors")."""
+"""Exceptions of fastbp's public API (docs/architecture.md, "Errors")."""
 
 
 class DataError(ValueError):

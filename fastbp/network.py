@@ -5,16 +5,15 @@ import numbers
 
 import numpy as np
 
-from . import validation
+from . import checks
 from .errors import DataError
 from .inference import forward_chunks
 from .kernels import codes, cpu
+from .kernels.config import CHUNK_ROWS
 from .storage import CHECKPOINT_FORMAT, NETWORK_FORMAT, atomic_save_npz, load_npz
 
 DTYPES = ("float32", "float64")
 FORMAT_VERSION = 1
-# Rows per chunk in predict/evaluate: bounds buffer memory on big inputs.
-CHUNK_ROWS = 1024
 
 
 class Network:
@@ -45,14 +44,14 @@ class Network:
     def __init__(self, sizes, activation="relu", loss="cross_entropy",
                  dtype="float32", seed=0):
         self.sizes = _check_sizes(sizes)
-        self.activation = validation.choice("activation", activation, tuple(codes.ACTIVATIONS))
-        self.loss = validation.choice("loss", loss, tuple(codes.LOSSES))
-        self.dtype = np.dtype(validation.choice("dtype", _dtype_name(dtype), DTYPES))
+        self.activation = checks.choice("activation", activation, tuple(codes.ACTIVATIONS))
+        self.loss = checks.choice("loss", loss, tuple(codes.LOSSES))
+        self.dtype = np.dtype(checks.choice("dtype", _dtype_name(dtype), DTYPES))
         if self.loss == "cross_entropy" and self.sizes[-1] < 2:
             raise ValueError(
                 f"sizes[-1] = {self.sizes[-1]}: cross_entropy needs at least 2 classes"
             )
-        self.seed = validation.positive_int("seed", seed, minimum=0)
+        self.seed = checks.positive_int("seed", seed, minimum=0)
         self.layers = self._initial_layers()
 
     def _initial_layers(self):
@@ -130,7 +129,7 @@ class Network:
 
         X : (n, p) numbers (any real dtype, any memory order). Returns (n, M).
         """
-        X = validation.features("X", X, self.n_inputs, self.dtype)
+        X = checks.features("X", X, self.n_inputs, self.dtype)
         Ws, bs = self.checked_layers()
         out = np.empty((X.shape[0], self.n_outputs), self.dtype)
         for start, Z in forward_chunks(self, Ws, bs, X, CHUNK_ROWS):
@@ -153,7 +152,7 @@ class Network:
     def evaluate(self, X, y):
         """(cost, error) on a data set: the mean cost J (6.18) and the
         misclassification rate (NaN for regression)."""
-        X = validation.features("X", X, self.n_inputs, self.dtype)
+        X = checks.features("X", X, self.n_inputs, self.dtype)
         Ws, bs = self.checked_layers()
         y = self.check_targets("y", y, X.shape[0])
         return evaluate_prepared(self, Ws, bs, X, y)
@@ -161,8 +160,8 @@ class Network:
     def check_targets(self, name, y, n_samples):
         """Labels (cross_entropy) or targets (squared_error), checked and converted."""
         if self.is_classifier:
-            return validation.labels(name, y, n_samples, self.n_outputs)
-        return validation.targets(name, y, n_samples, self.n_outputs, self.dtype)
+            return checks.labels(name, y, n_samples, self.n_outputs)
+        return checks.targets(name, y, n_samples, self.n_outputs, self.dtype)
 
     # --- persistence -------------------------------------------------------
 
@@ -181,19 +180,19 @@ class Network:
 
     def save(self, path):
         """Write the network to ``path`` (.npz + JSON metadata), atomically."""
-        path = validation.file_path("path", path)
+        path = checks.file_path("path", path)
         self.checked_layers()
         atomic_save_npz(path, self.weight_arrays(), self.metadata())
 
 
-def evaluate_prepared(net, Ws, bs, X, y, rows_csr=None):
+def evaluate_prepared(net, Ws, bs, X, y, plan=None):
     """(cost, error) for checked, converted X and y, in CHUNK_ROWS pieces;
-    rows_csr : X's compressed rows, if kept (see ``inference.forward_chunks``)."""
+    plan : X's first-layer plan, if kept (see ``inference.forward_chunks``)."""
     n = X.shape[0]
     dZ = np.empty((min(CHUNK_ROWS, n), net.n_outputs), net.dtype)
     row_loss = np.empty(dZ.shape[0], net.dtype)
     total_cost, wrong = 0.0, 0
-    for start, Z in forward_chunks(net, Ws, bs, X, CHUNK_ROWS, rows_csr):
+    for start, Z in forward_chunks(net, Ws, bs, X, CHUNK_ROWS, plan):
         m = Z.shape[0]
         yc = y[start:start + m]
         if net.is_classifier:
@@ -209,7 +208,7 @@ def evaluate_prepared(net, Ws, bs, X, y, rows_csr=None):
 def load(path):
     """Read a network written by ``Network.save``, or the weights of a
     training checkpoint; raises DataError naming the file if it is damaged."""
-    path = validation.path_like("path", path)
+    path = checks.path_like("path", path)
     arrays, meta = load_npz(path, (NETWORK_FORMAT, CHECKPOINT_FORMAT))
     if meta["format"] == CHECKPOINT_FORMAT:
         meta = meta.get("network")
@@ -230,7 +229,7 @@ def network_from(arrays, meta, path):
                         f"(this fastbp reads version {FORMAT_VERSION})")
     try:
         sizes = _check_sizes(meta["sizes"])
-        dtype = np.dtype(validation.choice("dtype", meta["dtype"], DTYPES))
+        dtype = np.dtype(checks.choice("dtype", meta["dtype"], DTYPES))
     except (KeyError, TypeError, ValueError) as exc:
         raise DataError(f"{path}: invalid network metadata ({exc})") from None
     layers = []

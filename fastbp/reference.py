@@ -1,4 +1,4 @@
-"""The NumPy oracle: Algorithm 6.1 of the seed written plainly.
+"""The NumPy oracle: Algorithm 6.1 of the textbook (Lindholm et al., ch. 6) written plainly.
 
 Every kernel is tested against this module. It favours clarity over speed:
 one line per equation, equation numbers in the comments, no in-place tricks.
@@ -6,7 +6,7 @@ one line per equation, equation numbers in the comments, no in-place tricks.
 
 import numpy as np
 
-from . import validation as check
+from . import checks as check
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
 LOSSES = ("cross_entropy", "squared_error")

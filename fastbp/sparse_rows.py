@@ -11,43 +11,48 @@ checked on its own).
 
 import numpy as np
 
-from .kernels import cpu, cpu_tile_lists
+from .kernels import config, cpu_sparse, cpu_tile_lists
+from .kernels.config import BALANCE_ROWS, MAX_UNION_RATIO, RATIO_BATCHES
 
-BALANCE_ROWS = 4096  # rows whose non-zeros per column split the update into chunks
 
 
 def compressed_rows(X, first_units):
     """(indptr, indices, values, colcum) of X (n, p): compressed sparse rows
     and the running sum of non-zeros per column; four empty arrays where
     the first layer will not skip zeros."""
+    return compressed_rows_and_masks(X, first_units)[0]
+
+
+def compressed_rows_and_masks(X, first_units, batch_rows=None):
+    """(compressed_rows(X, first_units), masks): and, where ``batch_rows`` is
+    given and X's sparse batches of that many rows should take the
+    zero-skipping tiles (``union_ratio`` at most MAX_UNION_RATIO), the
+    rows' bit masks for them (``kernels.cpu_sparse.compress_rows``, made in
+    the same pass), else two empty arrays (sparse batches stay on W^T)."""
     n, p = X.shape
+    none = np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64)
     counts = np.empty(n, np.int64)
-    if first_units >= cpu.SPARSE_MIN_UNITS and X.size:
-        cpu.row_nonzeros(counts, X)
+    if first_units >= config.SPARSE_MIN_UNITS and X.size:
+        cpu_sparse.row_nonzeros(counts, X)
         total = int(counts.sum())
-        if total <= cpu.SPARSE_DENSITY * X.size:
+        if total <= config.SPARSE_DENSITY * X.size:
             indptr = np.zeros(n + 1, np.int64)
             np.cumsum(counts, out=indptr[1:])
             indices, values = np.empty(total, np.int32), np.empty(total, X.dtype)
-            cpu.compress_rows(indices, values, indptr, X)
+            masks = none
+            if batch_rows is not None and union_ratio(X, batch_rows) <= MAX_UNION_RATIO:
+                masks = tuple(np.empty(shape, np.uint64)
+                              for shape in cpu_tile_lists.mask_shapes(n, p))
+            cpu_sparse.compress_rows(indices, values, *masks, indptr, X)
             # Column counts only balance the update's chunks: a sample of rows will do.
             sample = indices[:indptr[min(n, BALANCE_ROWS)]]
             colcum = np.zeros(p + 1, np.int64)
             np.cumsum(np.bincount(sample, minlength=p), out=colcum[1:])
-            return indptr, indices, values, colcum
+            return (indptr, indices, values, colcum), masks
     return (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, X.dtype),
-            np.zeros(0, np.int64))
+            np.zeros(0, np.int64)), none
 
 
-# Sparse batches take the zero-skipping panel tiles only where the non-zeros
-# cluster: a forward tile works on every pixel that any of its 8 samples has,
-# an update tile on every sample that has any of its 4 pixels. Measured
-# (784-200-10, n_b 100, 2 threads, whole epochs, the tiles against the W^T
-# path, one process each, 12-16 rounds): MNIST (ratio 1.95) 0.947x the time;
-# MNIST with 20 % of its non-zeros dropped (2.30) 1.19x; uniformly random
-# non-zeros (4-7) 1.7-2.0x (2.9x at 4096 inputs, density 0.01).
-MAX_UNION_RATIO = 2.05
-RATIO_BATCHES = 8  # random batches the ratio is estimated on
 
 
 def union_ratio(X, batch_rows):
@@ -70,16 +75,3 @@ def union_ratio(X, batch_rows):
         shares += (samples.mean() + pixels.mean()) / 2
         density += nonzero.mean()
     return shares / density if density else np.inf
-
-
-def tile_masks(X, rows_csr, batch_rows):
-    """``kernels.cpu_tile_lists.mask_rows`` of X's compressed rows where its
-    sparse batches should take the zero-skipping tiles (``union_ratio`` at
-    most MAX_UNION_RATIO), else two empty arrays (they stay on W^T)."""
-    indptr, indices = rows_csr[0], rows_csr[1]
-    if indptr.shape[0] == 0 or union_ratio(X, batch_rows) > MAX_UNION_RATIO:
-        return np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64)
-    masks = tuple(np.empty(shape, np.uint64)
-                  for shape in cpu_tile_lists.mask_shapes(X.shape[0], X.shape[1]))
-    cpu.mask_rows(*masks, indptr, indices)  # through cpu: locked and stamped (fastbp/__init__.py)
-    return masks

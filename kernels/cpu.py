@@ -3,7 +3,7 @@
 Conventions (shared with ``kernels/cuda.py``, which has the same names):
 
 * outputs come first in every signature, then inputs, then scalars;
-* shapes follow the seed's row-per-sample notation (6.14):
+* shapes follow the textbook's (Lindholm et al.) row-per-sample notation (6.14):
   ``Q_prev : (n_b, U_{l-1})``, ``W : (U_l, U_{l-1})``, ``b : (U_l,)``,
   ``Z, Q, dZ, dQ : (n_b, U_l)``;
 * kernels write into preallocated arrays and never allocate;
@@ -15,11 +15,11 @@ Conventions (shared with ``kernels/cuda.py``, which has the same names):
 Activation and loss names are resolved to the integer codes of
 ``kernels.codes`` in Python before these kernels run. Compile options and
 scalar helpers live in ``cpu_common.py``; the zero-skipping kernels (lists of
-non-zeros, compressed training rows) in ``cpu_sparse.py``, re-exported here;
-the first layer's tiles for 512-bit vectors (dense or zero-skipping) in
-``cpu_panels.py``.
-The public kernels are those of ``__all__``, each with a CUDA twin; the rest
-are CPU-only pieces of ``train_steps`` and of inference.
+non-zeros, compressed training rows) in ``cpu_sparse.py``; the first layer's
+tiles for 512-bit vectors (dense or zero-skipping) in ``cpu_panels.py``;
+tuning constants in ``config.py``. The public kernels are
+``registry.TWINS``, each with a CUDA twin; the rest are CPU-only pieces of
+``train_steps`` and of inference.
 """
 
 import math
@@ -27,21 +27,20 @@ import math
 from numba import njit, prange
 
 from . import losses
-from .codes import CROSS_ENTROPY, IDENTITY
-from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean
-from .cpu_panels import (SKIP_ROWS, pack_dz, pack_panels, panel_forward, panel_forward_listed,  # noqa: F401
-                         panel_sgd_update, panel_sgd_update_listed, panels_from_transposed,
-                         transposed_from_panels, unpack_panels)
-from .cpu_tile_lists import list_blocks, mask_rows  # noqa: F401
-from .cpu_sparse import (SPARSE_DENSITY, SPARSE_MIN_UNITS, _active_threads,  # noqa: F401
-                         compress_rows, count_nonzero, csr_forward, csr_sgd_update, nonzero_cols,
-                         nonzero_rows, prefetch_rows, row_nonzeros, sparse_backward_input,
-                         sparse_forward, sparse_sgd_update)
+from .codes import (CROSS_ENTROPY, FIRST_PANELS, FIRST_PANELS_OR_CSR, FIRST_PANELS_OR_TILES,
+                    FIRST_W_OR_CSR, IDENTITY)
+from .config import DENSE_UPDATE_DENSITY, FUSED_OUTPUT_MAX, UNIT_SPLIT_BLOCKS, UNIT_SPLIT_BYTES
+from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean, sgd
+from .cpu_panels import (pack_panels, panel_forward, panel_forward_listed, panel_sgd_update,
+                         panel_sgd_update_listed, panels_from_transposed, transposed_from_panels,
+                         unpack_panels)
+from .cpu_sparse import (SPARSE_DENSITY, _active_threads, count_nonzero, csr_forward,
+                         csr_sgd_update, nonzero_cols, nonzero_rows, prefetch_rows,
+                         sparse_backward_input, sparse_sgd_update)
+from .cpu_tile_lists import list_blocks
+from .registry import TWINS
 
-__all__ = ["dense_forward", "activation_backward", "dense_backward_weights",
-           "dense_backward_input", "softmax_cross_entropy", "squared_error",
-           "count_misclassified", "sgd_update", "gather_rows", "forward_all",
-           "backprop_all", "train_steps"]
+__all__ = list(TWINS)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -87,13 +86,6 @@ def _dot(A, i, B, j):
     return acc
 
 
-# dense_forward splits its work between threads by blocks of units (as
-# dense_sgd_update does) when the input fits this budget and there are this
-# many unit blocks per thread; else by blocks of samples.
-UNIT_SPLIT_BYTES = 1 << 20
-UNIT_SPLIT_BLOCKS = 8
-
-
 @njit(inline="always")
 def split_by_units(input_bytes, U, threads):
     """Whether dense_forward splits an input of ``input_bytes`` into a layer
@@ -137,9 +129,8 @@ def dense_forward(Z, Q, Q_prev, W, b, act):
     do not depend on the split. A mini-batch is split by blocks of units,
     as ``dense_sgd_update`` splits W: each thread then reads the rows of W
     that it updated itself, from its own core's cache, instead of fetching
-    the other core's freshly written half every step (dense-input epochs:
-    0.91-0.94x the time of a split by samples, measured); the batch, read by
-    every thread, is the smaller operand. Larger inputs
+    the other core's freshly written half every step (docs/speed-log.md);
+    the batch, read by every thread, is the smaller operand. Larger inputs
     (inference) are split by blocks of samples, each read once.
     """
     n, P = Q_prev.shape
@@ -321,11 +312,6 @@ def _row_times(out, g, W):
                 out[k] += (g0 * W[j, k] + g1 * W[j1, k]) + (g2 * W[j2, k] + g3 * W[j3, k])
 
 
-# Output layers at most this wide run fused, one sample per iteration
-# (output_layer_rows); wider ones use the blocked dense kernels.
-FUSED_OUTPUT_MAX = 16
-
-
 @njit(**PARALLEL)
 def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, labels,
                       targets, act, loss, back):
@@ -381,15 +367,8 @@ def sgd_update(W, b, dW, db, lr):
     # Race-free: iteration j writes only row j of W and entry j of b.
     for j in prange(U):
         for k in range(P):
-            W[j, k] -= step * dW[j, k]
-        b[j] -= step * db[j]
-
-
-# A weight gradient whose dZ is at least this dense (fraction of non-zeros)
-# runs as a blocked dense product (dense_sgd_update) instead of per-unit lists
-# of non-zero samples (sparse_sgd_update): measured at 784 x 200, batch 100,
-# the lists win by 1.5x at 30 % and lose by 1.15-1.35x at 60 %.
-DENSE_UPDATE_DENSITY = 0.45
+            W[j, k] = sgd(W[j, k], dW[j, k], step)
+        b[j] = sgd(b[j], db[j], step)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -506,9 +485,9 @@ def bias_sgd_update(b, dZ, lr):
     """``b -= lr * db`` with db = sum_i dZ_i / n_b (6.27d, 6.23b). b : (U,), dZ : (n_b, U)."""
     n, U = dZ.shape
     step = b.dtype.type(lr / n)
-    for i in range(n):
+    for i in range(n):  # dZ_i / n_b: the batch's gradient in parts (SGD's step is linear)
         for j in range(U):
-            b[j] -= step * dZ[i, j]
+            b[j] = sgd(b[j], dZ[i, j], step)
 
 
 @njit(**PARALLEL)
@@ -529,53 +508,50 @@ def _lists(idx, val, rows, cols):
 
 
 @njit(**SERIAL)
-def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count, rows_csr, Xb, yb,
-                Tb, X, labels, targets, order, first_step, n_steps, batch_size, lr, act, loss,
-                batch_cost, batch_error):
-    """Run ``n_steps`` SGD iterations (6.21/6.23) over the shuffled ``order``.
+def train_steps(params, model, work, first, data, steps, out):
+    """Run ``steps.n_steps`` SGD iterations (6.21/6.23) over the shuffled
+    ``steps.order``; return the number completed.
+
+    params : ``arguments.Params`` (Ws, bs), updated in place; model :
+    ``Model`` (act, loss codes); work : ``CpuWork``, buffers of batch_size
+    rows and flat scratch of batch_size * max(widths) entries for the
+    non-zero lists (count: max(batch_size, widths)); first : ``CpuFirstLayer``,
+    the plan (``codes.FIRST_*``) and the layouts it needs; data : ``Data``,
+    the training set; steps : ``Steps``; out : ``Out``, each step's cost and
+    error rate (NaN for regression).
 
     Step s uses the rows ``order[s*batch_size : (s+1)*batch_size]`` (the last
-    batch of an epoch may be shorter); Ws, bs are updated in place. Each
-    weight gradient is applied as it is computed (no dW is stored), after
-    dQ_prev has used the old weights. Where ``panels`` holds buffers, the
-    first layer runs on W^T packed in panels (``cpu_panels``): a sparse batch
-    (MNIST: 19 % non-zero) with tiles that skip its zeros, listed from the
-    rows' bit masks, a dense one with every pixel. Without panels it runs on
-    W^T and the non-zeros of its input (read in place from ``rows_csr``)
-    when the batch is sparse, else on W with register-blocked products.
-    Other layers skip the zeros that ReLU leaves in dZ, except in
-    weight gradients whose dZ is dense enough for a blocked product (the
-    output layer's always); a narrow output layer runs fused with its loss
-    and backward (output_layer_rows).
-
-    WT : (p, U_1) work copy of Ws[0]^T; panels : (WP, dZP, pixels,
-    pixel_counts, samples, sample_counts, pixel_words, block_words): a work
-    copy of Ws[0] in panels (T, p, PW), dZ's buffer (T, batch_size, PW),
-    ``cpu_tile_lists.skip_lists`` and the training set's ``mask_rows`` (empty
-    (0, 0): sparse batches go to W^T), or empty arrays (never panels);
-    idx (int32), val : flat scratch of
-    batch_size * max(widths) entries, count : (max(batch_size, widths),)
-    for the non-zero lists; rows_csr : (indptr, indices, values, colcum), the
-    training set's ``compress_rows`` and the running sum of its non-zeros per
-    column, or four empty arrays (never sparse); Xb, yb, Tb : gather buffers
-    (batch_size rows); batch_cost, batch_error : (n_steps,) outputs per
-    iteration (batch_error is the misclassification rate; NaN for
-    regression). Returns the number of steps completed: fewer than n_steps
-    when a cost turned non-finite, and that step is not applied.
+    batch of an epoch may be shorter). Each weight gradient is applied as it
+    is computed (no dW is stored), after dQ_prev has used the old weights.
+    The first layer runs as ``first.plan`` says: dense batches on W
+    (register-blocked) or on W^T in panels (``cpu_panels``); sparse batches
+    (where the plan has compressed rows and a batch is at most
+    SPARSE_DENSITY dense) on W^T over the compressed rows, or on panel tiles
+    that skip their zeros, listed from the rows' bit masks. Other layers
+    skip the zeros that ReLU leaves in dZ, except in weight gradients whose
+    dZ is dense enough for a blocked product (the output layer's always); a
+    narrow output layer runs fused with its loss and backward
+    (output_layer_rows). Fewer than n_steps complete when a cost turns
+    non-finite, and that step is not applied.
     """
-    indptr, indices, values, colcum = rows_csr
-    WP, dZP, pixels, pixel_counts, samples, sample_counts, pixel_words, block_words = panels
+    Ws, bs = params
+    act, loss = model
+    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, idx, val, count = work
+    X, labels, targets = data
+    order, first_step, n_steps, batch_size, lr = steps
+    batch_cost, batch_error = out
+    indptr, indices, values, colcum = first.indptr, first.indices, first.values, first.colcum
+    WT, WP, dZP = first.WT, first.WP, first.dZP
+    pixels, pixel_counts = first.pixels, first.pixel_counts
+    samples, sample_counts = first.samples, first.sample_counts
     L = len(Ws)
     n = order.shape[0]
     p = X.shape[1]
-    listed = indptr.shape[0] == X.shape[0] + 1 and WT.shape[1] >= SPARSE_MIN_UNITS
+    plan = first.plan
+    listed = plan == FIRST_W_OR_CSR or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
+    on_panels = plan == FIRST_PANELS or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
+    masked = plan == FIRST_PANELS_OR_TILES
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
-    on_panels = WP.shape[0] > 0 and not (fused and L == 1)
-    # Sparse batches on panels too, where the masks and lists fit this X and batch size.
-    masked = (on_panels and pixel_words.shape[0] == X.shape[0]
-              and pixel_words.shape[1] == (p + 63) // 64 and samples.shape[0] == (p + SKIP_ROWS - 1) // SKIP_ROWS
-              and samples.shape[1] >= min(batch_size, n)
-              and pixels.shape[0] * 8 >= min(batch_size, n))
     held = ON_W  # which array holds the first layer now: Ws[0], WT or WP
     done = n_steps
     for s in range(n_steps):
@@ -586,8 +562,8 @@ def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count,
         if not sparse:
             gather_rows(Xb[:nb], X, rows)
         elif masked:  # the batch's dense rows and the lists of its zero-skipping tiles
-            list_blocks(Xb[:nb], pixels, pixel_counts, samples, sample_counts, pixel_words,
-                        block_words, indptr, indices, values, rows)
+            list_blocks(Xb[:nb], pixels, pixel_counts, samples, sample_counts,
+                        first.pixel_words, first.block_words, indptr, indices, values, rows)
         if loss == CROSS_ENTROPY:
             for r in range(nb):
                 yb[r] = labels[rows[r]]
@@ -639,8 +615,8 @@ def train_steps(Ws, bs, WT, panels, Zs, Qs, dZs, dQs, row_loss, idx, val, count,
             done = s
             break
         # The next batch's rows load during the updates, for csr_forward. Not for
-        # list_blocks, which reads them on every thread: MNIST epochs on the tiles
-        # took 0.95x the time without the prefetch (two A/Bs, 16 and 20 rounds).
+        # list_blocks, which reads them on every thread: the tiles were faster
+        # without the prefetch (docs/speed-log.md).
         if listed and not masked and s + 1 < n_steps:
             prefetch_rows(indptr, indices, values, order[start + nb:start + nb + batch_size])
         # Backward (6.27) with the update (6.23), layer L down to 1.

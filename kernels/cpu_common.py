@@ -2,7 +2,7 @@
 
 from numba import njit
 
-from . import activations, numba_cache, vector_width
+from . import activations, numba_cache, optim, vector_width
 
 # Before this module's first @njit, which fixes the process's target features
 # and, for each cached kernel, where its cache lives.
@@ -16,9 +16,10 @@ PARALLEL = dict(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
 SERIAL = dict(fastmath=FASTMATH, cache=True, nogil=True)
 
 
-# h and h' (6.3): the bodies cuda.py compiles too.
+# h and h' (6.3) and the update rule (6.23): the bodies cuda.py compiles too.
 activate = njit(inline="always", fastmath=FASTMATH)(activations.activate)
 derivative = njit(inline="always", fastmath=FASTMATH)(activations.derivative)
+sgd = njit(inline="always", fastmath=FASTMATH)(optim.sgd)
 
 
 @njit(**SERIAL)

@@ -28,8 +28,8 @@ element is one item's sum in a fixed order: results do not depend on the
 number of threads. The conventions of ``kernels/cpu.py`` hold (outputs first,
 no allocation). Used where ``worthwhile``, which needs AVX-512: each product
 asks for 512-bit vectors for itself (``_wide_vectors``), whatever the process's
-setting; with 256-bit ones these tiles measured 1.06-1.17x slower than the
-4 x 4 blocks.
+setting; with 256-bit ones these tiles were slower than the 4 x 4 blocks
+(docs/speed-log.md).
 """
 
 import numpy as np
@@ -38,6 +38,7 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import carray
 
 from . import vector_width
+from .config import MAX_PADDING
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate
 
 PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
@@ -51,13 +52,6 @@ _CELLS = PANEL_ROWS * PANEL_BYTES // 4  # a tile's elements at float32, the narr
 def panel_width(dtype):
     """Units per panel for a NumPy dtype: 32 at float32, 16 at float64."""
     return PANEL_BYTES // dtype.itemsize
-
-
-# Panels pad the first layer's units up to whole panels; padding past this
-# share of the real units costs more than the tiles gain (784 inputs, n_b 100,
-# float32, forward + update at 2 threads: 24 units padded to 32 took 1.14x the
-# 4 x 4 blocks' time, 33 to 64 1.13x, 50 to 64 0.84x, 200 to 224 0.7x).
-MAX_PADDING = 1.3
 
 
 def worthwhile(sizes, dtype):
@@ -330,8 +324,7 @@ def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
     """panel_sgd_update skipping the samples that have none of a tile's
     pixels (``list_blocks``), and tiles with none at all: bitwise the same WP.
     Tiles of SKIP_ROWS pixels: each element's sum is the same whatever the
-    tile's height, and 4 pixels leave fewer samples to visit than 8
-    (MNIST epochs 0.79-0.84x the time, two A/Bs of 20 rounds)."""
+    tile's height, and 4 pixels leave fewer samples to visit than 8."""
     T, P = WP.shape[0], WP.shape[1]
     step = WP.dtype.type(-lr / n)
     pack_dz(dZP, dZ, n)

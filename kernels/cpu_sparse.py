@@ -15,18 +15,20 @@ The conventions of ``kernels/cpu.py`` hold here too (outputs first, no
 allocation, results independent of the thread count).
 """
 
+import numpy as np
 from llvmlite import ir
 from numba import njit, prange
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.core import cgutils, types
 from numba.extending import intrinsic
 
+from .config import SPARSE_DENSITY, SPARSE_MIN_UNITS  # noqa: F401 - used by callers too
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate
+from .cpu_panels import SKIP_ROWS
+from .cpu_tile_lists import WORD
 
-# Inputs at most this dense (fraction of non-zeros) take the sparse first
-# layer, if it is at least SPARSE_MIN_UNITS wide: its axpys run along the
-# layer's units, too short below that to fill the vector registers.
-SPARSE_DENSITY = 0.3
-SPARSE_MIN_UNITS = 32
+GROUP = 16  # columns compress_rows tests at once: a 16-bit mask ...
+assert GROUP == 16 and SKIP_ROWS == 4  # ... whose nibbles are the tiles' pixel blocks
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -186,24 +188,96 @@ def row_nonzeros(counts, X):
 
 
 @njit(**PARALLEL)
-def compress_rows(indices, values, indptr, X):
+def compress_rows(indices, values, pixel_words, block_words, indptr, X):
     """X in compressed sparse rows: row i's non-zeros are
-    ``values[indptr[i]:indptr[i+1]]`` at columns ``indices[...]``, ascending.
+    ``values[indptr[i]:indptr[i+1]]`` at columns ``indices[...]``, ascending;
+    and, where pixel_words has rows, the rows' bit masks for the zero-skipping
+    tiles (``cpu_tile_lists``): bit k of pixel_words[i] is set where row i
+    has pixel k, bit q of block_words[i] where it has any of the pixels
+    4q .. 4q+3 (SKIP_ROWS = 4).
 
-    indices (int32), values : (nnz,) outputs; indptr : (n + 1,) int64, the
-    running sum of ``row_nonzeros``; X : (n, P).
+    indices (int32), values : (nnz,) outputs; pixel_words, block_words :
+    uint64 outputs shaped by ``cpu_tile_lists.mask_shapes``, or (0, 0) (no
+    masks); indptr : (n + 1,) int64, the running sum of ``row_nonzeros``;
+    X : (n, P).
     """
     n, P = X.shape
-    # Race-free: iteration i writes only positions indptr[i] .. indptr[i+1]-1.
+    edge = P - P % GROUP
+    masks = pixel_words.shape[0] > 0
+    one = np.uint32(1)
+    # Race-free: iteration i writes only positions indptr[i] .. indptr[i+1]-1
+    # and row i of the masks.
     for i in prange(n):
-        c, end = indptr[i], indptr[i + 1]
-        for k in range(P):
-            if c == end:  # all of the row's non-zeros are in: stop before a
-                break     # spare write lands in the next row's first slot
+        if masks:
+            for w in range(pixel_words.shape[1]):
+                pixel_words[i, w] = 0
+            for w in range(block_words.shape[1]):
+                block_words[i, w] = 0
+        c = indptr[i]
+        # GROUP columns at a time: their non-zeros as bits (a vector compare),
+        # then one write per set bit, lowest first; all-zero groups cost one test.
+        for k0 in range(0, edge, GROUP):
+            bits = np.uint32(0)
+            for j in range(GROUP):
+                bits |= np.uint32(X[i, k0 + j] != 0) << np.uint32(j)
+            if masks and bits:
+                _mask_group(pixel_words[i], block_words[i], k0, bits)
+            while bits:
+                k = k0 + trailing_zeros(bits)
+                indices[c] = k
+                values[c] = X[i, k]
+                c += 1
+                bits &= bits - one
+        for k in range(edge, P):
             a = X[i, k]
-            indices[c] = k  # written unconditionally, kept only if a != 0:
-            values[c] = a   # no branch on the data to mispredict
-            c += a != 0
+            if a != 0:
+                indices[c] = k
+                values[c] = a
+                c += 1
+                if masks:
+                    _mask_pixel(pixel_words[i], block_words[i], k)
+
+
+@njit(inline="always")
+def _mask_group(pixel_row, block_row, k0, bits):
+    """Set the mask bits of the GROUP (16) pixels from k0 (a multiple of 16)
+    whose non-zeros are ``bits``: 16 pixel bits, and 4 block bits, one per 4
+    pixels (a nibble of ``bits`` that is not zero)."""
+    pixel_row[k0 // WORD] |= np.uint64(bits) << np.uint64(k0 % WORD)
+    nibbles = bits | (bits >> np.uint32(1)) | (bits >> np.uint32(2)) | (bits >> np.uint32(3))
+    quad = ((nibbles & np.uint32(1)) | ((nibbles >> np.uint32(3)) & np.uint32(2))
+            | ((nibbles >> np.uint32(6)) & np.uint32(4)) | ((nibbles >> np.uint32(9)) & np.uint32(8)))
+    q0 = k0 // SKIP_ROWS
+    block_row[q0 // WORD] |= np.uint64(quad) << np.uint64(q0 % WORD)
+
+
+@njit(inline="always")
+def _mask_pixel(pixel_row, block_row, k):
+    """Set the mask bits of one non-zero pixel k."""
+    q = k // SKIP_ROWS
+    pixel_row[k // WORD] |= np.uint64(1) << np.uint64(k % WORD)
+    block_row[q // WORD] |= np.uint64(1) << np.uint64(q % WORD)
+
+
+@njit(inline="never")
+def _row_nonfinite_count(row):
+    """Entries of one row that are NaN or infinite (x - x is NaN just for
+    them); its own function for the reason of _row_nonzero_count."""
+    c = 0
+    for k in range(row.shape[0]):
+        a = row[k]
+        c += (a - a) != 0
+    return c
+
+
+@njit(**PARALLEL)
+def count_nonfinite(A):
+    """Number of NaN or infinite entries of A (n, P); an exact integer reduction."""
+    total = 0
+    # Race-free: the only shared value is an integer prange reduction.
+    for i in prange(A.shape[0]):
+        total += _row_nonfinite_count(A[i])
+    return total
 
 
 @intrinsic
@@ -240,8 +314,7 @@ def prefetch_rows(indptr, indices, values, rows):
     """Start loading the compressed rows ``rows`` (the next batch's) into the
     cache, one request per 64-byte line: issued after a step's forward, they
     arrive while its updates run, and the next forward finds them there
-    instead of waiting on memory for each row (0-6 % of a 2-thread step on
-    MNIST, measured; 1 thread: no change)."""
+    instead of waiting on memory for each row."""
     per_line = 64 // values.itemsize  # 16 float32, 8 float64 (and 16 int32 indices)
     for r in range(rows.shape[0]):
         a, e = indptr[rows[r]], indptr[rows[r] + 1]

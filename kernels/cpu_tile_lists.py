@@ -25,33 +25,10 @@ def skip_lists(inputs, batch_rows):
 
 
 def mask_shapes(rows, inputs):
-    """Shapes of ``mask_rows``' outputs for a training set of rows x inputs."""
+    """Shapes of the rows' bit masks (``cpu_sparse.compress_rows``) for a
+    training set of rows x inputs: (pixel_words, block_words)."""
     pblocks = (inputs + SKIP_ROWS - 1) // SKIP_ROWS
     return (rows, (inputs + WORD - 1) // WORD), (rows, (pblocks + WORD - 1) // WORD)
-
-
-@njit(**PARALLEL)
-def mask_rows(pixel_words, block_words, indptr, indices):
-    """Bit masks of each compressed row's non-zeros, once per training run,
-    so that ``list_blocks`` merges 8 rows' pixels with a few word ORs:
-    bit k of pixel_words[s] is set where row s has pixel k, bit q of
-    block_words[s] where it has any of the pixels 4q .. 4q+3 (SKIP_ROWS = 4).
-
-    pixel_words, block_words : uint64 outputs shaped by ``mask_shapes``;
-    indptr, indices : ``compress_rows``.
-    """
-    one = np.uint64(1)
-    # Race-free: iteration s writes only row s of both masks.
-    for s in prange(pixel_words.shape[0]):
-        for w in range(pixel_words.shape[1]):
-            pixel_words[s, w] = 0
-        for w in range(block_words.shape[1]):
-            block_words[s, w] = 0
-        for m in range(indptr[s], indptr[s + 1]):
-            k = indices[m]
-            q = k // SKIP_ROWS
-            pixel_words[s, k // WORD] |= one << np.uint64(k % WORD)
-            block_words[s, q // WORD] |= one << np.uint64(q % WORD)
 
 
 @njit(**PARALLEL)
@@ -66,7 +43,7 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
       any of the pixels 4q .. 4q+3 (SKIP_ROWS = 4).
 
     Xb : (n_b, P) output; pixel_words, block_words : the training set's
-    ``mask_rows``; indptr, indices, values : its ``compress_rows``; rows :
+    the training set's bit masks (``cpu_sparse.compress_rows``); indptr, indices, values : its ``compress_rows``; rows :
     (n_b,). The lists are unsigned: indexing with them needs no check for
     negative indices in the tiles' inner loops.
 
@@ -75,9 +52,8 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
     blocks: each sample's set bits append it to their blocks' lists, so the
     work follows the non-zeros, not blocks x samples). One parallel region,
     and with 2 threads the word items fill the second thread's share (the
-    second half of the sample blocks): alone, 0.72x the time of a region of
-    sample blocks then one of pixel blocks that tested every sample for
-    every block (0.78x at 1 thread; same lists).
+    second half of the sample blocks), which beat a region of sample blocks
+    then one of pixel blocks that tested every sample for every block.
     """
     nb, P = Xb.shape
     blocks = (nb + PANEL_ROWS - 1) // PANEL_ROWS

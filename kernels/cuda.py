@@ -46,31 +46,20 @@ import math
 
 from numba import config, cuda, float64, int64
 
-from . import activations, losses
+from . import activations, losses, optim
 from .codes import CROSS_ENTROPY, IDENTITY
+from .config import THREADS, TRAIN_STEPS_REGISTERS  # noqa: F401 - THREADS: the host reads it here
+from .registry import TWINS
 
-__all__ = ["dense_forward", "activation_backward", "dense_backward_weights",
-           "dense_backward_input", "softmax_cross_entropy", "squared_error",
-           "count_misclassified", "sgd_update", "gather_rows", "forward_all",
-           "backprop_all", "train_steps"]
+__all__ = list(TWINS)
 
 # The kernels with grid-wide barriers: they need a cooperative launch.
 COOPERATIVE = frozenset({"softmax_cross_entropy", "squared_error", "count_misclassified",
                          "forward_all", "backprop_all", "train_steps"})
 
-# Threads per block of every launch. A setting, read at launch time by the
-# host code (``fastbp.cuda_backend``); tests set it small. At most MAX_THREADS.
-THREADS = 128
-# Size of the per-block shared arrays of train_steps' reductions.
+# Size of the per-block shared arrays of train_steps' reductions: the most
+# threads per block (config.THREADS, read at launch time, must not exceed it).
 MAX_THREADS = 1024
-# Registers per thread allowed to train_steps (None: as many as ptxas likes).
-# Uncapped it takes 162 on an H100: 3 blocks of 128 threads per
-# multiprocessor, too few to hide the latency of its per-thread dot products.
-# A cap spills some (to L1) and lets more blocks in; measured s/epoch at 128
-# threads (scripts/gpu_profile.py registers): none 0.111, 128: 0.106, 96: 0.097,
-# 80: 0.110, 64: 0.138, 48: 0.156 (the weights bitwise the same for all).
-# Fixed when this module is imported.
-TRAIN_STEPS_REGISTERS = 96
 # Numba's simulator takes no register cap.
 _TRAIN_STEPS_OPTIONS = ({} if config.ENABLE_CUDASIM or TRAIN_STEPS_REGISTERS is None
                         else {"max_registers": TRAIN_STEPS_REGISTERS})
@@ -80,6 +69,7 @@ _TRAIN_STEPS_OPTIONS = ({} if config.ENABLE_CUDASIM or TRAIN_STEPS_REGISTERS is 
 
 # h and h' (6.3): the bodies cpu_common.py compiles too.
 _activate = cuda.jit(device=True)(activations.activate)
+_sgd = cuda.jit(device=True)(optim.sgd)
 _derivative = cuda.jit(device=True)(activations.derivative)
 
 
@@ -260,9 +250,9 @@ def _update_items(W, b, dW, db, lr, t0, stride):
         j = t // (P + 1)
         k = t - j * (P + 1)
         if k < P:
-            W[j, k] -= step * dW[j, k]
+            W[j, k] = _sgd(W[j, k], dW[j, k], step)
         else:
-            b[j] -= step * db[j]
+            b[j] = _sgd(b[j], db[j], step)
 
 
 @cuda.jit(device=True)
@@ -466,14 +456,14 @@ def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
 
 
 @cuda.jit(**_TRAIN_STEPS_OPTIONS)
-def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
-                X, labels, targets, order, first_step, n_steps, batch_size,
-                lr, act, loss, batch_cost, batch_error, out_done):
-    """Run ``n_steps`` SGD iterations (6.21/6.23) in one launch. Cooperative.
+def train_steps(params, model, work, first, data, steps, out, out_done):
+    """Run ``steps.n_steps`` SGD iterations (6.21/6.23) in one launch. Cooperative.
 
-    Arguments as in ``kernels.cpu.train_steps``; out_done : (1,) int64 output,
-    the number of steps completed (fewer than n_steps when a cost turned
-    non-finite; that step's update is not applied).
+    Arguments as in ``kernels.cpu.train_steps`` (``kernels.arguments``), with
+    this target's own ``CudaWork`` (gradient arrays dWs, dbs) and
+    ``CudaFirstLayer`` (the plan: the first layer always runs dense here);
+    out_done : (1,) int64 output, the number of steps completed (fewer than
+    n_steps when a cost turned non-finite; that step's update is not applied).
 
     Per step, phases separated by grid barriers: forward per layer (dot
     products split over groups of threads, ``_forward_tiles``); the loss
@@ -484,6 +474,12 @@ def train_steps(Ws, bs, dWs, dbs, Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb,
     step's batch. After the loss phase every thread reads the cost and stops,
     uniformly, if it is not finite, before any update.
     """
+    Ws, bs = params
+    act, loss = model
+    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, dWs, dbs = work
+    X, labels, targets = data
+    order, first_step, n_steps, batch_size, lr = steps
+    batch_cost, batch_error = out
     grid = cuda.cg.this_grid()
     t0, stride = cuda.grid(1), cuda.gridsize(1)
     part_cost = cuda.shared.array(MAX_THREADS, float64)  # also the forward's partials

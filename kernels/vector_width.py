@@ -4,13 +4,11 @@ LLVM's choice depends on the CPU, not only on its instruction set: it tunes
 Intel's AVX-512 server cores (Skylake-X to Emerald Rapids) to prefer 256-bit
 vectors (the "prefer-256-bit" tuning feature), so Numba's vectorised loops
 use ymm registers there even where zmm ones would do twice the work per
-instruction, while on AMD Zen 4 and later it emits zmm by default. On the
-2-core Emerald Rapids VM of docs/speed-log.md,
-16 vector accumulators with their operands in L1 run 165-171 GFLOP/s per core
-with zmm against 73-88 with ymm (scripts/fma_peak.py). Most of fastbp's
-kernels wait on L1/L2 more than on multiply-adds, and whole epochs measured
-within noise of each other (per round 0.91-1.04x, docs/speed-log.md), so by default the
-process keeps LLVM's preference, and only the kernels that gain from zmm,
+instruction, while on AMD Zen 4 and later it emits zmm by default. zmm
+doubles the multiply-add rate of register-bound loops (scripts/fma_peak.py),
+but most of fastbp's kernels wait on L1/L2 more than on multiply-adds, and
+whole epochs measured within noise of each other (docs/speed-log.md), so by
+default the process keeps LLVM's preference, and only the kernels that gain from zmm,
 the dense first layer's register tiles (kernels/cpu_panels.py), ask for it
 per function, where ``available``. FASTBP_VECTOR_BITS changes that:
 

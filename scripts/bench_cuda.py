@@ -21,7 +21,7 @@ import numpy as np
 
 import fastbp
 from fastbp.kernels import cuda as cuda_kernels
-from fastbp.train import epoch_order
+from fastbp.trainer import epoch_order
 
 SIZES = [784, 200, 10]
 LR, BATCH, SEED = 0.5, 100, 0

@@ -21,7 +21,7 @@ import numpy as np
 
 import fastbp
 from fastbp import reference
-from fastbp.kernels import codes, cpu, cpu_panels, cpu_tile_lists
+from fastbp.kernels import codes, cpu, cpu_panels, cpu_sparse, cpu_tile_lists
 from fastbp.sparse_rows import compressed_rows
 
 RELU = codes.RELU
@@ -53,24 +53,24 @@ def cases(n, P, U, X, dtype):
     mm = 2 * n * P * U
     # The dense first layer on W^T in panels (train_steps' choice where AVX-512 is).
     WP = np.zeros(cpu_panels.panel_shape(U, P, dtype), dtype)
-    cpu.pack_panels(WP, W)
+    cpu_panels.pack_panels(WP, W)
     dZP = np.zeros(cpu_panels.panel_shape(U, n, dtype), dtype)
     W4 = W.copy()
 
     def panel_update():
-        cpu.panel_sgd_update(WP, dZP, dZ, X, 0.0, n)  # lr 0: weights stay
+        cpu_panels.panel_sgd_update(WP, dZP, dZ, X, 0.0, n)  # lr 0: weights stay
 
     def panel_weights():
-        cpu.unpack_panels(W4, WP)
+        cpu_panels.unpack_panels(W4, WP)
         return W4
 
     def sparse_forward():
-        cpu.nonzero_rows(idx, val, count, X)
-        cpu.sparse_forward(Z, Q, idx, val, count, WT, b, RELU)
+        cpu_sparse.nonzero_rows(idx, val, count, X)
+        cpu_sparse.sparse_forward(Z, Q, idx, val, count, WT, b, RELU)
 
     def sparse_update_t():  # first layer on W^T: lists of the input's columns
-        cpu.nonzero_cols(idx, val, count, X)
-        cpu.sparse_sgd_update(WT1, idx, val, count, dZ, 0.0, n)  # lr 0: weights stay
+        cpu_sparse.nonzero_cols(idx, val, count, X)
+        cpu_sparse.sparse_sgd_update(WT1, idx, val, count, dZ, 0.0, n)  # lr 0: weights stay
 
     # The training loop's first layer: the batch read in place from the
     # compressed training rows (here the batch is the whole "training set").
@@ -80,10 +80,10 @@ def cases(n, P, U, X, dtype):
     WT2 = WT.copy()
 
     def csr_forward():
-        cpu.csr_forward(Z, Q, indptr, indices, values, order, WT, b, RELU)
+        cpu_sparse.csr_forward(Z, Q, indptr, indices, values, order, WT, b, RELU)
 
     def csr_update():
-        cpu.csr_sgd_update(WT2, idx, val, count, indptr, indices, values, order, dZ, 0.0, n,
+        cpu_sparse.csr_sgd_update(WT2, idx, val, count, indptr, indices, values, order, dZ, 0.0, n,
                            colcum)
 
     # Sparse batches on panels: the batch's rows and its tiles' lists, then
@@ -92,7 +92,7 @@ def cases(n, P, U, X, dtype):
     masks = tuple(np.empty(shape, np.uint64) for shape in cpu_tile_lists.mask_shapes(n, P))
     Xb = np.empty_like(X)
     if listed:
-        cpu_tile_lists.mask_rows(*masks, indptr, indices)
+        cpu_sparse.compress_rows(indices.copy(), values.copy(), *masks, indptr, X)
         cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, order)
     WP5 = WP.copy()
 
@@ -100,19 +100,19 @@ def cases(n, P, U, X, dtype):
         cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, order)
 
     def listed_update():
-        cpu.panel_sgd_update_listed(WP5, dZP, dZ, Xb, 0.0, n, lists[2], lists[3])
+        cpu_panels.panel_sgd_update_listed(WP5, dZP, dZ, Xb, 0.0, n, lists[2], lists[3])
 
     def listed_weights():
-        cpu.unpack_panels(W4, WP5)
+        cpu_panels.unpack_panels(W4, WP5)
         return W4
 
     def sparse_update():  # other layers on W: lists of dZ's columns
-        cpu.nonzero_cols(idx, val, count, dZ)
-        cpu.sparse_sgd_update(W1, idx, val, count, X, 0.0, n)
+        cpu_sparse.nonzero_cols(idx, val, count, dZ)
+        cpu_sparse.sparse_sgd_update(W1, idx, val, count, X, 0.0, n)
 
     def sparse_input():
-        cpu.nonzero_rows(idx, val, count, dZ)
-        cpu.sparse_backward_input(dQ, idx, val, count, W)
+        cpu_sparse.nonzero_rows(idx, val, count, dZ)
+        cpu_sparse.sparse_backward_input(dQ, idx, val, count, W)
 
     def np_forward():
         return np.maximum(X @ W.T + b, 0)
@@ -121,13 +121,13 @@ def cases(n, P, U, X, dtype):
         ("dense_forward (relu)", mm, lambda: cpu.dense_forward(Z, Q, X, W, b, RELU),
          np_forward, lambda: Q),
         ("panel_forward (relu, 8 x 2 zmm tiles)", mm,
-         lambda: cpu.panel_forward(Z, Q, X, WP, b, RELU), np_forward, lambda: Q),
+         lambda: cpu_panels.panel_forward(Z, Q, X, WP, b, RELU), np_forward, lambda: Q),
         ("nonzero_rows + sparse_forward", mm, sparse_forward, np_forward, lambda: Q),
         *([("csr_forward (compressed rows)", mm, csr_forward, np_forward, lambda: Q),
            ("list_blocks (rows + tile lists; vs X[rows])", n * P, list_blocks,
             lambda: X[order], lambda: Xb),
            ("panel_forward_listed (zero-skipping tiles)", mm,
-            lambda: cpu.panel_forward_listed(Z, Q, Xb, WP, b, RELU, lists[0], lists[1]),
+            lambda: cpu_panels.panel_forward_listed(Z, Q, Xb, WP, b, RELU, lists[0], lists[1]),
             np_forward, lambda: Q)]
           if listed else []),
         ("dense_backward_weights", mm, lambda: cpu.dense_backward_weights(dW, db, dZ, X),

@@ -23,7 +23,7 @@ import time
 import numpy as np
 
 import fastbp
-from fastbp.train import epoch_order
+from fastbp.trainer import epoch_order
 
 SIZES = [784, 200, 10]
 LR, BATCH = 0.5, 100

@@ -6,7 +6,7 @@ compiled from kernels/cpu.py's own source with one phase's calls removed.
 Example 6.2's shapes (784-200-10 ReLU, batch 100, 600 steps in chunks of 50,
 as fastbp.train runs them) on MNIST from $FASTBP_DATA_DIR (else random data
 with MNIST's share of zeros; --dense adds N(0, 0.1^2) noise to every pixel),
-through fastbp.backends.CpuStepper with the variant module in place of
+through fastbp.backends.cpu.CpuStepper with the variant module in place of
 kernels.cpu, at each fixed thread count. Every round runs one epoch of every
 variant in turn (this machine's speed drifts within minutes, so variants are
 compared within rounds); it prints the median us/step and, per phase, the
@@ -30,9 +30,9 @@ import numba
 import numpy as np
 
 import fastbp
-from fastbp import backends
+from fastbp.backends import cpu as cpu_backend
 from fastbp.kernels import cpu as kernels
-from fastbp.train import epoch_order
+from fastbp.trainer import epoch_order
 from kernel_variants import fresh_weights, module_from, variant_source  # scripts/, beside this one
 
 with open(kernels.__file__) as source_file:
@@ -105,10 +105,10 @@ def variant(index, patterns):
 def epoch_us_per_step(module, threads, X, y, epoch):
     """us per step of one epoch of a fresh Example 6.2 net with ``module`` as
     the CPU kernels, at ``threads`` threads."""
-    backends.cpu = module
+    cpu_backend.kernels = module
     try:
         net, Ws, bs = fresh_weights(SIZES)
-        stepper = backends.CpuStepper(net, Ws, bs, X, y, BATCH)
+        stepper = cpu_backend.CpuStepper(net, Ws, bs, X, y, BATCH)
         stepper.threads = FixedThreads(threads)
         costs, errors = np.empty(CHUNK), np.empty(CHUNK)
         order = epoch_order(0, epoch, X.shape[0])
@@ -117,7 +117,7 @@ def epoch_us_per_step(module, threads, X, y, epoch):
             stepper.run(order, first, CHUNK, 0.5, costs, errors)
         return (time.perf_counter() - started) / STEPS * 1e6
     finally:
-        backends.cpu = kernels
+        cpu_backend.kernels = kernels
 
 
 def main():

@@ -23,6 +23,8 @@ from numba import cuda, typeof
 
 import numba.cuda.dispatcher as cuda_dispatcher
 
+from fastbp.kernels.arguments import CudaFirstLayer, CudaWork, Data, Model, Out, Params, Steps
+
 
 def pretend_device(cc):
     """numba-cuda compiles a device function called by a kernel for the
@@ -60,9 +62,11 @@ def kernel_args(dt):
         "gather_rows": (Q_prev, Q_prev, labels),
         "forward_all": (Zs, Zs, X, Ws, bs, 1),
         "backprop_all": (Ws, bs, Zs, Zs, Zs, Zs, row_loss, X, labels, T, Ws, bs, 1, 1, cost),
-        "train_steps": (Ws, bs, Ws, bs, Zs, Zs, Zs, Zs, row_loss, X, labels, T,
-                        np.zeros((20, 7), dt), np.zeros(20, np.int64), T, np.arange(20), 0, 4, 5,
-                        0.1, 1, 1, np.zeros(4), np.zeros(4), np.zeros(1, np.int64)),
+        "train_steps": (Params(Ws, bs), Model(1, 1),
+                        CudaWork(Zs, Zs, Zs, Zs, row_loss, X, labels, T, Ws, bs),
+                        CudaFirstLayer(0), Data(np.zeros((20, 7), dt), np.zeros(20, np.int64), T),
+                        Steps(np.arange(20), 0, 4, 5, 0.1), Out(np.zeros(4), np.zeros(4)),
+                        np.zeros(1, np.int64)),
     }
 
 

@@ -6,7 +6,7 @@ compiled from kernels/cuda.py's own source.
 
 Both run Example 6.2's shapes (784-200-10, batch 100, 600 steps in chunks of
 50, as fastbp.train runs them; the median after a compiling epoch) through
-fastbp.cuda_backend.CudaStepper with the variant module in place of
+fastbp.backends.cuda.CudaStepper with the variant module in place of
 kernels.cuda. ``registers`` reads MNIST from $FASTBP_DATA_DIR (else random data
 with MNIST's share of zeros) and says whether the weights are bitwise those of
 the first cap at that block size (they should be: a cap changes no arithmetic).
@@ -26,9 +26,9 @@ import time
 import numpy as np
 
 import fastbp
-from fastbp import cuda_backend
+from fastbp.backends import cuda as cuda_backend
 from fastbp.kernels import cuda as kernels
-from fastbp.train import epoch_order
+from fastbp.trainer import epoch_order
 from kernel_variants import fresh_weights, module_from, variant_source  # scripts/, beside this one
 
 SOURCE = open(kernels.__file__).read()

@@ -1,10 +1,17 @@
 import os
 import signal
 
-import numpy as np
-import pytest
+# One Numba cache for the suite and every process it starts, whatever
+# XDG_CACHE_HOME a test sets (the CLI tests set a private one): the default
+# folder of kernels/numba_cache.py, named before Numba reads its settings.
+os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
+    os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
+    "fastbp", "numba"))
 
-import fastbp
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+
+import fastbp  # noqa: E402
 
 SIZES = (1, 7, 33, 129)  # awkward layer widths: one, odd, just past 32, just past 128
 BATCHES = (1, 7, 100)  # one sample, odd, Example 6.2's n_b

@@ -6,7 +6,7 @@ import shutil
 from numba.core.dispatcher import Dispatcher
 
 from fastbp import cache_stamp
-from fastbp.kernels import cpu
+from fastbp.kernels import cpu, registry
 
 KERNELS = os.path.dirname(cpu.__file__)
 
@@ -25,32 +25,35 @@ def test_fingerprint_changes_with_any_kernel_file(tmp_path):
 def test_every_cached_cpu_kernel_carries_the_fingerprint():
     fingerprint = cache_stamp.sources_fingerprint(KERNELS)
     stamped = 0
-    for name, value in vars(cpu).items():
+    for name, value in registry.cpu_dispatchers().items():
         cache_file = getattr(getattr(value, "_cache", None), "_cache_file", None)
-        if isinstance(value, Dispatcher) and cache_file is not None:  # cache=True kernels
+        if cache_file is not None:  # cache=True kernels
             stamp = cache_file._source_stamp
             assert isinstance(stamp, tuple) and stamp[1] == fingerprint, name
             stamped += 1
     assert stamped >= 20  # train_steps, csr_sgd_update, dense_forward, ...
-    cache_stamp.stamp(cpu, fingerprint)  # again (a second import): not nested twice
+    cache_stamp.stamp([cpu.train_steps], fingerprint)  # again (a second import): not nested twice
     assert cpu.train_steps._cache._cache_file._source_stamp[1] == fingerprint
     own = cpu.train_steps._cache._cache_file._source_stamp[0]
     assert not (isinstance(own, tuple) and own[-1] == fingerprint)
 
 
-def test_every_cached_kernel_of_every_module_is_reachable_from_cpu():
-    """fastbp/__init__.py locks and stamps the dispatchers in kernels.cpu's
-    namespace: one cached elsewhere and not re-exported there would compile
-    unlocked and keep a stale cache when a constant it imports changes."""
+def test_the_registry_finds_every_cached_kernel_of_every_cpu_module():
+    """fastbp/__init__.py locks and stamps the registry's dispatchers: one
+    cached in a module the registry does not list would compile unlocked
+    and keep a stale cache when a constant it imports changes."""
     import importlib
     import pkgutil
 
     import fastbp.kernels
+    found = set(map(id, registry.cpu_dispatchers().values()))
     for info in pkgutil.iter_modules(fastbp.kernels.__path__):
         if not info.name.startswith("cpu"):
             continue
+        assert info.name in registry.CPU_MODULES
         module = importlib.import_module(f"fastbp.kernels.{info.name}")
         for name, value in vars(module).items():
             cache_file = getattr(getattr(value, "_cache", None), "_cache_file", None)
             if isinstance(value, Dispatcher) and cache_file is not None:
-                assert getattr(cpu, name, None) is value, f"{info.name}.{name}"
+                assert id(value) in found, f"{info.name}.{name}"
+                assert value.compile._fastbp_locked, f"{info.name}.{name} compiles unlocked"

@@ -10,7 +10,7 @@ import time
 from numba.core.dispatcher import Dispatcher
 
 from fastbp import compile_lock
-from fastbp.kernels import cpu
+from fastbp.kernels import cpu, registry
 
 CHILD = """
 import numpy as np
@@ -26,6 +26,7 @@ print("done", out.sum(), flush=True)
 def test_every_kernel_dispatcher_compiles_under_the_lock():
     dispatchers = [v for v in vars(cpu).values() if isinstance(v, Dispatcher)]
     assert len(dispatchers) >= 10
+    dispatchers += list(registry.cpu_dispatchers().values())
     assert all(getattr(d.compile, "_fastbp_locked", False) for d in dispatchers)
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from fastbp import reference
-from fastbp.kernels import codes, cpu
+from fastbp.kernels import codes, cpu, cpu_sparse
 
 from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, data, rel_err
 
@@ -209,12 +209,12 @@ def test_nonzero_rows_and_cols_list_every_non_zero(n, P):
     A[0, 0] = np.nan  # NaN must be listed, so divergence stays visible
     idx, val = np.full((max(n, P), max(n, P)), -1, np.int32), np.zeros((max(n, P),) * 2)
     count = np.zeros(max(n, P), np.int64)
-    cpu.nonzero_rows(idx, val, count, A)
+    cpu_sparse.nonzero_rows(idx, val, count, A)
     for i in range(n):
         expected = np.flatnonzero(A[i] != 0)
         assert idx[i, :count[i]].tolist() == expected.tolist(), f"row {i}"
         assert np.array_equal(val[i, :count[i]], A[i, expected], equal_nan=True)
-    cpu.nonzero_cols(idx, val, count, A)
+    cpu_sparse.nonzero_cols(idx, val, count, A)
     for k in range(P):
         expected = np.flatnonzero(A[:, k] != 0)
         assert idx[k, :count[k]].tolist() == expected.tolist(), f"column {k}"
@@ -225,7 +225,7 @@ def lists(A, by):
     side = max(A.shape)
     idx, val = np.zeros((side, side), np.int32), np.zeros((side, side), A.dtype)
     count = np.zeros(side, np.int64)
-    (cpu.nonzero_rows if by == "rows" else cpu.nonzero_cols)(idx, val, count, A)
+    (cpu_sparse.nonzero_rows if by == "rows" else cpu_sparse.nonzero_cols)(idx, val, count, A)
     return idx, val, count
 
 
@@ -237,7 +237,7 @@ def test_sparse_forward(P, U, n, act, dtype):
     Q_prev = sparse_input(n * P + U, n, P, dtype)
     _, W, b = data(n + P + U, (1,), (U, P), (U,), dtype=dtype)
     Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
-    cpu.sparse_forward(Z, Q, *lists(Q_prev, "rows"), np.ascontiguousarray(W.T), b,
+    cpu_sparse.sparse_forward(Z, Q, *lists(Q_prev, "rows"), np.ascontiguousarray(W.T), b,
                        codes.ACTIVATIONS[act])
     assert_dense_layer(Z, Q, Q_prev, W, b, act, dtype)
 
@@ -249,7 +249,7 @@ def test_sparse_backward_input(P, U, n, dtype):
     dZ = sparse_input(2 * n + P + U, n, U, dtype, density=0.5)
     (W,) = data(P * U, (U, P), dtype=dtype)
     dQ_prev = np.full((n, P), np.nan, dtype)
-    cpu.sparse_backward_input(dQ_prev, *lists(dZ, "rows"), W)
+    cpu_sparse.sparse_backward_input(dQ_prev, *lists(dZ, "rows"), W)
     assert rel_err(dQ_prev, dZ.astype(np.float64) @ W.astype(np.float64)) <= RTOL[dtype]
 
 
@@ -265,10 +265,10 @@ def test_sparse_sgd_update_both_layouts_equal_6_23(P, U, n, dtype):
     W_ref = W.astype(np.float64) - lr * (dZ.T.astype(np.float64) @ Q_prev / n)
     b_ref = b.astype(np.float64) - lr * dZ.astype(np.float64).sum(axis=0) / n
     WT = W.T.copy()  # a copy: for 1 x 1, ascontiguousarray(W.T) would be W itself
-    cpu.sparse_sgd_update(WT, *lists(Q_prev, "cols"), dZ, lr, n)
+    cpu_sparse.sparse_sgd_update(WT, *lists(Q_prev, "cols"), dZ, lr, n)
     assert rel_err(WT.T, W_ref) <= RTOL[dtype]
     W2, b2 = W.copy(), b.copy()
-    cpu.sparse_sgd_update(W2, *lists(dZ, "cols"), Q_prev, lr, n)
+    cpu_sparse.sparse_sgd_update(W2, *lists(dZ, "cols"), Q_prev, lr, n)
     assert rel_err(W2, W_ref) <= RTOL[dtype]
     cpu.bias_sgd_update(b2, dZ, lr)
     assert rel_err(b2, b_ref) <= RTOL[dtype]
@@ -294,14 +294,17 @@ def test_dense_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
     assert np.array_equal(results[0], results[1])
 
 
+NO_MASKS = (np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64))
+
+
 def compressed(X):
     """fastbp's compressed rows of X via the two kernels, as run before training."""
     counts = np.empty(X.shape[0], np.int64)
-    cpu.row_nonzeros(counts, X)
+    cpu_sparse.row_nonzeros(counts, X)
     indptr = np.zeros(X.shape[0] + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], X.dtype)
-    cpu.compress_rows(indices, values, indptr, X)
+    cpu_sparse.compress_rows(indices, values, *NO_MASKS, indptr, X)
     return indptr, indices, values
 
 
@@ -327,11 +330,11 @@ def test_compress_rows_writes_nothing_past_a_row_s_last_slot(threads):
     X[:, -5:] = 0  # every row ends in zeros, so the loop runs on past its last non-zero
     X[-1, 0] = 1.5
     counts = np.empty(9, np.int64)
-    cpu.row_nonzeros(counts, X)
+    cpu_sparse.row_nonzeros(counts, X)
     indptr = np.zeros(10, np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices, values = np.full(indptr[-1] + 1, -7, np.int32), np.full(indptr[-1] + 1, -7.0)
-    at_threads(threads, cpu.compress_rows, indices, values, indptr, X)
+    at_threads(threads, cpu_sparse.compress_rows, indices, values, *NO_MASKS, indptr, X)
     assert indices[-1] == -7 and values[-1] == -7.0
     for i in range(9):
         assert indices[indptr[i]:indptr[i + 1]].tolist() == np.flatnonzero(X[i]).tolist()
@@ -347,7 +350,7 @@ def test_prefetch_rows_runs_on_any_batch_and_writes_nothing():
     indptr, indices, values = compressed(X)
     before = [a.copy() for a in (indptr, indices, values)]
     for rows in (np.arange(9), np.array([8, 3, 0]), np.zeros(0, np.int64)):
-        cpu.prefetch_rows(indptr, indices, values, rows)
+        cpu_sparse.prefetch_rows(indptr, indices, values, rows)
     assert all(np.array_equal(a, b) for a, b in zip(before, (indptr, indices, values)))
 
 
@@ -365,7 +368,7 @@ def test_csr_forward_reads_the_batch_rows_in_place(P, U, n, act, dtype):
     rows = batch_of(n + P, X.shape[0], n)
     _, W, b = data(n + P + U, (1,), (U, P), (U,), dtype=dtype)
     Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
-    cpu.csr_forward(Z, Q, *compressed(X), rows, np.ascontiguousarray(W.T), b,
+    cpu_sparse.csr_forward(Z, Q, *compressed(X), rows, np.ascontiguousarray(W.T), b,
                     codes.ACTIVATIONS[act])
     assert_dense_layer(Z, Q, X[rows], W, b, act, dtype)
 
@@ -390,7 +393,7 @@ def test_csr_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
         WT = W.T.copy()
         idx, val = np.full((P, n), -1, np.int32), np.full((P, n), np.nan, dtype)
         count = np.full(P, -1, np.int64)
-        at_threads(threads, cpu.csr_sgd_update, WT, idx, val, count, indptr, indices, values,
+        at_threads(threads, cpu_sparse.csr_sgd_update, WT, idx, val, count, indptr, indices, values,
                    rows, dZ, lr, n, colcum)
         assert rel_err(WT.T, W_ref) <= RTOL[dtype]
         results.append(WT)
@@ -445,4 +448,4 @@ def test_transpose(n, P):
 def test_count_nonzero(n, P):
     A = sparse_input(n * P, n, P, "float32")
     A[0, 0] = np.nan
-    assert cpu.count_nonzero(A) == np.count_nonzero(A)
+    assert cpu_sparse.count_nonzero(A) == np.count_nonzero(A)

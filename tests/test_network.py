@@ -1,4 +1,4 @@
-"""Network: sizes, parameter counts, the seed's XOR net, predictions, save/load."""
+"""Network: sizes, parameter counts, the textbook's XOR net, predictions, save/load."""
 
 import numpy as np
 import pytest
@@ -37,7 +37,7 @@ XOR_X = np.array([[0, 0], [0, 1], [1, 0], [1, 1]])
 
 
 def xor_net(dtype):
-    """The seed's hand-set XOR weights: a two-layer ReLU net."""
+    """The textbook's hand-set XOR weights: a two-layer ReLU net."""
     net = fastbp.Network([2, 2, 1], activation="relu", loss="squared_error", dtype=dtype)
     net.layers = [(np.array([[1, 1], [1, 1]], dtype), np.array([0, -1], dtype)),
                   (np.array([[1, -2]], dtype), np.array([0], dtype))]
@@ -79,9 +79,9 @@ def test_forward_spans_several_chunks(monkeypatch, density):
     J_ref, _ = reference.cost_and_output_gradient(Z_ref, np.arange(33) % 2, "cross_entropy")
     # As predict and evaluate run it, and as validation during training runs
     # it: from the data's compressed rows, kept for the run (sparse data only).
-    rows_csr = fastbp.sparse_rows.compressed_rows(X, 33)
-    assert (rows_csr[0].shape == (34,)) == (density < 0.3)
-    for kept in (None, rows_csr):
+    plan = fastbp.first_layer.plan(net.sizes, net.dtype, X, 7, purpose="repeat")
+    assert (plan.rows_csr[0].shape == (34,)) == (density < 0.3)
+    for kept in (None, plan):
         cost, error = fastbp.network.evaluate_prepared(net, *net.checked_layers(), X,
                                                        np.arange(33) % 2, kept)
         assert cost == pytest.approx(J_ref, rel=1e-12)

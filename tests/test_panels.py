@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp.kernels import codes, cpu, cpu_panels, cpu_tile_lists, vector_width
+from fastbp.kernels import codes, config, cpu, cpu_panels, cpu_sparse, cpu_tile_lists, vector_width
 from fastbp.kernels.cpu_common import PARALLEL
 
 from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err
@@ -26,7 +26,7 @@ def packed(W):
     """W in panels, through the kernel, over a buffer of NaNs."""
     dtype = W.dtype
     WP = np.full(cpu_panels.panel_shape(W.shape[0], W.shape[1], dtype), np.nan, dtype)
-    cpu.pack_panels(WP, W)
+    cpu_panels.pack_panels(WP, W)
     return WP
 
 
@@ -42,14 +42,14 @@ def test_pack_panels_lays_out_w_transposed_by_panels_and_unpacks(P, U, dtype):
     padding = WP.transpose(0, 2, 1).reshape(-1, P)[U:]
     assert np.all(padding == 0)  # zero, so padded units add nothing
     W2 = np.full_like(W, np.nan)
-    cpu.unpack_panels(W2, WP)
+    cpu_panels.unpack_panels(W2, WP)
     assert np.array_equal(W2, W)
     # The same moves between W^T and panels, without W (train_steps' sparse <-> dense batches).
     WP2 = np.full_like(WP, np.nan)
-    cpu.panels_from_transposed(WP2, np.ascontiguousarray(W.T))
+    cpu_panels.panels_from_transposed(WP2, np.ascontiguousarray(W.T))
     assert np.array_equal(WP2, WP)
     WT = np.full((P, U), np.nan, dtype)
-    cpu.transposed_from_panels(WT, WP)
+    cpu_panels.transposed_from_panels(WT, WP)
     assert np.array_equal(WT, W.T)
 
 
@@ -61,7 +61,7 @@ def test_panel_forward(P, U, n, act, dtype):
     X, W, b = data(n * 1000 + P + U, (n, P), (U, P), (U,), dtype=dtype)
     Z = np.full((n, U), np.nan, dtype)
     Q = np.full((n, U), np.nan, dtype)
-    cpu.panel_forward(Z, Q, X, packed(W), b, codes.ACTIVATIONS[act])
+    cpu_panels.panel_forward(Z, Q, X, packed(W), b, codes.ACTIVATIONS[act])
     assert_dense_layer(Z, Q, X, W, b, act, dtype)
 
 
@@ -81,9 +81,9 @@ def test_panel_sgd_update_is_6_23(P, U, n, dtype):
     nan_rows = np.full((3, 1), np.nan, dtype)  # ... and so are X's and dZ's
     X_more = np.vstack([X, nan_rows.repeat(P, axis=1)])
     dZ_more = np.vstack([dZ, nan_rows.repeat(U, axis=1)])
-    cpu.panel_sgd_update(WP, dZP, dZ_more, X_more, lr, n)
+    cpu_panels.panel_sgd_update(WP, dZP, dZ_more, X_more, lr, n)
     W2 = np.empty_like(W)
-    cpu.unpack_panels(W2, WP)
+    cpu_panels.unpack_panels(W2, WP)
     assert rel_err(W2, W_ref) <= RTOL[dtype]
     assert np.all(WP.transpose(0, 2, 1).reshape(-1, P)[U:] == 0)
 
@@ -102,8 +102,8 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
         WP = packed(W)
         dZP = np.empty((WP.shape[0], n, WP.shape[2]), dtype)
         Z, Q = np.empty((n, U), dtype), np.empty((n, U), dtype)
-        at_threads(threads, cpu.panel_forward, Z, Q, X, WP, b, codes.RELU)
-        at_threads(threads, cpu.panel_sgd_update, WP, dZP, dZ, X, 0.1, n)
+        at_threads(threads, cpu_panels.panel_forward, Z, Q, X, WP, b, codes.RELU)
+        at_threads(threads, cpu_panels.panel_sgd_update, WP, dZP, dZ, X, 0.1, n)
         Z2, Q2 = np.empty((n, U), dtype), np.empty((n, U), dtype)
         at_threads(threads, cpu_panels.panel_forward_listed, Z2, Q2, X, WP, b, codes.RELU,
                    pixels, pixel_counts)
@@ -123,10 +123,9 @@ def listed(X, rows=None, buffers=None):
     rows = np.arange(X.shape[0]) if rows is None else rows
     indptr = np.concatenate([[0], np.cumsum((X != 0).sum(axis=1))]).astype(np.int64)
     indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], X.dtype)
-    cpu.compress_rows(indices, values, indptr, X)  # whatever X's density
     masks = [np.full(shape, 7, np.uint64)  # not zero: the kernel clears them itself
              for shape in cpu_tile_lists.mask_shapes(X.shape[0], X.shape[1])]
-    cpu_tile_lists.mask_rows(*masks, indptr, indices)
+    cpu_sparse.compress_rows(indices, values, *masks, indptr, X)  # whatever X's density
     if buffers is None:
         buffers = (*cpu_tile_lists.skip_lists(X.shape[1], rows.shape[0]),
                    np.full((rows.shape[0], X.shape[1]), np.nan, X.dtype))
@@ -175,18 +174,18 @@ def test_zero_skipping_panel_kernels_give_the_bits_of_the_dense_ones(P, U, n, dt
     W, b, dZ = data(n + U, (U, P), (U,), (n, U), dtype=dtype)
     pixels, pixel_counts, samples, sample_counts, Xb = listed(X)
     Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
-    cpu.panel_forward(Z, Q, X, packed(W), b, codes.RELU)
+    cpu_panels.panel_forward(Z, Q, X, packed(W), b, codes.RELU)
     Z2, Q2 = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
     cpu_panels.panel_forward_listed(Z2, Q2, Xb, packed(W), b, codes.RELU, pixels, pixel_counts)
     assert np.array_equal(Z2, Z) and np.array_equal(Q2, Q)
     assert_dense_layer(Z2, Q2, X, W, b, "relu", dtype)
     WP, WP2 = packed(W), packed(W)
     dZP = np.full((WP.shape[0], n, WP.shape[2]), np.nan, dtype)
-    cpu.panel_sgd_update(WP, dZP, dZ, X, 0.3, n)
+    cpu_panels.panel_sgd_update(WP, dZP, dZ, X, 0.3, n)
     cpu_panels.panel_sgd_update_listed(WP2, dZP, dZ, Xb, 0.3, n, samples, sample_counts)
     assert np.array_equal(WP2, WP)
     W2 = np.empty_like(W)
-    cpu.unpack_panels(W2, WP2)
+    cpu_panels.unpack_panels(W2, WP2)
     W_ref = W.astype(np.float64) - 0.3 * (dZ.T.astype(np.float64) @ X / n)
     assert rel_err(W2, W_ref) <= RTOL[dtype]
 
@@ -213,7 +212,7 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
     cached code."""
     forward, update, forward_listed, update_listed = (
         numba.njit(**PARALLEL_UNCACHED)(kernel.py_func)
-        for kernel in (cpu.panel_forward, cpu.panel_sgd_update, cpu_panels.panel_forward_listed,
+        for kernel in (cpu_panels.panel_forward, cpu_panels.panel_sgd_update, cpu_panels.panel_forward_listed,
                        cpu_panels.panel_sgd_update_listed))
     for dtype in DTYPES:
         W, b, dZ = data(3, (40, 33), (40,), (9, 40), dtype=dtype)
@@ -253,14 +252,14 @@ def test_the_first_layer_moves_between_w_transposed_and_panels(panels, masks):
         stepper = fastbp.backends.make_stepper(device, net, *net.checked_layers(),
                                                np.ascontiguousarray(X), y, 10)
         if device == "cpu":
-            assert stepper.rows_csr[0].shape == (61,)  # rows compressed: sparse batches run
-            WP = stepper.buffers[6][0]
+            assert stepper.plan.rows_csr[0].shape == (61,)  # rows compressed: sparse batches run
+            WP = stepper.first.WP
             assert (WP.shape[0] > 0) == panels
-            assert (stepper.buffers[6][6].shape[0] == 60) == panels
-            if not masks:
+            assert (stepper.first.pixel_words.shape[0] == 60) == panels
+            if not masks and panels:  # the plan without the tiles: sparse batches on W^T
                 empty = np.zeros((0, 0), np.uint64)
-                kept = stepper.buffers
-                stepper.buffers = kept[:6] + (kept[6][:6] + (empty, empty),) + kept[7:]
+                stepper.first = stepper.first._replace(
+                    plan=codes.FIRST_PANELS_OR_CSR, pixel_words=empty, block_words=empty)
         stepper.run(np.arange(60), 0, 6, 0.3, np.empty(6), np.empty(6))
         if device == "cpu" and panels:  # the last batch ran on panels: they hold the result
             assert np.array_equal(WP, packed(net.layers[0][0]))
@@ -291,8 +290,8 @@ def test_inference_on_dense_inputs_takes_panels_and_matches_the_reference(dtype,
         b[:] = rng.normal(size=b.shape)  # not zero, so that a dropped bias shows
     X = rng.normal(size=(33, 9))
     calls = []
-    monkeypatch.setattr(cpu, "panel_forward", lambda *args: calls.append(
-        cpu_panels.panel_forward(*args)))
+    real = cpu_panels.panel_forward
+    monkeypatch.setattr(cpu_panels, "panel_forward", lambda *args: calls.append(real(*args)))
     Z_ref = fastbp.reference.forward(net.layers, X, "relu")[0][-1]
     assert rel_err(net.forward(X), Z_ref) <= RTOL[dtype]
     assert len(calls) == (3 if panels else 0)  # one per chunk of 13 rows
@@ -308,15 +307,16 @@ def test_sparse_batches_on_panels_train_as_the_dense_tiles_would(monkeypatch):
     for bit, since the tiles skip only exact zeros."""
     monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: True)
     X, y = clustered_rows(300, 40), np.random.default_rng(5).integers(0, 5, 300)
-    assert (X != 0).mean() <= 0.7 * cpu.SPARSE_DENSITY  # the batches are sparse
+    assert (X != 0).mean() <= 0.7 * config.SPARSE_DENSITY  # the batches are sparse
     net = fastbp.Network([40, 50, 5], seed=4)
     stepper = fastbp.backends.make_stepper("cpu", net, *net.checked_layers(), X, y, 32)
-    assert stepper.buffers[6][6].shape[0] == 300  # the rows' masks: the tiles run
+    assert stepper.plan.code == codes.FIRST_PANELS_OR_TILES  # the rows' masks: the tiles run
     weights = []
     for compressed in (True, False):
         if not compressed:
-            monkeypatch.setattr(fastbp.backends, "compressed_rows",
-                                lambda X, units: fastbp.sparse_rows.compressed_rows(X, 0))
+            monkeypatch.setattr(fastbp.first_layer, "compressed_rows_and_masks",
+                                lambda X, units, rows: fastbp.sparse_rows.
+                                compressed_rows_and_masks(X, 0, rows))
         net = fastbp.Network([40, 50, 5], seed=4)
         fastbp.train(net, X, y, 0.2, 32, 2, device="cpu")
         weights.append([W.copy() for W, _ in net.layers])
@@ -336,7 +336,7 @@ def clustered_rows(n, P, seed=5):
 
 def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels, monkeypatch):
     """union_ratio: the tiles' work over the non-zeros' (about 1 when all
-    rows share their pixels, about 1/d when nothing is shared); tile_masks
+    rows share their pixels, about 1/d when nothing is shared); compressed_rows_and_masks
     makes the masks only under MAX_UNION_RATIO (the panels fixture lifts it:
     put it back)."""
     from fastbp import sparse_rows
@@ -353,10 +353,9 @@ def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels, 
     X = clustered_rows(300, 40)
     assert sparse_rows.union_ratio(X, 32) <= MAX_UNION_RATIO
     for rows, made in ((X, True), (X_random, False)):
-        csr = sparse_rows.compressed_rows(rows, 40)
-        masks = sparse_rows.tile_masks(rows, csr, 100)
+        _, masks = sparse_rows.compressed_rows_and_masks(rows, 40, 100)
         assert (masks[0].shape[0] == rows.shape[0]) == made
     net = fastbp.Network([40, 50, 5], seed=1)
     stepper = fastbp.backends.make_stepper("cpu", net, *net.checked_layers(), X,
                                            np.zeros(300, np.int64), 32)
-    assert (stepper.buffers[6][6].shape[0] == 300) == panels
+    assert (stepper.plan.code == codes.FIRST_PANELS_OR_TILES) == panels

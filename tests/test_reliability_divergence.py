@@ -11,7 +11,7 @@ from conftest import rel_err
 import fastbp
 from fastbp import storage
 
-TRAIN = importlib.import_module("fastbp.train")
+TRAIN = importlib.import_module("fastbp.trainer")
 RNG = np.random.default_rng(0)
 PIXELS = RNG.integers(0, 256, size=(500, 20)).astype(np.uint8)  # unnormalised on purpose
 LABELS = RNG.integers(0, 3, 500)
@@ -108,12 +108,12 @@ def test_weights_that_turn_non_finite_behind_a_finite_cost_are_caught():
 def test_the_check_runs_inside_the_compiled_loop(monkeypatch):
     """One compiled call per chunk of MAX_CHUNK steps, not a Python pass per batch."""
     calls = []
-    real = fastbp.backends.CpuStepper.run
+    real = fastbp.backends.cpu.CpuStepper.run
 
     def counting(self, order, first_step, n_steps, *rest):
         calls.append(n_steps)
         return real(self, order, first_step, n_steps, *rest)
-    monkeypatch.setattr(fastbp.backends.CpuStepper, "run", counting)
+    monkeypatch.setattr(fastbp.backends.cpu.CpuStepper, "run", counting)
     net = fastbp.Network([20, 16, 2], activation="tanh", loss="squared_error", seed=0)
     fastbp.train(net, PIXELS / 255, TARGETS, lr=0.01, batch_size=5, epochs=2, eval_every=0)
     assert calls == [50, 50] * 2  # 100 steps per epoch, two chunks of 50

@@ -11,7 +11,7 @@ import pytest
 import fastbp
 from fastbp import storage
 
-TRAIN = importlib.import_module("fastbp.train")  # the module; fastbp.train is the function
+TRAIN = importlib.import_module("fastbp.trainer")
 RNG = np.random.default_rng(0)
 N, P = 301, 6  # 301 / 20 -> 16 steps per epoch, the last one of 1 sample
 X = RNG.normal(size=(N, P)) * 3

@@ -28,7 +28,7 @@ TRAIN = textwrap.dedent("""
         net = fastbp.Network([40, 64, 5], seed=1)
         # eval_every=3: chunks of 3 steps, so that the tuner runs both its choices
         fastbp.train(net, X, y, lr=0.3, batch_size=16, epochs=2, device="cpu", eval_every=3)
-        used = sorted(t for tuner in backends._TUNERS.values()
+        used = sorted(t for tuner in backends.cpu._TUNERS.values()
                       for t, measured in tuner.samples.items() if measured)
         print(hashlib.sha256(b"".join(W.tobytes() + b.tobytes()
                                       for W, b in net.layers)).hexdigest(), max(used))
@@ -50,7 +50,7 @@ def test_training_is_bitwise_the_same_for_any_thread_count():
             net.layers[0][1][:] = 0.01
             fastbp.train(net, X, y, lr=0.3, batch_size=16, epochs=2, device="cpu",
                          validation=(X, y), eval_every=7)
-            tuner = backends._TUNERS[((40, 64, 5), "float32", 16, count)]
+            tuner = backends.cpu._TUNERS[((40, 64, 5), "float32", 16, count)]
         finally:
             numba.set_num_threads(previous)
         # The tuner chose between 1 and ``count`` threads and measured both.

@@ -7,7 +7,7 @@ import pytest
 
 import fastbp
 from fastbp import reference
-from fastbp.train import epoch_order
+from fastbp.trainer import epoch_order
 
 from conftest import LOSSES, rel_err, targets_for
 
@@ -203,7 +203,7 @@ def test_first_layer_switches_path_when_density_changes():
         stepper = fastbp.backends.make_stepper(device, net, *net.checked_layers(),
                                                np.ascontiguousarray(X), y, 10)
         if device == "cpu":
-            assert stepper.rows_csr[0].shape == (61,)
+            assert stepper.plan.rows_csr[0].shape == (61,)
         stepper.run(order, 0, 6, 0.3, np.empty(6), np.empty(6))
     for (W, _), (W_ref, _) in zip(nets[0].layers, nets[1].layers):
         assert rel_err(W, W_ref) <= 1e-10

@@ -13,7 +13,7 @@ from numba import cuda
 
 from fastbp import reference
 from fastbp.buffers import batch_buffers
-from fastbp.cuda_backend import device_batch_buffers, launch
+from fastbp.backends.cuda import device_batch_buffers, launch
 from fastbp.kernels import codes
 from fastbp.kernels import cuda as kernels
 
@@ -173,7 +173,7 @@ def test_too_many_threads_for_a_cooperative_kernel_is_one_clear_error(monkeypatc
     """On an H100, train_steps at 512 threads per block fits no block on a
     multiprocessor (max_cooperative_grid_blocks is 0): an error naming THREADS,
     not a launch of 0 blocks."""
-    from fastbp import cuda_backend
+    from fastbp.backends import cuda as cuda_backend
 
     class Compiled:
         def max_cooperative_grid_blocks(self, threads):

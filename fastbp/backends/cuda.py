@@ -9,9 +9,10 @@ them back into the caller's host arrays.
 import numpy as np
 from numba import config, cuda
 
-from .buffers import batch_buffers
-from .kernels import codes
-from .kernels import cuda as kernels
+from ..buffers import batch_buffers
+from ..kernels import codes
+from ..kernels import cuda as kernels
+from ..kernels.arguments import CudaFirstLayer, CudaWork, Data, Model, Out, Params, Steps
 
 
 def launch(kernel, n_items, *args):
@@ -93,20 +94,20 @@ class CudaStepper:
 
     def __init__(self, net, Ws, bs, X, y, batch_size):
         self.host = (Ws, bs)
-        self.Ws = tuple(cuda.to_device(W) for W in Ws)
-        self.bs = tuple(cuda.to_device(b) for b in bs)
-        self.dWs = tuple(cuda.device_array_like(W) for W in Ws)
-        self.dbs = tuple(cuda.device_array_like(b) for b in bs)
+        self.params = Params(tuple(cuda.to_device(W) for W in Ws),
+                             tuple(cuda.to_device(b) for b in bs))
+        self.model = Model(codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
         rows = min(batch_size, X.shape[0])
-        self.buffers = device_batch_buffers(net.sizes, rows, net.dtype)
+        self.work = CudaWork(*device_batch_buffers(net.sizes, rows, net.dtype),
+                             cuda.device_array((rows, X.shape[1]), net.dtype),
+                             cuda.device_array(rows, np.int64),
+                             cuda.device_array((rows, net.n_outputs), net.dtype),
+                             tuple(cuda.device_array_like(W) for W in Ws),
+                             tuple(cuda.device_array_like(b) for b in bs))
+        self.first = CudaFirstLayer(codes.FIRST_W)  # dense products: no zeros skipped
         self.X = cuda.to_device(X)
         self.labels, self.targets = device_targets(net, y)
-        self.Xb = cuda.device_array((rows, X.shape[1]), net.dtype)
-        self.yb = cuda.device_array(rows, np.int64)
-        self.Tb = cuda.device_array((rows, net.n_outputs), net.dtype)
         self.batch_size = batch_size
-        self.act = codes.ACTIVATIONS[net.activation]
-        self.loss = codes.LOSSES[net.loss]
         self.items = most_items(net.sizes, rows)
         self.order_host, self.order = None, None
         self.results = cuda.device_array((2, 0), np.float64)  # batch cost, error
@@ -120,11 +121,10 @@ class CudaStepper:
             self.order_host, self.order = order, cuda.to_device(order)
         if self.results.shape[1] < n_steps:
             self.results = cuda.device_array((2, n_steps), np.float64)
-        Zs, Qs, dZs, dQs, row_loss = self.buffers
-        args = (self.Ws, self.bs, self.dWs, self.dbs, Zs, Qs, dZs, dQs, row_loss,
-                self.Xb, self.yb, self.Tb, self.X, self.labels, self.targets, self.order,
-                first_step, n_steps, self.batch_size, lr, self.act, self.loss,
-                self.results[0, :n_steps], self.results[1, :n_steps], self.done)
+        args = (self.params, self.model, self.work, self.first,
+                Data(self.X, self.labels, self.targets),
+                Steps(self.order, first_step, n_steps, self.batch_size, lr),
+                Out(self.results[0, :n_steps], self.results[1, :n_steps]), self.done)
         if self.blocks is None:
             self.blocks = grid(kernels.train_steps, self.items, args)
         kernels.train_steps[self.blocks, kernels.THREADS](*args)
@@ -135,10 +135,10 @@ class CudaStepper:
 
     def sync(self):
         """Copy the device weights back into the host arrays ``Ws``, ``bs``."""
-        for device, host in zip(self.Ws + self.bs, self.host[0] + self.host[1]):
+        for device, host in zip(self.params.Ws + self.params.bs, self.host[0] + self.host[1]):
             device.copy_to_host(host)
 
     def push(self):
         """Copy the host arrays ``Ws``, ``bs`` to the device (after a restore)."""
-        for device, host in zip(self.Ws + self.bs, self.host[0] + self.host[1]):
+        for device, host in zip(self.params.Ws + self.params.bs, self.host[0] + self.host[1]):
             device.copy_to_device(host)

@@ -11,6 +11,7 @@ import os
 
 import numpy as np
 
+from .kernels import cpu_sparse
 from .storage import save_problem
 
 
@@ -70,14 +71,30 @@ def positive_float(name, value):
     return value
 
 
-def sgd_step(lr, batch_size, dtype):
+class UsageError(ValueError):
+    """Arguments that contradict each other (fastbp-train: exit status 2)."""
+
+
+# How the shared checks name what they refuse: as fastbp's Python API takes
+# it, or as fastbp-train's options (the command line passes CLI), so that
+# both run the very same checks and each reads in its caller's words.
+API = {"lr=": "lr={!r}", "lr": "lr", "batch_size": "batch_size", "resume": "resume=True",
+       "checkpoint": "checkpoint=PATH", "device=": "device={!r}",
+       "fallback": "device='cpu' (or 'auto')"}
+CLI = {"lr=": "--lr {:g}", "lr": "--lr", "batch_size": "--batch-size", "resume": "--resume",
+       "checkpoint": "--checkpoint CKPT.npz", "device=": "--device {}",
+       "fallback": "--device cpu (or auto)"}
+
+
+def sgd_step(lr, batch_size, dtype, names=API):
     """Refuse an lr whose step lr / batch_size rounds to 0 in ``dtype``:
     SGD would silently train nothing."""
     with np.errstate(over="ignore"):  # a huge lr overflows: the divergence check's case
         vanishes = np.dtype(dtype).type(lr / batch_size) == 0
     if vanishes:
-        raise ValueError(f"lr={lr!r} is too small for {np.dtype(dtype).name}: lr / batch_size "
-                         "rounds to 0, so SGD would never change the weights")
+        raise ValueError(f"{names['lr='].format(lr)} is too small for {np.dtype(dtype).name}: "
+                         f"{names['lr']} / {names['batch_size']} rounds to 0, so SGD would "
+                         "never change the weights")
 
 
 def features(name, X, n_features, dtype):
@@ -169,6 +186,9 @@ def _inputs_of(name):
 def _finite(name, original, converted):
     """``converted`` if all its values are finite, else raise naming the first
     bad entry, and whether it was non-finite already or overflowed the dtype."""
+    if converted.ndim == 2 and converted.size and converted.dtype in (np.float32, np.float64):
+        if cpu_sparse.count_nonfinite(converted) == 0:  # one parallel pass, no (n, p) temporary
+            return converted
     bad = ~np.isfinite(converted)
     if not bad.any():
         return converted

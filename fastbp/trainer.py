@@ -11,18 +11,15 @@ import zlib
 import numba
 import numpy as np
 
-from . import backends, compile_lock
-from . import validation as check
+from . import backends, compile_lock, first_layer
+from . import checks as check
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import DivergenceError
 from .history import History
+from .kernels.config import MAX_CHUNK
 from .network import Network, evaluate_prepared
-from .sparse_rows import compressed_rows
 from .storage import file_identity, reworded
 
-# Iterations per compiled call at most: bounds how late progress reports and
-# Ctrl-C are seen, at a cost of one call (~tens of microseconds) per chunk.
-MAX_CHUNK = 50
 
 
 def epoch_order(seed, epoch, n):
@@ -77,93 +74,189 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     the network keeps the weights of the last finite iteration, and the
     error's ``history`` records up to the bad one.
     """
-    if not isinstance(net, Network):
-        raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
-    lr = check.positive_float("lr", lr)
-    batch_size = check.positive_int("batch_size", batch_size)
     epochs = check.positive_int("epochs", epochs)
-    eval_every = 0 if eval_every is None else check.positive_int(
-        "eval_every", eval_every, minimum=0)
-    seed = check.positive_int("seed", seed, minimum=0)
-    device = backends.resolve_device(device)
-    X = check.features("X", X, net.n_inputs, net.dtype)
-    y = net.check_targets("y", y, X.shape[0])
-    val = _check_validation(net, validation)
-    if checkpoint is not None:
-        checkpoint = check.file_path("checkpoint", checkpoint)
-    if check.flag("resume", resume) and checkpoint is None:
-        raise ValueError("resume=True needs checkpoint=PATH")
-    if progress is not None and not callable(progress):
-        raise ValueError(f"progress must be callable or None; got {progress!r}")
+    trainer = Trainer(net, X, y, lr=lr, batch_size=batch_size, validation=validation,
+                      eval_every=eval_every, seed=seed, device=device, checkpoint=checkpoint,
+                      resume=resume, progress=progress)
+    return trainer.fit(epochs)
 
-    n = X.shape[0]
-    batch_size = min(batch_size, n)
-    settings = {"lr": lr, "batch_size": batch_size, "seed": seed, "n_samples": n,
-                "eval_every": eval_every}
-    if checkpoint is not None:  # resuming on other data would silently differ
-        settings["train_crc32"] = _fingerprint(X, y)  # so a refusal can say which
-        settings["val_crc32"] = _fingerprint(*val) if val else None
-        # What older checkpoints hold: the same CRC continued over the validation data.
-        settings["data_crc32"] = _fingerprint(*(val or ()), start=settings["train_crc32"])
-    check.sgd_step(lr, batch_size, net.dtype)
-    history = History(steps_per_epoch=math.ceil(n / batch_size))
-    epoch, step = 0, 0
-    saves = _CheckpointFile(checkpoint, None)  # a fresh run's file must not exist
+
+def check_checkpoint(checkpoint, resume, names=check.API):
+    """Refuse what a checkpoint path and the resume flag cannot mean: resume
+    without a checkpoint (a UsageError), a fresh run over an existing
+    checkpoint (never overwrite a run that may have taken all night), a
+    resume from none. names : ``checks.API`` or ``checks.CLI``."""
+    if resume and checkpoint is None:
+        raise check.UsageError(f"{names['resume']} needs {names['checkpoint']} (the run to "
+                               "continue)")
     if checkpoint is not None and not resume and os.path.exists(checkpoint):
-        # Never overwrite a run that may have taken all night.
         raise ValueError(f"the checkpoint {os.fsdecode(checkpoint)!r} already exists: pass "
-                         "resume=True to continue it, or delete it or choose another path "
-                         "to start over")
-    if resume:
-        if not os.path.exists(checkpoint):
-            raise ValueError(f"resume=True but the checkpoint {os.fsdecode(checkpoint)!r} "
-                             "does not exist")
-        saves = _CheckpointFile(checkpoint, file_identity(checkpoint), resumed=True)
-        saved, epoch, step, history = load_checkpoint(checkpoint, net, settings)
-        if (epoch, step) > (epochs, 0):
-            done = f"{epoch} epoch{'s' if epoch != 1 else ''}" + (
-                f" and {step} iterations" if step else "")
-            raise ValueError(f"cannot resume from {os.fsdecode(checkpoint)}: it has already "
-                             f"run {done}, more than epochs={epochs}")
-        net.layers = saved.layers
-    Ws, bs = net.checked_layers()
-    stepper = backends.make_stepper(device, net, Ws, bs, X, y, batch_size)
-    run = _Run(net, Ws, bs, stepper, history, lr, eval_every, val)
+                         f"{names['resume']} to continue it, or delete it or choose another "
+                         "path to start over")
+    if resume and not os.path.exists(checkpoint):
+        raise ValueError(f"{names['resume']} but the checkpoint {os.fsdecode(checkpoint)!r} "
+                         "does not exist")
 
-    with _deferred_interrupt(checkpoint is not None) as interrupted:
-        while epoch < epochs:
-            order = epoch_order(seed, epoch, n)
-            started, compiling = time.perf_counter(), compile_lock.seconds_spent()
-            while step < history.steps_per_epoch:
-                step = run.chunk(order, epoch, step)
-                if progress is not None:
-                    progress(epoch, step, history.steps_per_epoch, history)
-                if interrupted() and step < history.steps_per_epoch:
-                    stepper.sync()
-                    saves.save(net, settings, epoch, step, history)
+
+class Trainer:
+    """One training run's state, built once and reused by every ``fit``.
+
+    Takes the arguments of ``train`` but ``epochs``; ``fit(epochs)`` then
+    trains up to that many epochs in all, so that ``fit(1)``, ``fit(2)``,
+    ... run one more epoch each (``partial_fit``-style) and give bitwise the
+    weights and History of one ``train(epochs=...)`` call. What a run costs
+    to set up is paid here once: the checks and conversions of the data,
+    the first layer's plan (compressed rows, tile masks), the work buffers
+    and the device's copy of the data; ``set_data`` trains on new data of
+    the same width, keeping the rest.
+
+    Attributes
+    ----------
+    net : the Network trained in place; history : History of the run so far;
+    epoch, step : where the run stands (epochs done, steps into the next).
+    """
+
+    def __init__(self, net, X, y, lr=0.5, batch_size=100, validation=None, eval_every=100,
+                 seed=0, device="auto", checkpoint=None, resume=False, progress=None):
+        if not isinstance(net, Network):
+            raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
+        self.lr = check.positive_float("lr", lr)
+        self.batch_size = check.positive_int("batch_size", batch_size)
+        self.eval_every = 0 if eval_every is None else check.positive_int(
+            "eval_every", eval_every, minimum=0)
+        self.seed = check.positive_int("seed", seed, minimum=0)
+        self.device = backends.resolve_device(device)
+        X = check.features("X", X, net.n_inputs, net.dtype)
+        y = net.check_targets("y", y, X.shape[0])
+        val = _check_validation(net, validation)
+        if checkpoint is not None:
+            checkpoint = check.file_path("checkpoint", checkpoint)
+        self.resume = check.flag("resume", resume)
+        check_checkpoint(checkpoint, self.resume)
+        if progress is not None and not callable(progress):
+            raise ValueError(f"progress must be callable or None; got {progress!r}")
+        self.net, self.checkpoint, self.progress, self.val = net, checkpoint, progress, val
+        self.settings = self._settings(X, y, val)
+        check.sgd_step(self.lr, self.settings["batch_size"], net.dtype)
+        self.history = History(steps_per_epoch=math.ceil(X.shape[0] / self.settings["batch_size"]))
+        self.epoch, self.step = 0, 0
+        self._saves = _CheckpointFile(checkpoint, None)  # a fresh run's file must not exist
+        self._resumed_layers = None
+        if self.resume:
+            self._saves = _CheckpointFile(checkpoint, file_identity(checkpoint), resumed=True)
+            saved, self.epoch, self.step, self.history = load_checkpoint(checkpoint, net,
+                                                                         self.settings)
+            self._resumed_layers = saved.layers
+        self.X, self.y = X, y
+        self._plan = self._stepper = self._run = None
+        self._val_plan = None
+
+    def _settings(self, X, y, val):
+        """What a checkpoint records of this run, and a resume must match."""
+        n = X.shape[0]
+        settings = {"lr": self.lr, "batch_size": min(self.batch_size, n), "seed": self.seed,
+                    "n_samples": n, "eval_every": self.eval_every}
+        if self.checkpoint is not None:  # resuming on other data would silently differ
+            settings["train_crc32"] = _fingerprint(X, y)  # so a refusal can say which
+            settings["val_crc32"] = _fingerprint(*val) if val else None
+            # What older checkpoints hold: the same CRC continued over the validation data.
+            settings["data_crc32"] = _fingerprint(*(val or ()), start=settings["train_crc32"])
+        return settings
+
+    def set_data(self, X, y):
+        """Train the next epochs on (X, y), of the network's width, keeping the
+        network, its device copy's buffers where they fit, the thread tuner and
+        the History; the first layer's plan is made for the new data. Epoch e
+        still shuffles with (seed, e). Not for a checkpointed run, whose
+        checkpoint records one data set."""
+        if self.checkpoint is not None:
+            raise ValueError("set_data: a run with a checkpoint trains on the data it was "
+                             "started with (the checkpoint records it)")
+        if self.step:
+            raise ValueError(f"set_data: the run stands inside epoch {self.epoch + 1} (step "
+                             f"{self.step}); change the data between epochs")
+        X = check.features("X", X, self.net.n_inputs, self.net.dtype)
+        y = self.net.check_targets("y", y, X.shape[0])
+        settings = self._settings(X, y, self.val)
+        check.sgd_step(self.lr, settings["batch_size"], self.net.dtype)
+        self.X, self.y, self.settings = X, y, settings
+        self.history.steps_per_epoch = math.ceil(X.shape[0] / settings["batch_size"])
+        self._plan = self._stepper = self._run = None
+
+    def fit(self, epochs):
+        """Train until ``epochs`` epochs are done in all; return the History.
+
+        Raises as ``train`` does; a run already past ``epochs`` is a
+        ValueError, and one at ``epochs`` returns at once."""
+        epochs = check.positive_int("epochs", epochs)
+        if (self.epoch, self.step) > (epochs, 0):
+            done = f"{self.epoch} epoch{'s' if self.epoch != 1 else ''}" + (
+                f" and {self.step} iterations" if self.step else "")
+            where = (f"cannot resume from {os.fsdecode(self.checkpoint)}" if self.resume
+                     else "cannot train")
+            raise ValueError(f"{where}: it has already run {done}, more than epochs={epochs}")
+        run = self._prepare()
+        history, n = self.history, self.X.shape[0]
+        with _deferred_interrupt(self.checkpoint is not None) as interrupted:
+            while self.epoch < epochs:
+                order = epoch_order(self.seed, self.epoch, n)
+                started, compiling = time.perf_counter(), compile_lock.seconds_spent()
+                while self.step < history.steps_per_epoch:
+                    self.step = run.chunk(order, self.epoch, self.step)
+                    if self.progress is not None:
+                        self.progress(self.epoch, self.step, history.steps_per_epoch, history)
+                    if interrupted() and self.step < history.steps_per_epoch:
+                        run.stepper.sync()
+                        self._saves.save(self.net, self.settings, self.epoch, self.step,
+                                         history)
+                        raise KeyboardInterrupt
+                # Compiling the kernels happens once per shape: not the epoch's speed.
+                compiled = compile_lock.seconds_spent() - compiling
+                history.epoch_seconds.append(time.perf_counter() - started - compiled)
+                self.epoch, self.step = self.epoch + 1, 0
+                if self.checkpoint is not None:
+                    run.stepper.sync()
+                    self._saves.save(self.net, self.settings, self.epoch, self.step, history)
+                if interrupted():
                     raise KeyboardInterrupt
-            # Compiling the kernels happens once per shape: not the epoch's speed.
-            compiled = compile_lock.seconds_spent() - compiling
-            history.epoch_seconds.append(time.perf_counter() - started - compiled)
-            epoch, step = epoch + 1, 0
-            if checkpoint is not None:
-                stepper.sync()
-                saves.save(net, settings, epoch, step, history)
-            if interrupted():
-                raise KeyboardInterrupt
-    stepper.sync()
-    return history
+        run.stepper.sync()
+        return history
+
+    def _prepare(self):
+        """The run's stepper over the network's current weights: built at the
+        first fit, rebuilt (keeping the first layer's plan) only where the
+        network's arrays were replaced since."""
+        net = self.net
+        if self._resumed_layers is not None:
+            net.layers, self._resumed_layers = self._resumed_layers, None
+        Ws, bs = net.checked_layers()
+        if self._run is not None and self._run.holds(Ws, bs):
+            self._run.stepper.push()  # the host weights may have been edited in place
+            return self._run
+        rows = self.settings["batch_size"]
+        if self._plan is None and self.device == "cpu":
+            self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows)
+        if self._val_plan is None and self.val is not None and self.eval_every:
+            # Validation runs every eval_every iterations: plan its first layer once.
+            self._val_plan = first_layer.plan(net.sizes, net.dtype, self.val[0], rows, "repeat")
+        self._stepper = backends.make_stepper(self.device, net, Ws, bs, self.X, self.y,
+                                              rows, self._plan)
+        self._run = _Run(net, Ws, bs, self._stepper, self.history, self.lr, self.eval_every,
+                         self.val, self._val_plan)
+        return self._run
 
 
 class _Run:
     """One training run's state: runs chunks of iterations and evaluations."""
 
-    def __init__(self, net, Ws, bs, stepper, history, lr, eval_every, val):
+    def __init__(self, net, Ws, bs, stepper, history, lr, eval_every, val, val_plan):
         self.net, self.Ws, self.bs, self.stepper = net, Ws, bs, stepper
         self.history, self.lr, self.eval_every, self.val = history, lr, eval_every, val
-        # Validation runs every eval_every iterations: compress its rows once.
-        self.val_rows = (compressed_rows(val[0], net.sizes[1])
-                         if val is not None and eval_every else None)
+        self.val_plan = val_plan
+
+    def holds(self, Ws, bs):
+        """Whether this run trains these very arrays."""
+        return all(a is b for a, b in zip(self.Ws + self.bs, Ws + bs))
 
     def chunk(self, order, epoch, step):
         """Run iterations from ``step`` up to the next evaluation point, the
@@ -190,7 +283,7 @@ class _Run:
             self.stepper.sync()
             with _threads_like(self.stepper):
                 cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val,
-                                                self.val_rows)
+                                                self.val_plan)
             h.val_iteration.append(iteration)
             h.val_cost.append(cost)
             h.val_error.append(error)

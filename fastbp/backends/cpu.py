@@ -1,0 +1,75 @@
+"""The "cpu" device: many SGD steps per call of the compiled loop
+(``kernels.cpu.train_steps``)."""
+
+import numba
+import numpy as np
+
+from .. import first_layer
+from ..buffers import batch_buffers, first_layer_buffers, gradient_buffers, list_scratch
+from ..kernels import codes
+from ..kernels import cpu as kernels
+from ..kernels.arguments import CpuWork, Data, Model, Out, Params, Steps
+from ..threads import ThreadTuner
+
+_TUNERS = {}
+
+
+def backprop(net, Ws, bs, X, y):
+    """Algorithm 6.1 on one batch with the CPU kernels: (J, [(dW, db), ...])."""
+    Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, X.shape[0], net.dtype)
+    dWs, dbs = gradient_buffers(zip(Ws, bs))
+    labels, targets = split_targets(net, y)
+    J = kernels.backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
+                             Ws, bs, codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
+    return float(J), list(zip(dWs, dbs))
+
+
+class CpuStepper:
+    """Runs many SGD iterations per call inside one compiled loop.
+
+    Everything the loop needs for this network and data is built here, once:
+    the first layer's plan (``first_layer.plan``, unless one is given) and
+    its layouts, and the work buffers; ``run`` then only names the steps.
+    """
+
+    def __init__(self, net, Ws, bs, X, y, batch_size, plan=None):
+        rows = min(batch_size, X.shape[0])
+        self.plan = plan if plan is not None else first_layer.plan(net.sizes, net.dtype, X, rows)
+        self.params = Params(Ws, bs)
+        self.model = Model(codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
+        Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, rows, net.dtype)
+        labels, targets = split_targets(net, y)
+        self.work = CpuWork(Zs, Qs, dZs, dQs, row_loss, np.zeros((rows, X.shape[1]), net.dtype),
+                            np.zeros(rows, np.int64),
+                            np.zeros((rows, targets.shape[1]), net.dtype),
+                            *list_scratch(net.sizes, rows, net.dtype))
+        self.first = first_layer_buffers(self.plan, net.sizes, rows, net.dtype)
+        self.data = Data(X, labels, targets)
+        self.batch_size = batch_size
+        # One tuner per network shape for the whole process: repeated train()
+        # calls (an epoch each, say) keep what earlier ones measured. And per
+        # numba.set_num_threads() setting: the tuner chooses between one
+        # thread and the caller's count, never more than the caller set.
+        key = (tuple(net.sizes), net.dtype.name, rows, numba.get_num_threads())
+        self.threads = _TUNERS.setdefault(key, ThreadTuner())
+
+    def run(self, order, first_step, n_steps, lr, costs, errors):
+        """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
+        ``order``; write each step's cost and error; return steps completed."""
+        steps = Steps(order, first_step, n_steps, self.batch_size, lr)
+        return self.threads.run(lambda: kernels.train_steps(
+            self.params, self.model, self.work, self.first, self.data, steps,
+            Out(costs, errors)), n_steps)
+
+    def sync(self):
+        """Nothing to do: the weights are the host arrays themselves."""
+
+    def push(self):
+        """Nothing to do: the weights are the host arrays themselves."""
+
+
+def split_targets(net, y):
+    """(labels, targets) for the kernels: the unused one is an empty array."""
+    if net.is_classifier:
+        return y, np.zeros((0, net.n_outputs), net.dtype)
+    return np.zeros(0, np.int64), y

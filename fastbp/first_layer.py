@@ -1,0 +1,84 @@
+"""The one place that decides how the first layer runs: its plan.
+
+The first layer is most of the work, and it can run on several layouts
+(``kernels.codes.FIRST_*``): W in 4 x 4 register blocks, W^T in panels for
+512-bit tiles, W^T over compressed rows for sparse batches, panel tiles that
+skip the zeros of sparse batches. ``plan`` chooses once per (network, data,
+batch size) and builds the data the choice needs; the compiled training loop
+and inference both follow its code instead of inferring it again.
+"""
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from .kernels import codes, config, cpu, cpu_panels, cpu_sparse
+from .sparse_rows import compressed_rows_and_masks
+
+
+def _no_rows(dtype):
+    return (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, dtype),
+            np.zeros(0, np.int64))
+
+
+def _no_masks():
+    return np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64)
+
+
+@dataclass(frozen=True)
+class Plan:
+    """code : a ``kernels.codes.FIRST_*`` code; rows_csr : (indptr, indices,
+    values, colcum), X's compressed rows where the code runs sparse batches
+    over them, else four empty arrays; masks : the rows' bit masks for the
+    zero-skipping tiles (FIRST_PANELS_OR_TILES), else two empty arrays."""
+
+    code: int
+    rows_csr: tuple
+    masks: tuple
+
+    @property
+    def on_panels(self):
+        return self.code in (codes.FIRST_PANELS, codes.FIRST_PANELS_OR_CSR,
+                             codes.FIRST_PANELS_OR_TILES)
+
+    @property
+    def name(self):
+        return next(name for name, code in codes.FIRST_PLANS.items() if code == self.code)
+
+
+def panels_worthwhile(sizes, dtype):
+    """Whether the first layer runs on panels (``cpu_panels.worthwhile``),
+    except where it is a narrow output layer, which runs fused with its loss."""
+    fused_output = len(sizes) == 2 and sizes[-1] <= cpu.FUSED_OUTPUT_MAX
+    return cpu_panels.worthwhile(sizes, dtype) and not fused_output
+
+
+def plan(sizes, dtype, X, batch_rows, purpose="train"):
+    """The first layer's plan for a network of layer ``sizes`` in ``dtype``
+    on the checked data X (n, p), in batches (or chunks) of ``batch_rows``.
+
+    purpose : "train" (the compiled loop: compressed rows where X is sparse,
+    and the tiles' masks where the panels run and the non-zeros cluster),
+    "repeat" (inference over the same X many times, e.g. validation:
+    compressed once) or "once" (one inference pass: sparse X listed chunk by
+    chunk, nothing built)."""
+    panels = panels_worthwhile(sizes, dtype)
+    if purpose == "once":
+        if sizes[1] >= config.SPARSE_MIN_UNITS and cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size:
+            return Plan(codes.FIRST_WT_LISTS, _no_rows(X.dtype), _no_masks())
+        return Plan(codes.FIRST_PANELS if panels else codes.FIRST_W, _no_rows(X.dtype),
+                    _no_masks())
+    rows, masks = compressed_rows_and_masks(X, sizes[1], batch_rows if (
+        purpose == "train" and panels) else None)
+    compressed = rows[0].shape[0] == X.shape[0] + 1
+    if purpose == "repeat":
+        if compressed:
+            return Plan(codes.FIRST_W_OR_CSR, rows, _no_masks())
+        return Plan(codes.FIRST_PANELS if panels else codes.FIRST_W, rows, _no_masks())
+    if not panels:
+        return Plan(codes.FIRST_W_OR_CSR if compressed else codes.FIRST_W, rows, _no_masks())
+    if not compressed:
+        return Plan(codes.FIRST_PANELS, rows, _no_masks())
+    if masks[0].shape[0] == X.shape[0]:
+        return Plan(codes.FIRST_PANELS_OR_TILES, rows, masks)
+    return Plan(codes.FIRST_PANELS_OR_CSR, rows, masks)

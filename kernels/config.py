@@ -1,0 +1,64 @@
+"""Every tuning constant of fastbp, in one place.
+
+(The thread tuner's own constants stay with it, in fastbp/threads.py.)
+Each is a choice between correct alternatives, made by measurement (what
+was measured is in docs/speed-log.md and docs/gpu.md); none changes a
+result beyond rounding. The modules that use one import it by name, so a
+constant is read when its module is imported, and compiled kernels freeze
+it when they compile: to try another value, patch the using module's name
+in a fresh process (as the tests do), or edit it here.
+"""
+
+# --- orchestration (fastbp/) -------------------------------------------------
+
+# SGD iterations per compiled call at most: bounds how late progress reports
+# and Ctrl-C are seen, at a cost of one call (tens of microseconds) per chunk.
+MAX_CHUNK = 50
+
+# Rows per chunk in predict/evaluate: bounds buffer memory on big inputs.
+CHUNK_ROWS = 1024
+
+# Rows whose non-zeros per column split the first layer's W^T update into
+# balanced chunks (a sample of the training set will do).
+BALANCE_ROWS = 4096
+
+# Sparse batches take the zero-skipping panel tiles only where the non-zeros
+# cluster: at most this much more work than the non-zeros themselves
+# (MNIST: 1.95), estimated on this many random batches.
+MAX_UNION_RATIO = 2.05
+RATIO_BATCHES = 8
+
+# --- CPU kernels -------------------------------------------------------------
+
+# Inputs at most this dense (fraction of non-zeros) take the sparse first
+# layer, if it is at least SPARSE_MIN_UNITS wide: its axpys run along the
+# layer's units, too short below that to fill the vector registers.
+SPARSE_DENSITY = 0.3
+SPARSE_MIN_UNITS = 32
+
+# A weight gradient whose dZ is at least this dense runs as a blocked dense
+# product instead of per-unit lists of non-zero samples.
+DENSE_UPDATE_DENSITY = 0.45
+
+# Output layers at most this wide run fused with their loss, one sample per
+# iteration (output_layer_rows); wider ones use the blocked dense kernels.
+FUSED_OUTPUT_MAX = 16
+
+# dense_forward splits its work between threads by blocks of units when the
+# input fits this many bytes and there are this many unit blocks per thread
+# (each thread then reads the rows of W it updated itself); else by samples.
+UNIT_SPLIT_BYTES = 1 << 20
+UNIT_SPLIT_BLOCKS = 8
+
+# Panels pad the first layer's units up to whole panels; padding past this
+# share of the real units costs more than the 512-bit tiles gain.
+MAX_PADDING = 1.3
+
+# --- CUDA kernels ------------------------------------------------------------
+
+# Threads per block of every launch, read at launch time (tests set it small).
+THREADS = 128
+
+# Registers per thread allowed to train_steps (None: as many as ptxas likes);
+# fixed when kernels/cuda.py is imported. A cap lets more blocks in (docs/gpu.md).
+TRAIN_STEPS_REGISTERS = 96

@@ -1,0 +1,114 @@
+"""fastbp.Trainer: one run's state, set up once; epoch by epoch it trains
+bitwise as one train() call does."""
+
+import numpy as np
+import pytest
+
+import fastbp
+from fastbp import first_layer
+
+from conftest import rel_err
+
+
+def sparse_data(seed=0, n=210, p=40):
+    rng = np.random.default_rng(seed)
+    X = rng.random((n, p)) * (rng.random((n, p)) < 0.2)  # compressed rows: a costly plan
+    return X, rng.integers(0, 4, n)
+
+
+def digest(net, hist):
+    return ([W.tobytes() + b.tobytes() for W, b in net.layers], hist.batch_cost,
+            hist.batch_error, hist.val_iteration, hist.val_cost, hist.val_error)
+
+
+@pytest.mark.parametrize("device", ["cpu", "numpy"])
+def test_epoch_by_epoch_is_one_train_call_bit_for_bit(device):
+    X, y = sparse_data()
+    kwargs = dict(lr=0.2, batch_size=32, validation=(X[:50], y[:50]), eval_every=5, seed=4,
+                  device=device)
+    whole = fastbp.Network([40, 48, 4], seed=1)
+    hist = fastbp.train(whole, X, y, epochs=3, **kwargs)
+    net = fastbp.Network([40, 48, 4], seed=1)
+    trainer = fastbp.Trainer(net, X, y, **kwargs)
+    for epochs in (1, 2, 3, 3):  # the last: nothing left, returns at once
+        assert trainer.fit(epochs) is trainer.history
+        assert (trainer.epoch, trainer.step) == (epochs, 0)
+    assert digest(net, trainer.history) == digest(whole, hist)
+    assert len(trainer.history.epoch_seconds) == 3
+
+
+def test_further_epochs_reuse_the_plan_and_the_stepper(monkeypatch):
+    X, y = sparse_data()
+    trainer = fastbp.Trainer(fastbp.Network([40, 48, 4], seed=1), X, y, batch_size=32,
+                             device="cpu")
+    plans = []
+    real = first_layer.plan
+    monkeypatch.setattr(first_layer, "plan", lambda *a, **k: plans.append(a) or real(*a, **k))
+    trainer.fit(1)
+    stepper = trainer._stepper
+    trainer.fit(2)
+    trainer.fit(3)
+    assert len(plans) == 1 and trainer._stepper is stepper
+    assert stepper.plan.code == fastbp.kernels.codes.FIRST_W_OR_CSR or stepper.plan.on_panels
+
+
+def test_weights_edited_or_replaced_between_fits_are_the_ones_trained():
+    X, y = sparse_data()
+    nets = [fastbp.Network([40, 48, 4], seed=1) for _ in "ab"]
+    trainers = [fastbp.Trainer(net, X, y, batch_size=32, device=device)
+                for net, device in zip(nets, ["cpu", "numpy"])]
+    for trainer in trainers:
+        trainer.fit(1)
+    nets[0].layers[1][0][:] *= 0.5  # in place
+    nets[1].layers[1][0][:] *= 0.5
+    for net in nets:  # and replaced
+        net.layers = [(W.copy(), b + 0.01) for W, b in net.layers]
+    for trainer in trainers:
+        trainer.fit(2)
+    for (W, b), (W_ref, b_ref) in zip(nets[0].layers, nets[1].layers):
+        assert rel_err(W, W_ref) <= 1e-4 and rel_err(b, b_ref) <= 1e-4
+
+
+def test_new_data_of_the_same_width_trains_on():
+    X, y = sparse_data()
+    X2, y2 = sparse_data(seed=1, n=150)
+    nets = [fastbp.Network([40, 48, 4], dtype="float64", seed=1) for _ in "ab"]
+    for net, device in zip(nets, ["cpu", "numpy"]):
+        trainer = fastbp.Trainer(net, X, y, batch_size=32, device=device)
+        trainer.fit(1)
+        trainer.set_data(X2, y2)
+        trainer.fit(2)
+        assert trainer.history.steps_per_epoch == 5
+        assert len(trainer.history.batch_cost) == 7 + 5
+    for (W, _), (W_ref, _) in zip(nets[0].layers, nets[1].layers):
+        assert rel_err(W, W_ref) <= 1e-10
+    # the same as the two data sets trained by hand, an epoch each
+    net = fastbp.Network([40, 48, 4], dtype="float64", seed=1)
+    fastbp.train(net, X, y, batch_size=32, epochs=1, device="cpu")
+    layers = [(W.copy(), b.copy()) for W, b in net.layers]
+    order = fastbp.trainer.epoch_order(0, 1, 150)
+    for start in range(0, 150, 32):
+        rows = order[start:start + 32]
+        _, grads = fastbp.reference.backprop(layers, X2[rows], y2[rows], "relu",
+                                             "cross_entropy")
+        fastbp.reference.sgd_step(layers, grads, 0.5)
+    for (W, _), (W_ref, _) in zip(nets[0].layers, layers):
+        assert rel_err(W, W_ref) <= 1e-10
+
+
+def test_what_a_trainer_refuses(tmp_path):
+    X, y = sparse_data()
+    trainer = fastbp.Trainer(fastbp.Network([40, 48, 4], seed=1), X, y, batch_size=32,
+                             device="cpu")
+    trainer.fit(2)
+    with pytest.raises(ValueError, match="cannot train: it has already run 2 epochs, more "
+                                         "than epochs=1"):
+        trainer.fit(1)
+    with pytest.raises(ValueError, match="epochs must be"):
+        trainer.fit(0)
+    with pytest.raises(ValueError, match="X must have 40 columns|X.*40"):
+        trainer.set_data(X[:, :30], y)
+    saved = fastbp.Trainer(fastbp.Network([40, 48, 4], seed=1), X, y, device="cpu",
+                           checkpoint=tmp_path / "run.npz")
+    with pytest.raises(ValueError, match="set_data: a run with a checkpoint"):
+        saved.set_data(X, y)
