@@ -23,7 +23,10 @@ import time
 import numpy as np
 
 import fastbp
-from fastbp.trainer import epoch_order
+try:
+    from fastbp.trainer import epoch_order
+except ImportError:  # a build from before the Trainer (scripts/ab_epochs.py compares builds)
+    from fastbp.train import epoch_order
 
 SIZES = [784, 200, 10]
 LR, BATCH = 0.5, 100
