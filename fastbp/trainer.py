@@ -21,7 +21,6 @@ from .network import Network, evaluate_prepared
 from .storage import file_identity, reworded
 
 
-
 def epoch_order(seed, epoch, n):
     """The shuffle of epoch ``epoch``: a permutation of range(n) drawn from
     (seed, epoch) alone, so any epoch can be replayed without earlier ones."""

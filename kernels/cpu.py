@@ -27,16 +27,43 @@ import math
 from numba import njit, prange
 
 from . import losses
-from .codes import (CROSS_ENTROPY, FIRST_PANELS, FIRST_PANELS_OR_CSR, FIRST_PANELS_OR_TILES,
-                    FIRST_W_OR_CSR, IDENTITY)
-from .config import DENSE_UPDATE_DENSITY, FUSED_OUTPUT_MAX, UNIT_SPLIT_BLOCKS, UNIT_SPLIT_BYTES
+from .codes import (
+    CROSS_ENTROPY,
+    FIRST_PANELS,
+    FIRST_PANELS_OR_CSR,
+    FIRST_PANELS_OR_TILES,
+    FIRST_W_OR_CSR,
+    IDENTITY,
+)
+from .config import (
+    DENSE_UPDATE_DENSITY,
+    FUSED_OUTPUT_MAX,
+    SPARSE_DENSITY,
+    UNIT_SPLIT_BLOCKS,
+    UNIT_SPLIT_BYTES,
+)
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean, sgd
-from .cpu_panels import (pack_panels, panel_forward, panel_forward_listed, panel_sgd_update,
-                         panel_sgd_update_listed, panels_from_transposed, transposed_from_panels,
-                         unpack_panels)
-from .cpu_sparse import (SPARSE_DENSITY, _active_threads, count_nonzero, csr_forward,
-                         csr_sgd_update, nonzero_cols, nonzero_rows, prefetch_rows,
-                         sparse_backward_input, sparse_sgd_update)
+from .cpu_panels import (
+    pack_panels,
+    panel_forward,
+    panel_forward_listed,
+    panel_sgd_update,
+    panel_sgd_update_listed,
+    panels_from_transposed,
+    transposed_from_panels,
+    unpack_panels,
+)
+from .cpu_sparse import (
+    _active_threads,
+    count_nonzero,
+    csr_forward,
+    csr_sgd_update,
+    nonzero_cols,
+    nonzero_rows,
+    prefetch_rows,
+    sparse_backward_input,
+    sparse_sgd_update,
+)
 from .cpu_tile_lists import list_blocks
 from .registry import TWINS
 

@@ -18,11 +18,10 @@ allocation, results independent of the thread count).
 import numpy as np
 from llvmlite import ir
 from numba import njit, prange
-from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.core import cgutils, types
+from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from .config import SPARSE_DENSITY, SPARSE_MIN_UNITS  # noqa: F401 - used by callers too
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate
 from .cpu_panels import SKIP_ROWS
 from .cpu_tile_lists import WORD

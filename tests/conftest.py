@@ -8,10 +8,10 @@ os.environ.setdefault("NUMBA_CACHE_DIR", os.path.join(
     os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"),
     "fastbp", "numba"))
 
-import numpy as np  # noqa: E402
-import pytest  # noqa: E402
+import numpy as np
+import pytest
 
-import fastbp  # noqa: E402
+import fastbp
 
 SIZES = (1, 7, 33, 129)  # awkward layer widths: one, odd, just past 32, just past 128
 BATCHES = (1, 7, 100)  # one sample, odd, Example 6.2's n_b

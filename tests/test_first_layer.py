@@ -3,13 +3,12 @@ that the training loop and inference follow."""
 
 import numpy as np
 import pytest
+from conftest import rel_err
+from fastbp.kernels import codes
+from test_panels import clustered_rows
 
 import fastbp
 from fastbp import first_layer
-from fastbp.kernels import codes
-
-from conftest import rel_err
-from test_panels import clustered_rows
 
 
 def sparse(n=200, p=40, density=0.1, seed=0):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp.kernels import codes, config, cpu, cpu_panels, cpu_sparse, cpu_tile_lists, vector_width
+from fastbp.kernels import codes, config, cpu_panels, cpu_sparse, cpu_tile_lists, vector_width
 from fastbp.kernels.cpu_common import PARALLEL
 
 from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err

@@ -3,11 +3,10 @@ bitwise as one train() call does."""
 
 import numpy as np
 import pytest
+from conftest import rel_err
 
 import fastbp
 from fastbp import first_layer
-
-from conftest import rel_err
 
 
 def sparse_data(seed=0, n=210, p=40):

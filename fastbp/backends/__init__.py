@@ -82,4 +82,4 @@ def _device(device):
     return importlib.import_module(f"{__name__}.{device}")
 
 
-from . import cpu, numpy  # noqa: E402, F401 - importable as backends.cpu; cuda stays lazy
+from . import cpu, numpy  # noqa: F401 - importable as backends.cpu; cuda stays lazy
