@@ -12,6 +12,7 @@ from .kernels import registry as _registry
 from .errors import DataError, DivergenceError
 from .history import History
 from .network import Network, load
+from .optimizers import SGD, Adam
 from .trainer import Trainer, train
 from .backends import backprop
 
@@ -26,5 +27,6 @@ _numba.set_num_threads(_numba.get_num_threads())
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "load", "train", "Trainer", "backprop", "History", "DataError",
+__all__ = ["Network", "load", "train", "Trainer", "SGD", "Adam", "backprop", "History",
+           "DataError",
            "DivergenceError", "datasets", "reference", "__version__"]

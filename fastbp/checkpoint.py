@@ -13,26 +13,30 @@ from .storage import ANY, CHECKPOINT_FORMAT, atomic_save_npz, load_npz
 VERSION = 1
 
 
-def save_checkpoint(path, net, settings, epoch, step, history, expected=ANY):
+def save_checkpoint(path, net, settings, epoch, step, history, state=None, expected=ANY):
     """Write a checkpoint atomically: after ``epoch`` full epochs and ``step``
     further iterations, with the training ``settings`` that must match on
-    resume. ``expected`` as in ``storage.write_atomically`` (None: a new file;
-    the identity of this run's last checkpoint: only that one is replaced).
-    Returns the written file's ``storage.file_identity``."""
+    resume and the optimizer's ``state`` ({"arrays": {name: array}, "schedule":
+    dict}, or None). ``expected`` as in ``storage.write_atomically`` (None: a
+    new file; the identity of this run's last checkpoint: only that one is
+    replaced). Returns the written file's ``storage.file_identity``."""
     arrays = net.weight_arrays()
     arrays.update(history.to_arrays())
+    state = state or {}
+    arrays.update(state.get("arrays") or {})
     meta = {"format": CHECKPOINT_FORMAT, "version": VERSION, "network": net.metadata(),
             "settings": settings, "epoch": epoch, "step": step,
-            "steps_per_epoch": history.steps_per_epoch}
+            "steps_per_epoch": history.steps_per_epoch, "schedule": state.get("schedule")}
     return atomic_save_npz(path, arrays, meta, expected)
 
 
 def load_checkpoint(path, net, settings):
     """Read ``path`` for resuming ``net`` with ``settings``.
 
-    Returns (network, epoch, step, history). Raises ValueError naming the
-    first setting or network property that differs from the checkpoint's,
-    and DataError when the file is damaged.
+    Returns (network, epoch, step, history, state), state as
+    ``save_checkpoint`` takes it. Raises ValueError naming the first setting
+    or network property that differs from the checkpoint's, and DataError
+    when the file is damaged.
     """
     arrays, meta = load_npz(path, (CHECKPOINT_FORMAT,))
     if meta.get("version") != VERSION:
@@ -71,14 +75,17 @@ def load_checkpoint(path, net, settings):
         raise DataError(f"{path}: checkpoint is inconsistent: epoch {epoch}, step {step}, "
                         f"{history.iterations} iterations and {history.epochs} epochs "
                         "recorded")
-    return saved_net, epoch, step, history
+    state = {"arrays": {k: v for k, v in arrays.items() if k.startswith("optimizer_")},
+             "schedule": meta.get("schedule") if isinstance(meta.get("schedule"), dict) else None}
+    return saved_net, epoch, step, history, state
 
 
 # Settings whose raw name would puzzle a user in an error message.
 _DESCRIBE = {"data_crc32": "training/validation data of CRC-32",
              "train_crc32": "training data (X, y) of CRC-32",
              "val_crc32": "validation data of CRC-32"}
-# Settings that checkpoints of earlier versions do not hold.
+# Settings that checkpoints of earlier versions do not hold ("optimizer": None,
+# plain SGD at a constant rate, is what every one of them was trained with).
 _ADDED_LATER = {"train_crc32", "val_crc32"}
 # A batch_size is stored as used: at most the number of samples.
 _CAPPED = " (a batch_size above the number of samples counts as that number)"

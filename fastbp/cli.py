@@ -18,7 +18,7 @@ import click
 import numpy as np
 from click.core import ParameterSource
 
-from . import __version__, backends, compile_lock, datasets, plotting
+from . import __version__, backends, compile_lock, datasets, optimizers, plotting
 from . import checks as check
 from .errors import DivergenceError
 from .network import Network
@@ -27,6 +27,7 @@ from .storage import (CHECKPOINT_FORMAT, atomic_save_npz, file_identity, load_np
 from .trainer import check_checkpoint, train
 
 EXIT_INTERRUPTED = 130
+OPTIMIZERS = ("sgd", "momentum", "nesterov", "adam")
 # Clears the terminal line a progress bar was drawn on and shows the cursor again.
 _ERASE_LINE = "\r\x1b[2K\x1b[?25h"
 
@@ -113,7 +114,19 @@ def _output_option(name, metavar, what):
                    "i.e. logistic regression.")
 @click.option("--activation", type=click.Choice(["relu", "sigmoid", "tanh"]), default="relu",
               help="Activation h of the hidden layers.")
-@click.option("--lr", type=PositiveFloat(), default=0.5, help="Learning rate gamma of SGD.")
+@click.option("--optimizer", type=click.Choice(OPTIMIZERS), default="sgd",
+              help="Update rule: plain SGD (Example 6.2), SGD with momentum or Nesterov's "
+                   "momentum, or Adam (as scikit-learn's MLP optimizers).")
+@click.option("--lr", type=PositiveFloat(), default=0.5,
+              help="Learning rate gamma (with --optimizer adam: 0.001 unless given).")
+@click.option("--momentum", type=click.FloatRange(0, 1, max_open=True), default=0.9,
+              help="Momentum of --optimizer momentum and nesterov.")
+@click.option("--alpha", type=click.FloatRange(min=0), default=0.0,
+              help="L2 penalty on the weights (scikit-learn's alpha).")
+@click.option("--lr-schedule", type=click.Choice(optimizers.SCHEDULES), default="constant",
+              help="constant; invscaling: lr / (t + 1)^0.5, t the samples seen before each "
+                   "epoch; adaptive: lr / 5 after 10 epochs without the training cost "
+                   "improving by 1e-4.")
 @click.option("--batch-size", metavar="N_B", type=click.IntRange(min=1), default=100,
               help="Mini-batch size n_b.")
 @click.option("--epochs", metavar="N", type=click.IntRange(min=1), default=15,
@@ -171,6 +184,10 @@ def main(ctx, **options):
 
 def _run(o, ui):
     """Check everything that can be checked, load the data, train, report."""
+    lr_given = click.get_current_context().get_parameter_source("lr") != ParameterSource.DEFAULT
+    if o["optimizer"] == "adam" and not lr_given:
+        o["lr"] = 0.001
+    optimizer = _optimizer(o)
     if o["plot"] is not None:
         try:
             plotting.require_matplotlib()
@@ -197,7 +214,8 @@ def _run(o, ui):
     Xte = Xte.astype(net.dtype, copy=False)
     batch = min(o["batch_size"], Xtr.shape[0])
     try:  # a bad option value, so a usage error (exit 2), before anything is printed
-        check.sgd_step(o["lr"], batch, net.dtype, check.CLI)
+        if optimizer.rule != "adam":
+            check.sgd_step(o["lr"], batch, net.dtype, check.CLI)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None
     steps = math.ceil(Xtr.shape[0] / batch)
@@ -207,7 +225,8 @@ def _run(o, ui):
     ui.echo(f"network  {'-'.join(map(str, sizes))}, {_model_name(net)}, {net.dtype.name}, "
             f"{net.n_params:,} parameters")
     every = f"every {o['eval_every']} iterations" if o["eval_every"] else "after each epoch"
-    ui.echo(f"training SGD lr {o['lr']:g}, batch {o['batch_size']}, {_count(o['epochs'], 'epoch')} "
+    ui.echo(f"training {_describe(optimizer)}, batch {o['batch_size']}, "
+            f"{_count(o['epochs'], 'epoch')} "
             f"of {steps} iterations, validation {every}, seed {o['seed']}, device {device}")
 
     # Printed when training starts: a resume that train refuses prints none of it.
@@ -217,7 +236,7 @@ def _run(o, ui):
     started, compiled = time.perf_counter(), compile_lock.seconds_spent()
     try:
         with compile_lock.watch(_CompileNotes(ui)):
-            history = train(net, Xtr, ytr, lr=o["lr"], batch_size=o["batch_size"],
+            history = train(net, Xtr, ytr, optimizer=optimizer, batch_size=o["batch_size"],
                             epochs=o["epochs"], validation=(Xte, yte),
                             eval_every=o["eval_every"], seed=o["seed"], device=device,
                             checkpoint=o["checkpoint"], resume=o["resume"], progress=report)
@@ -258,7 +277,9 @@ def _run(o, ui):
         "test_error": test_error, "test_misclassified": wrong, "n_test": int(yte.shape[0]),
         "test_cost": test_cost, "n_params": net.n_params, "sizes": sizes,
         "activation": net.activation, "dtype": net.dtype.name, "device": device,
-        "lr": o["lr"], "batch_size": o["batch_size"], "epochs": o["epochs"],
+        "optimizer": o["optimizer"], "lr": o["lr"], "momentum": optimizer.momentum,
+        "alpha": o["alpha"], "lr_schedule": o["lr_schedule"],
+        "batch_size": o["batch_size"], "epochs": o["epochs"],
         "eval_every": o["eval_every"], "seed": o["seed"], "iterations": history.iterations,
         "epoch_seconds": history.epoch_seconds,
         "train_cost": [history.epoch_cost(e) for e in range(history.epochs)],
@@ -267,6 +288,27 @@ def _run(o, ui):
         "data_dir": folder,
         "outputs": {key: o[key] for key in ("save", "history", "plot", "checkpoint") if o[key]},
     })
+
+
+def _optimizer(o):
+    """The fastbp.SGD or Adam the options describe."""
+    shared = {"lr": o["lr"], "alpha": o["alpha"], "schedule": o["lr_schedule"]}
+    if o["optimizer"] == "adam":
+        return optimizers.Adam(**shared)
+    momentum = 0.0 if o["optimizer"] == "sgd" else o["momentum"]
+    return optimizers.SGD(momentum=momentum, nesterov=o["optimizer"] == "nesterov", **shared)
+
+
+def _describe(optimizer):
+    """"SGD lr 0.5", "SGD momentum 0.9 lr 0.1", "Adam lr 0.001", with the
+    penalty and schedule where they are not the default."""
+    name = {"sgd": "SGD", "momentum": f"SGD momentum {optimizer.momentum:g}",
+            "nesterov": f"SGD Nesterov momentum {optimizer.momentum:g}",
+            "adam": "Adam"}[optimizer.rule]
+    extra = f", alpha {optimizer.alpha:g}" if optimizer.alpha else ""
+    if optimizer.schedule != "constant":
+        extra += f", {optimizer.schedule} schedule"
+    return f"{name} lr {optimizer.lr:g}{extra}"
 
 
 def _diverged(exc, o):

@@ -162,3 +162,54 @@ def sgd_step(layers, grads, lr):
     for (W, b), (dW, db) in zip(layers, grads):
         W -= lr * dW
         b -= lr * db
+
+
+# --- optimizers, L2 penalty (scikit-learn's MLP semantics) ------------------
+
+def penalty(layers, alpha, n_b):
+    """The L2 penalty's cost, alpha / (2 n_b) * sum of every W's squares
+    (biases are not penalised), added to J of (6.19)/(6.20)."""
+    return alpha / (2 * n_b) * sum(float(np.sum(W * W)) for W, _ in layers)
+
+
+def penalized(layers, grads, alpha, n_b):
+    """The penalty's gradient added: dW + alpha W / n_b; db unchanged."""
+    return [(dW + alpha * W / n_b, db) for (W, _), (dW, db) in zip(layers, grads)]
+
+
+def new_state(layers, optimizer):
+    """Per-parameter optimizer state, zeros shaped like each (W, b):
+    [] for plain SGD, one set (velocities) for momentum, two (first and
+    second moments) for Adam."""
+    sets = {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[optimizer]
+    return [[(np.zeros_like(W), np.zeros_like(b)) for W, b in layers] for _ in range(sets)]
+
+
+def optimizer_step(layers, grads, state, optimizer, lr, momentum=0.9, beta1=0.9,
+                   beta2=0.999, eps=1e-8, t=1):
+    """One update of every parameter in place, as scikit-learn's
+    SGDOptimizer / AdamOptimizer define it (state from ``new_state``, updated
+    in place; t: this update's number, from 1, for Adam's bias correction):
+
+    sgd       p -= lr g
+    momentum  v = momentum v - lr g;  p += v
+    nesterov  v = momentum v - lr g;  p += momentum v - lr g
+    adam      m = b1 m + (1 - b1) g;  s = b2 s + (1 - b2) g^2;
+              p -= lr sqrt(1 - b2^t) / (1 - b1^t) * m / (sqrt(s) + eps)
+    """
+    if optimizer == "sgd":
+        sgd_step(layers, grads, lr)
+        return
+    if optimizer == "adam":
+        lr_t = lr * np.sqrt(1 - beta2 ** t) / (1 - beta1 ** t)
+    for i, ((W, b), (dW, db)) in enumerate(zip(layers, grads)):
+        for p, g, which in ((W, dW, 0), (b, db, 1)):
+            if optimizer == "adam":
+                m, s = state[0][i][which], state[1][i][which]
+                m[...] = beta1 * m + (1 - beta1) * g
+                s[...] = beta2 * s + (1 - beta2) * g * g
+                p += -lr_t * m / (np.sqrt(s) + eps)
+            else:
+                v = state[0][i][which]
+                v[...] = momentum * v - lr * g
+                p += momentum * v - lr * g if optimizer == "nesterov" else v

@@ -11,7 +11,7 @@ import zlib
 import numba
 import numpy as np
 
-from . import backends, compile_lock, first_layer
+from . import backends, compile_lock, first_layer, optimizers
 from . import checks as check
 from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import DivergenceError
@@ -27,8 +27,8 @@ def epoch_order(seed, epoch, n):
     return np.random.default_rng([seed, epoch]).permutation(n).astype(np.int64)
 
 
-def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_every=100,
-          seed=0, device="auto", checkpoint=None, resume=False, progress=None):
+def train(net, X, y, lr=None, batch_size=100, epochs=15, validation=None, eval_every=100,
+          seed=0, device="auto", checkpoint=None, resume=False, progress=None, optimizer=None):
     """Train ``net`` in place with mini-batch SGD; return its History.
 
     Parameters
@@ -36,7 +36,11 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     net : Network
     X : (n, p) inputs; y : (n,) labels (cross_entropy) or (n,) / (n, M)
         targets (squared_error). Any real dtype and memory order.
-    lr : float > 0, the learning rate gamma of (6.23).
+    lr : float > 0, the learning rate gamma of (6.23): plain SGD, the same as
+        optimizer=fastbp.SGD(lr) (default 0.5 when no optimizer is given).
+    optimizer : fastbp.SGD (momentum, Nesterov) or fastbp.Adam, each with an
+        L2 penalty and a learning-rate schedule (fastbp/optimizers.py), or
+        None (plain SGD at lr). Its state is kept in checkpoints.
     batch_size : int >= 1, n_b. Every epoch reshuffles and cuts the data into
         ceil(n / n_b) mini-batches; the last one holds the remaining
         n mod n_b samples when n_b does not divide n, so every sample is used
@@ -76,7 +80,7 @@ def train(net, X, y, lr=0.5, batch_size=100, epochs=15, validation=None, eval_ev
     epochs = check.positive_int("epochs", epochs)
     trainer = Trainer(net, X, y, lr=lr, batch_size=batch_size, validation=validation,
                       eval_every=eval_every, seed=seed, device=device, checkpoint=checkpoint,
-                      resume=resume, progress=progress)
+                      resume=resume, progress=progress, optimizer=optimizer)
     return trainer.fit(epochs)
 
 
@@ -115,11 +119,21 @@ class Trainer:
     epoch, step : where the run stands (epochs done, steps into the next).
     """
 
-    def __init__(self, net, X, y, lr=0.5, batch_size=100, validation=None, eval_every=100,
-                 seed=0, device="auto", checkpoint=None, resume=False, progress=None):
+    def __init__(self, net, X, y, lr=None, batch_size=100, validation=None, eval_every=100,
+                 seed=0, device="auto", checkpoint=None, resume=False, progress=None,
+                 optimizer=None):
         if not isinstance(net, Network):
             raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
-        self.lr = check.positive_float("lr", lr)
+        if optimizer is None:
+            optimizer = optimizers.SGD(lr=0.5 if lr is None else lr)
+        elif not isinstance(optimizer, (optimizers.SGD, optimizers.Adam)):
+            raise ValueError("optimizer must be a fastbp.SGD or fastbp.Adam, or None; got "
+                             f"{type(optimizer).__name__}")
+        elif lr is not None:
+            raise ValueError(f"lr={lr!r} and optimizer={optimizer!r}: give the learning rate "
+                             "once, inside the optimizer")
+        self.optimizer = optimizer
+        self.lr = optimizer.lr
         self.batch_size = check.positive_int("batch_size", batch_size)
         self.eval_every = 0 if eval_every is None else check.positive_int(
             "eval_every", eval_every, minimum=0)
@@ -136,25 +150,30 @@ class Trainer:
             raise ValueError(f"progress must be callable or None; got {progress!r}")
         self.net, self.checkpoint, self.progress, self.val = net, checkpoint, progress, val
         self.settings = self._settings(X, y, val)
-        check.sgd_step(self.lr, self.settings["batch_size"], net.dtype)
+        if optimizer.rule == "sgd":
+            check.sgd_step(self.lr, self.settings["batch_size"], net.dtype)
         self.history = History(steps_per_epoch=math.ceil(X.shape[0] / self.settings["batch_size"]))
         self.epoch, self.step = 0, 0
         self._saves = _CheckpointFile(checkpoint, None)  # a fresh run's file must not exist
         self._resumed_layers = None
+        saved_state = {}
         if self.resume:
             self._saves = _CheckpointFile(checkpoint, file_identity(checkpoint), resumed=True)
-            saved, self.epoch, self.step, self.history = load_checkpoint(checkpoint, net,
-                                                                         self.settings)
+            saved, self.epoch, self.step, self.history, saved_state = load_checkpoint(
+                checkpoint, net, self.settings)
             self._resumed_layers = saved.layers
+        self.schedule = optimizers.Schedule(optimizer, X.shape[0], saved_state.get("schedule"))
+        self._state_arrays = saved_state.get("arrays") or {}
         self.X, self.y = X, y
-        self._plan = self._stepper = self._run = None
+        self._plan = self._stepper = self._run = self._state = None
         self._val_plan = None
 
     def _settings(self, X, y, val):
         """What a checkpoint records of this run, and a resume must match."""
         n = X.shape[0]
         settings = {"lr": self.lr, "batch_size": min(self.batch_size, n), "seed": self.seed,
-                    "n_samples": n, "eval_every": self.eval_every}
+                    "n_samples": n, "eval_every": self.eval_every,
+                    "optimizer": self.optimizer.settings()}
         if self.checkpoint is not None:  # resuming on other data would silently differ
             settings["train_crc32"] = _fingerprint(X, y)  # so a refusal can say which
             settings["val_crc32"] = _fingerprint(*val) if val else None
@@ -177,10 +196,22 @@ class Trainer:
         X = check.features("X", X, self.net.n_inputs, self.net.dtype)
         y = self.net.check_targets("y", y, X.shape[0])
         settings = self._settings(X, y, self.val)
-        check.sgd_step(self.lr, settings["batch_size"], self.net.dtype)
+        if self.optimizer.rule == "sgd":
+            check.sgd_step(self.lr, settings["batch_size"], self.net.dtype)
         self.X, self.y, self.settings = X, y, settings
+        self.schedule.n = X.shape[0]
         self.history.steps_per_epoch = math.ceil(X.shape[0] / settings["batch_size"])
         self._plan = self._stepper = self._run = None
+
+    def _saved_state(self):
+        """The optimizer's state for a checkpoint: its arrays (never in saved
+        models) and the schedule's position."""
+        arrays = {}
+        for name, part in zip(("mW", "mb", "vW", "vb"), self._state or ()):
+            for i, a in enumerate(part):
+                if a.size:
+                    arrays[f"optimizer_{name}{i}"] = a
+        return {"arrays": arrays, "schedule": self.schedule.to_dict()}
 
     def fit(self, epochs):
         """Train until ``epochs`` epochs are done in all; return the History.
@@ -199,6 +230,7 @@ class Trainer:
         with _deferred_interrupt(self.checkpoint is not None) as interrupted:
             while self.epoch < epochs:
                 order = epoch_order(self.seed, self.epoch, n)
+                run.lr = self.schedule.rate(self.epoch)
                 started, compiling = time.perf_counter(), compile_lock.seconds_spent()
                 while self.step < history.steps_per_epoch:
                     self.step = run.chunk(order, self.epoch, self.step)
@@ -207,15 +239,17 @@ class Trainer:
                     if interrupted() and self.step < history.steps_per_epoch:
                         run.stepper.sync()
                         self._saves.save(self.net, self.settings, self.epoch, self.step,
-                                         history)
+                                         history, self._saved_state())
                         raise KeyboardInterrupt
                 # Compiling the kernels happens once per shape: not the epoch's speed.
                 compiled = compile_lock.seconds_spent() - compiling
                 history.epoch_seconds.append(time.perf_counter() - started - compiled)
+                self.schedule.epoch_ended(_epoch_mean(history, n, self.settings["batch_size"]))
                 self.epoch, self.step = self.epoch + 1, 0
                 if self.checkpoint is not None:
                     run.stepper.sync()
-                    self._saves.save(self.net, self.settings, self.epoch, self.step, history)
+                    self._saves.save(self.net, self.settings, self.epoch, self.step, history,
+                                     self._saved_state())
                 if interrupted():
                     raise KeyboardInterrupt
         run.stepper.sync()
@@ -238,20 +272,24 @@ class Trainer:
         if self._val_plan is None and self.val is not None and self.eval_every:
             # Validation runs every eval_every iterations: plan its first layer once.
             self._val_plan = first_layer.plan(net.sizes, net.dtype, self.val[0], rows, "repeat")
+        if self._state is None:
+            self._state = _optimizer_state(self.optimizer, Ws, bs, self._state_arrays)
         self._stepper = backends.make_stepper(self.device, net, Ws, bs, self.X, self.y,
-                                              rows, self._plan)
+                                              rows, self._plan, self.optimizer, self._state)
         self._run = _Run(net, Ws, bs, self._stepper, self.history, self.lr, self.eval_every,
-                         self.val, self._val_plan)
+                         self.val, self._val_plan, self._state)
         return self._run
 
 
 class _Run:
     """One training run's state: runs chunks of iterations and evaluations."""
 
-    def __init__(self, net, Ws, bs, stepper, history, lr, eval_every, val, val_plan):
+    def __init__(self, net, Ws, bs, stepper, history, lr, eval_every, val, val_plan, state):
         self.net, self.Ws, self.bs, self.stepper = net, Ws, bs, stepper
         self.history, self.lr, self.eval_every, self.val = history, lr, eval_every, val
         self.val_plan = val_plan
+        # Every array a step changes: the weights and the optimizer's state.
+        self.changed = [a for part in ((Ws, bs) + tuple(state)) for a in part if a.size]
 
     def holds(self, Ws, bs):
         """Whether this run trains these very arrays."""
@@ -268,7 +306,8 @@ class _Run:
         costs, errors = np.empty(size), np.empty(size)
         snapshot = self._weights()
         with _quiet():
-            done = self.stepper.run(order, step, size, self.lr, costs, errors)
+            done = self.stepper.run(order, step, size, self.lr, costs, errors,
+                                    len(h.batch_cost))
         self.stepper.sync()  # a device's weights to Ws, bs, to check them here
         # The compiled loop stops at a non-finite cost; the weights are checked
         # once per chunk too (a ReLU can hide an inf weight behind a finite cost).
@@ -289,12 +328,12 @@ class _Run:
         return step + size
 
     def _weights(self):
-        return [(W.copy(), b.copy()) for W, b in zip(self.Ws, self.bs)]
+        """A copy of everything a step changes (weights, optimizer state)."""
+        return [a.copy() for a in self.changed]
 
     def _restore(self, weights):
-        for W, b, (W0, b0) in zip(self.Ws, self.bs, weights):
-            W[...] = W0
-            b[...] = b0
+        for a, saved in zip(self.changed, weights):
+            a[...] = saved
         self.stepper.push()  # and to the device's copy, where there is one
 
     def _replay(self, snapshot, order, epoch, step, size):
@@ -308,7 +347,7 @@ class _Run:
         for s in range(step, step + size):
             before = self._weights()
             with _quiet():
-                done = self.stepper.run(order, s, 1, self.lr, cost, error)
+                done = self.stepper.run(order, s, 1, self.lr, cost, error, len(h.batch_cost))
             self.stepper.sync()
             h.batch_cost.append(float(cost[0]))
             h.batch_error.append(float(error[0]))
@@ -372,6 +411,34 @@ def _check_validation(net, val):
     return Xv, yv
 
 
+def _epoch_mean(history, n, batch_size):
+    """The last epoch's mean training cost over its samples (each batch's
+    cost weighted by its size), as scikit-learn's loss_."""
+    costs = np.asarray(history.batch_cost[-history.steps_per_epoch:])
+    sizes = np.full(costs.shape[0], batch_size, np.float64)
+    sizes[-1] = n - batch_size * (costs.shape[0] - 1)
+    return float(costs @ sizes / n)
+
+
+def _optimizer_state(optimizer, Ws, bs, saved):
+    """(mWs, mbs, vWs, vbs) for ``kernels.arguments.Params``: zeros shaped
+    like the parameters for each set the rule keeps (a checkpoint's where it
+    has them), empty arrays for the others."""
+    sets = optimizers.state_sets(optimizer)
+    parts = []
+    for index, (name, like) in enumerate((("mW", Ws), ("mb", bs), ("vW", Ws), ("vb", bs))):
+        used = sets > index // 2
+        part = []
+        for i, a in enumerate(like):
+            if not used:
+                part.append(np.zeros((0,) * a.ndim, a.dtype))
+                continue
+            old = saved.get(f"optimizer_{name}{i}")
+            part.append(np.array(old, a.dtype) if old is not None else np.zeros_like(a))
+        parts.append(tuple(part))
+    return tuple(parts)
+
+
 class _CheckpointFile:
     """A run's checkpoint path, written only over the run's own last
     checkpoint (or the one it resumed from), so two runs given the same path
@@ -381,10 +448,10 @@ class _CheckpointFile:
         self.path, self.identity = path, identity
         self.left = "the checkpoint resumed from is unchanged" if resumed else None
 
-    def save(self, net, settings, epoch, step, history):
+    def save(self, net, settings, epoch, step, history, state):
         try:
             self.identity = save_checkpoint(self.path, net, settings, epoch, step, history,
-                                            expected=self.identity)
+                                            state, expected=self.identity)
         except OSError as exc:  # disk full, say: what is on disk still resumes
             left = self.left or "no checkpoint was saved yet"
             raise reworded(exc, f"{exc.strerror or exc}; {left}") from None

@@ -12,8 +12,11 @@ first layer and non-zero lists; the GPU's gradient arrays).
 
 from collections import namedtuple
 
-# The network's parameters, updated in place: Ws[l] (U_l, U_{l-1}), bs[l] (U_l,).
-Params = namedtuple("Params", "Ws bs")
+# What the loop updates in place: the network's parameters Ws[l] (U_l, U_{l-1}),
+# bs[l] (U_l,), and the optimizer's state shaped like them: mWs, mbs (momentum's
+# velocities, Adam's first moments) and vWs, vbs (Adam's second moments); a
+# rule's unused sets are (0, 0) and (0,) arrays.
+Params = namedtuple("Params", "Ws bs mWs mbs vWs vbs")
 
 # What the network computes: the hidden activation and the loss (kernels.codes).
 Model = namedtuple("Model", "act loss")
@@ -23,18 +26,22 @@ Model = namedtuple("Model", "act loss")
 # on a GPU).
 Data = namedtuple("Data", "X labels targets")
 
-# Which steps to run: those from ``first_step`` over the shuffled ``order``
-# (n,), ``n_steps`` of them, in batches of ``batch_size`` rows, with the
-# learning rate ``lr``.
-Steps = namedtuple("Steps", "order first_step n_steps batch_size lr")
+# Which steps to run, and how they update: those from ``first_step`` over the
+# shuffled ``order`` (n,), ``n_steps`` of them, in batches of ``batch_size``
+# rows, with the learning rate ``lr`` under the update ``rule``
+# (kernels.codes.RULE_*) and its momentum, beta1, beta2, eps; ``alpha`` the
+# L2 penalty on weights; ``t0`` the updates done before (Adam's bias correction).
+Steps = namedtuple("Steps", "order first_step n_steps batch_size lr rule momentum beta1 beta2 "
+                   "eps alpha t0")
 
 # Per-step outputs, (n_steps,) each: the mini-batch cost and error rate.
 Out = namedtuple("Out", "batch_cost batch_error")
 
 # Work buffers of batch_size rows: Zs, Qs, dZs, dQs per layer, row_loss, the
-# gathered batch Xb, yb, Tb; on the CPU flat non-zero lists (idx int32, val,
-# count int64), on the GPU the gradients dWs, dbs.
-CpuWork = namedtuple("CpuWork", "Zs Qs dZs dQs row_loss Xb yb Tb idx val count")
+# gathered batch Xb, yb, Tb; the gradients dWs, dbs (on the CPU used only by
+# rules other than plain SGD: (0, 0) and (0,) arrays otherwise); on the CPU
+# flat non-zero lists (idx int32, val, count int64).
+CpuWork = namedtuple("CpuWork", "Zs Qs dZs dQs row_loss Xb yb Tb dWs dbs idx val count")
 CudaWork = namedtuple("CudaWork", "Zs Qs dZs dQs row_loss Xb yb Tb dWs dbs")
 
 # How the first layer runs (``plan``, a kernels.codes FIRST_* code, chosen once

@@ -26,3 +26,11 @@ FIRST_WT_LISTS = 5  # inference only: W^T over each chunk's listed non-zeros
 FIRST_PLANS = {"W": FIRST_W, "W or CSR": FIRST_W_OR_CSR, "panels": FIRST_PANELS,
                "panels or CSR": FIRST_PANELS_OR_CSR, "panels or tiles": FIRST_PANELS_OR_TILES,
                "W^T lists": FIRST_WT_LISTS}
+
+# Update rules (kernels/optim.py), as scikit-learn's MLP optimizers define them.
+RULE_SGD = 0
+RULE_MOMENTUM = 1
+RULE_NESTEROV = 2
+RULE_ADAM = 3
+RULES = {"sgd": RULE_SGD, "momentum": RULE_MOMENTUM, "nesterov": RULE_NESTEROV,
+         "adam": RULE_ADAM}

@@ -29,6 +29,8 @@ from numba import njit, prange
 from . import losses
 from .codes import (
     CROSS_ENTROPY,
+    RULE_ADAM,
+    RULE_SGD,
     FIRST_PANELS,
     FIRST_PANELS_OR_CSR,
     FIRST_PANELS_OR_TILES,
@@ -42,7 +44,17 @@ from .config import (
     UNIT_SPLIT_BLOCKS,
     UNIT_SPLIT_BYTES,
 )
-from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, derivative, mean, sgd
+from .cpu_common import (
+    FASTMATH,
+    PARALLEL,
+    SERIAL,
+    activate,
+    adam_rate,
+    derivative,
+    mean,
+    sgd,
+    step,
+)
 from .cpu_panels import (
     pack_panels,
     panel_forward,
@@ -518,6 +530,49 @@ def bias_sgd_update(b, dZ, lr):
 
 
 @njit(**PARALLEL)
+def optimizer_update(W, b, mW, mb, vW, vb, dW, db, rule, lr, hyper, decay):
+    """One update of a layer's parameters from their complete gradients by
+    ``rule`` (``optim.step``: momentum, Nesterov or Adam), the L2 penalty's
+    gradient ``decay * W`` (decay = alpha / n_b) added to dW's weights.
+
+    W, mW, vW : (U, P), b, mb, vb : (U,), updated in place (vW, vb unused
+    and may be empty unless Adam); dW, db : the gradients; lr : the step's
+    rate (Adam: bias-corrected); hyper : ``optim.hyperparameters``, all in
+    W's dtype.
+    """
+    U, P = W.shape
+    zero = W.dtype.type(0)
+    # Race-free: iteration j writes only row j of W, mW, vW and entry j of b, mb, vb.
+    for j in prange(U):
+        if rule == RULE_SGD:  # plain SGD with the penalty: no state
+            for k in range(P):
+                W[j, k] = sgd(W[j, k], dW[j, k] + decay * W[j, k], lr)
+            b[j] = sgd(b[j], db[j], lr)
+        elif rule == RULE_ADAM:
+            for k in range(P):
+                W[j, k], mW[j, k], vW[j, k] = step(W[j, k], dW[j, k] + decay * W[j, k],
+                                                   mW[j, k], vW[j, k], rule, lr, hyper)
+            b[j], mb[j], vb[j] = step(b[j], db[j], mb[j], vb[j], rule, lr, hyper)
+        else:
+            for k in range(P):
+                W[j, k], mW[j, k], _ = step(W[j, k], dW[j, k] + decay * W[j, k], mW[j, k],
+                                            zero, rule, lr, hyper)
+            b[j], mb[j], _ = step(b[j], db[j], mb[j], zero, rule, lr, hyper)
+
+
+@njit(**SERIAL)
+def squared_norm(Ws):
+    """sum over layers of sum(W**2), in a fixed order: the L2 penalty's sum."""
+    total = Ws[0].dtype.type(0)
+    for l in range(len(Ws)):
+        W = Ws[l]
+        for j in range(W.shape[0]):
+            for k in range(W.shape[1]):
+                total += W[j, k] * W[j, k]
+    return total
+
+
+@njit(**PARALLEL)
 def transpose(out, A):
     """``out = A^T``. out : (P, n) output; A : (n, P)."""
     n, P = A.shape
@@ -539,8 +594,9 @@ def train_steps(params, model, work, first, data, steps, out):
     """Run ``steps.n_steps`` SGD iterations (6.21/6.23) over the shuffled
     ``steps.order``; return the number completed.
 
-    params : ``arguments.Params`` (Ws, bs), updated in place; model :
-    ``Model`` (act, loss codes); work : ``CpuWork``, buffers of batch_size
+    params : ``arguments.Params``, the weights and the optimizer's state,
+    updated in place; model : ``Model`` (act, loss codes); work :
+    ``CpuWork``, buffers of batch_size
     rows and flat scratch of batch_size * max(widths) entries for the
     non-zero lists (count: max(batch_size, widths)); first : ``CpuFirstLayer``,
     the plan (``codes.FIRST_*``) and the layouts it needs; data : ``Data``,
@@ -548,9 +604,13 @@ def train_steps(params, model, work, first, data, steps, out):
     error rate (NaN for regression).
 
     Step s uses the rows ``order[s*batch_size : (s+1)*batch_size]`` (the last
-    batch of an epoch may be shorter). Each weight gradient is applied as it
-    is computed (no dW is stored), after dQ_prev has used the old weights.
-    The first layer runs as ``first.plan`` says: dense batches on W
+    batch of an epoch may be shorter). Under plain SGD without a penalty each
+    weight gradient is applied as it is computed (no dW is stored), after
+    dQ_prev has used the old weights; every other rule (``steps.rule``,
+    ``steps.alpha``) gets each layer's complete gradient in work.dWs, dbs
+    (``optimizer_update``), its cost the L2 penalty, and its first layer
+    stays on W (the zero-skipping updates touch only some weights).
+    Otherwise the first layer runs as ``first.plan`` says: dense batches on W
     (register-blocked) or on W^T in panels (``cpu_panels``); sparse batches
     (where the plan has compressed rows and a batch is at most
     SPARSE_DENSITY dense) on W^T over the compressed rows, or on panel tiles
@@ -561,12 +621,16 @@ def train_steps(params, model, work, first, data, steps, out):
     (output_layer_rows). Fewer than n_steps complete when a cost turns
     non-finite, and that step is not applied.
     """
-    Ws, bs = params
+    Ws, bs, mWs, mbs, vWs, vbs = params
     act, loss = model
-    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, idx, val, count = work
+    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, dWs, dbs, idx, val, count = work
     X, labels, targets = data
-    order, first_step, n_steps, batch_size, lr = steps
+    order, first_step, n_steps, batch_size, lr, rule, momentum, beta1, beta2, eps, alpha, t0 = steps
     batch_cost, batch_error = out
+    general = rule != RULE_SGD or alpha != 0
+    dtype = Ws[0].dtype.type
+    hyper = (dtype(momentum), dtype(beta1), dtype(1.0 - beta1), dtype(beta2), dtype(1.0 - beta2),
+             dtype(eps))
     indptr, indices, values, colcum = first.indptr, first.indices, first.values, first.colcum
     WT, WP, dZP = first.WT, first.WP, first.dZP
     pixels, pixel_counts = first.pixels, first.pixel_counts
@@ -578,6 +642,8 @@ def train_steps(params, model, work, first, data, steps, out):
     listed = plan == FIRST_W_OR_CSR or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
     on_panels = plan == FIRST_PANELS or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
     masked = plan == FIRST_PANELS_OR_TILES
+    if general:  # every weight's update: the first layer on W, batches gathered dense
+        listed = on_panels = masked = False
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
     held = ON_W  # which array holds the first layer now: Ws[0], WT or WP
     done = n_steps
@@ -636,6 +702,8 @@ def train_steps(params, model, work, first, data, steps, out):
         else:
             J = squared_error(dZs[L - 1][:nb], row_loss[:nb], Z, Tb[:nb])
             wrong = 0
+        if alpha != 0:  # the L2 penalty on the weights the forward pass used
+            J += alpha / (2 * nb) * squared_norm(Ws)
         batch_error[s] = wrong / nb if loss == CROSS_ENTROPY else math.nan
         batch_cost[s] = J
         if not math.isfinite(J):
@@ -656,6 +724,13 @@ def train_steps(params, model, work, first, data, steps, out):
                 ri, rv = _lists(idx, val, nb, U)
                 nonzero_rows(ri, rv, count, dZ)
                 sparse_backward_input(dQs[l - 1][:nb], ri, rv, count, Ws[l])
+            if general:  # the complete gradient, then the rule
+                Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
+                dense_backward_weights(dWs[l], dbs[l], dZ, Q_prev)
+                rate = adam_rate(lr, beta1, beta2, t0 + s + 1) if rule == RULE_ADAM else lr
+                optimizer_update(Ws[l], bs[l], mWs[l], mbs[l], vWs[l], vbs[l], dWs[l], dbs[l],
+                                 rule, dtype(rate), hyper, dtype(alpha / nb))
+                continue
             if l == 0 and held == ON_PANELS and sparse:
                 panel_sgd_update_listed(WP, dZP, dZ, Xs, lr, nb, samples, sample_counts)
             elif l == 0 and held == ON_PANELS:

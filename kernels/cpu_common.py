@@ -20,6 +20,8 @@ SERIAL = dict(fastmath=FASTMATH, cache=True, nogil=True)
 activate = njit(inline="always", fastmath=FASTMATH)(activations.activate)
 derivative = njit(inline="always", fastmath=FASTMATH)(activations.derivative)
 sgd = njit(inline="always", fastmath=FASTMATH)(optim.sgd)
+step = njit(inline="always", fastmath=FASTMATH)(optim.step)
+adam_rate = njit(inline="always")(optim.adam_rate)  # float64, as scikit-learn computes it
 
 
 @njit(**SERIAL)

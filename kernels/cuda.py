@@ -47,7 +47,7 @@ import math
 from numba import config, cuda, float64, int64
 
 from . import activations, losses, optim
-from .codes import CROSS_ENTROPY, IDENTITY
+from .codes import CROSS_ENTROPY, IDENTITY, RULE_ADAM, RULE_SGD
 from .config import THREADS, TRAIN_STEPS_REGISTERS  # noqa: F401 - THREADS: the host reads it here
 from .registry import TWINS
 
@@ -70,6 +70,8 @@ _TRAIN_STEPS_OPTIONS = ({} if config.ENABLE_CUDASIM or TRAIN_STEPS_REGISTERS is 
 # h and h' (6.3): the bodies cpu_common.py compiles too.
 _activate = cuda.jit(device=True)(activations.activate)
 _sgd = cuda.jit(device=True)(optim.sgd)
+_step = cuda.jit(device=True)(optim.step)
+_adam_rate = cuda.jit(device=True)(optim.adam_rate)
 _derivative = cuda.jit(device=True)(activations.derivative)
 
 
@@ -253,6 +255,46 @@ def _update_items(W, b, dW, db, lr, t0, stride):
             W[j, k] = _sgd(W[j, k], dW[j, k], step)
         else:
             b[j] = _sgd(b[j], db[j], step)
+
+
+@cuda.jit(device=True)
+def _rule_items(W, b, mW, mb, vW, vb, dW, db, rule, lr, hyper, decay, t0, stride):
+    """Items (j, k) of one update by ``rule`` (``optim.step``), the L2
+    penalty's gradient ``decay * W`` added to the weights'; item (j, P) is
+    b[j]'s. The twin of ``kernels.cpu.optimizer_update``."""
+    U = W.shape[0]
+    P = W.shape[1]
+    zero = W.dtype.type(0)
+    for t in range(t0, U * (P + 1), stride):
+        j = t // (P + 1)
+        k = t - j * (P + 1)
+        if k < P:
+            g = dW[j, k] if decay == 0 else dW[j, k] + decay * W[j, k]
+            if rule == RULE_SGD:
+                W[j, k] = _sgd(W[j, k], g, lr)
+            elif rule == RULE_ADAM:
+                W[j, k], mW[j, k], vW[j, k] = _step(W[j, k], g, mW[j, k], vW[j, k], rule, lr,
+                                                    hyper)
+            else:
+                W[j, k], mW[j, k], _ = _step(W[j, k], g, mW[j, k], zero, rule, lr, hyper)
+        elif rule == RULE_SGD:
+            b[j] = _sgd(b[j], db[j], lr)
+        elif rule == RULE_ADAM:
+            b[j], mb[j], vb[j] = _step(b[j], db[j], mb[j], vb[j], rule, lr, hyper)
+        else:
+            b[j], mb[j], _ = _step(b[j], db[j], mb[j], zero, rule, lr, hyper)
+
+
+@cuda.jit(device=True)
+def _squared_norm(Ws):
+    """sum over layers of sum(W**2) in a fixed serial order (one thread)."""
+    total = Ws[0].dtype.type(0)
+    for l in range(len(Ws)):
+        W = Ws[l]
+        for j in range(W.shape[0]):
+            for k in range(W.shape[1]):
+                total += W[j, k] * W[j, k]
+    return total
 
 
 @cuda.jit(device=True)
@@ -474,12 +516,15 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
     step's batch. After the loss phase every thread reads the cost and stops,
     uniformly, if it is not finite, before any update.
     """
-    Ws, bs = params
+    Ws, bs, mWs, mbs, vWs, vbs = params
     act, loss = model
     Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, dWs, dbs = work
     X, labels, targets = data
-    order, first_step, n_steps, batch_size, lr = steps
+    order, first_step, n_steps, batch_size, lr, rule, momentum, beta1, beta2, eps, alpha, t_0 = steps
     batch_cost, batch_error = out
+    dtype = Ws[0].dtype.type
+    hyper = (dtype(momentum), dtype(beta1), dtype(1.0 - beta1), dtype(beta2), dtype(1.0 - beta2),
+             dtype(eps))
     grid = cuda.cg.this_grid()
     t0, stride = cuda.grid(1), cuda.gridsize(1)
     part_cost = cuda.shared.array(MAX_THREADS, float64)  # also the forward's partials
@@ -503,7 +548,11 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
         if cuda.blockIdx.x == 0:  # a small phase: one block, no thread sums alone
             _loss_block(dZs[L - 1][:nb], row_loss[:nb], Zs[L - 1][:nb], yb[:nb], Tb[:nb], loss,
                         part_cost, part_wrong, batch_cost, batch_error, s)
+            if alpha != 0 and cuda.threadIdx.x == 0:  # the L2 penalty, after the loss rows
+                batch_cost[s] += alpha / (2 * nb) * _squared_norm(Ws)
         grid.sync()
+        rate = _adam_rate(lr, beta1, beta2, t_0 + s + 1) if rule == RULE_ADAM else lr
+        decay = dtype(alpha / nb)
         if not math.isfinite(batch_cost[s]):  # every thread sees it: all stop here
             if t0 == 0:
                 out_done[0] = s
@@ -516,9 +565,11 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
                 _input_activation_items(dZs[l - 1][:nb], dQs[l - 1][:nb], Zs[l - 1][:nb],
                                         Qs[l - 1][:nb], dZs[l][:nb], Ws[l], act, t0, stride)
             if l < L - 1:
-                _update_items(Ws[l + 1], bs[l + 1], dWs[l + 1], dbs[l + 1], lr, t0, stride)
+                _rule_items(Ws[l + 1], bs[l + 1], mWs[l + 1], mbs[l + 1], vWs[l + 1], vbs[l + 1],
+                            dWs[l + 1], dbs[l + 1], rule, dtype(rate), hyper, decay, t0, stride)
             grid.sync()
-        _update_items(Ws[0], bs[0], dWs[0], dbs[0], lr, t0, stride)
+        _rule_items(Ws[0], bs[0], mWs[0], mbs[0], vWs[0], vbs[0], dWs[0], dbs[0], rule,
+                    dtype(rate), hyper, decay, t0, stride)
         if s + 1 < n_steps:
             _gather_batch(Xb, yb, Tb, X, labels, targets, order, first_step + s + 1,
                           batch_size, loss, t0, stride)

@@ -62,10 +62,11 @@ def kernel_args(dt):
         "gather_rows": (Q_prev, Q_prev, labels),
         "forward_all": (Zs, Zs, X, Ws, bs, 1),
         "backprop_all": (Ws, bs, Zs, Zs, Zs, Zs, row_loss, X, labels, T, Ws, bs, 1, 1, cost),
-        "train_steps": (Params(Ws, bs), Model(1, 1),
+        "train_steps": (Params(Ws, bs, Ws, bs, Ws, bs), Model(1, 1),
                         CudaWork(Zs, Zs, Zs, Zs, row_loss, X, labels, T, Ws, bs),
                         CudaFirstLayer(0), Data(np.zeros((20, 7), dt), np.zeros(20, np.int64), T),
-                        Steps(np.arange(20), 0, 4, 5, 0.1), Out(np.zeros(4), np.zeros(4)),
+                        Steps(np.arange(20), 0, 4, 5, 0.1, 3, 0.9, 0.9, 0.999, 1e-8, 1e-4, 0),
+                        Out(np.zeros(4), np.zeros(4)),
                         np.zeros(1, np.int64)),
     }
 

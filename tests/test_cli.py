@@ -696,3 +696,29 @@ def test_a_second_network_shape_survives_the_numba_cache(tiny):
                               "-q"], check=False, capture_output=True, text=True,
                              timeout=600, env=env)
         assert ran.returncode == 0, f"--hidden {hidden}: exit {ran.returncode} {ran.stderr}"
+
+
+@pytest.mark.parametrize("args, optimizer", [
+    (["--optimizer", "adam"], fastbp.Adam()),
+    (["--optimizer", "nesterov", "--momentum", "0.8", "--lr", "0.1", "--alpha", "1e-3",
+      "--lr-schedule", "invscaling"],
+     fastbp.SGD(lr=0.1, momentum=0.8, nesterov=True, alpha=1e-3, schedule="invscaling")),
+])
+def test_optimizer_options_train_as_the_library_does(tiny, tmp_path, args, optimizer):
+    path = tmp_path / "model.npz"
+    out = run_json("--data-dir", tiny, *FAST, *args, "--save", path)
+    assert (out["optimizer"], out["lr"], out["alpha"]) == (
+        args[1], optimizer.lr, optimizer.alpha)
+    Xtr, ytr, Xte, yte = datasets.load_folder(tiny)
+    net = fastbp.Network([784, 16, 10], seed=0)
+    fastbp.train(net, Xtr, ytr, optimizer=optimizer, batch_size=20, epochs=1,
+                 validation=(Xte, yte), device="cpu")
+    saved = fastbp.load(path)
+    for (W, b), (W2, b2) in zip(saved.layers, net.layers):
+        assert np.array_equal(W, W2) and np.array_equal(b, b2)
+
+
+def test_the_training_line_names_the_optimizer(tiny):
+    result = invoke("--data-dir", tiny, *FAST, "--optimizer", "momentum", "--alpha", "0.01")
+    assert result.exit_code == 0, result.stderr
+    assert "training SGD momentum 0.9 lr 0.5, alpha 0.01, batch 20" in result.stdout

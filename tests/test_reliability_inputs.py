@@ -81,7 +81,7 @@ BAD = [
     ("lr-inf", lambda: train(lr=float("inf")), ["lr", "inf"]),
     ("lr-str", lambda: train(lr="0.1"), ["lr", "'0.1'"]),
     ("lr-bool", lambda: train(lr=True), ["lr", "True"]),
-    ("lr-none", lambda: train(lr=None), ["lr", "None"]),
+    ("lr-and-optimizer", lambda: train(lr=0.1, optimizer=fastbp.SGD()), ["lr", "optimizer"]),
     ("lr-underflows", lambda: fastbp.train(fastbp.Network([4, 5, 3], seed=0), X, Y, lr=1e-46,
                                            batch_size=10, epochs=1),
      ["lr=1e-46", "float32", "rounds to 0"]),

@@ -7,8 +7,11 @@ reports per-iteration cost and error; ``fastbp.trainer`` orchestrates it.
 
 import importlib.util
 
+import numpy as np
+
 from .. import checks as check
 from ..network import Network
+from ..optimizers import SGD, state_sets
 
 DEVICES = ("auto", "cpu", "cuda", "numpy")
 
@@ -67,14 +70,26 @@ def backprop(net, X, y, device="cpu"):
     return _device(device).backprop(net, Ws, bs, X, y)
 
 
-def make_stepper(device, net, Ws, bs, X, y, batch_size, plan=None):
-    """The object that runs SGD steps for ``device`` ("cpu", "cuda" or "numpy");
-    plan : the CPU's first-layer plan for X, if already made (else made here)."""
+def make_stepper(device, net, Ws, bs, X, y, batch_size, plan=None, optimizer=None, state=None):
+    """The object that runs training steps for ``device`` ("cpu", "cuda" or
+    "numpy"); plan : the CPU's first-layer plan for X, if already made (else
+    made here); optimizer : a fastbp.SGD or Adam (None: plain SGD), with its
+    state (mWs, mbs, vWs, vbs) shaped like the parameters, updated in place
+    (None: fresh zeros)."""
+    optimizer = optimizer if optimizer is not None else SGD()
+    if state is None:
+        state = _fresh_state(optimizer, Ws, bs)
     if device == "cpu":
-        return _device(device).CpuStepper(net, Ws, bs, X, y, batch_size, plan)
+        return _device(device).CpuStepper(net, Ws, bs, X, y, batch_size, plan, optimizer, state)
     if device == "cuda":
-        return _device(device).CudaStepper(net, Ws, bs, X, y, batch_size)
-    return _device(device).NumpyStepper(net, Ws, bs, X, y, batch_size)
+        return _device(device).CudaStepper(net, Ws, bs, X, y, batch_size, optimizer, state)
+    return _device(device).NumpyStepper(net, Ws, bs, X, y, batch_size, optimizer, state)
+
+
+def _fresh_state(optimizer, Ws, bs):
+    sets = state_sets(optimizer)
+    return tuple(tuple(np.zeros_like(a) if sets > index // 2 else np.zeros((0,) * a.ndim, a.dtype)
+                       for a in like) for index, like in enumerate((Ws, bs, Ws, bs)))
 
 
 def _device(device):

@@ -9,6 +9,7 @@ from ..buffers import batch_buffers, first_layer_buffers, gradient_buffers, list
 from ..kernels import codes
 from ..kernels import cpu as kernels
 from ..kernels.arguments import CpuWork, Data, Model, Out, Params, Steps
+from ..optimizers import kernel_settings
 from ..threads import ThreadTuner
 
 _TUNERS = {}
@@ -32,16 +33,19 @@ class CpuStepper:
     its layouts, and the work buffers; ``run`` then only names the steps.
     """
 
-    def __init__(self, net, Ws, bs, X, y, batch_size, plan=None):
+    def __init__(self, net, Ws, bs, X, y, batch_size, plan, optimizer, state):
         rows = min(batch_size, X.shape[0])
         self.plan = plan if plan is not None else first_layer.plan(net.sizes, net.dtype, X, rows)
-        self.params = Params(Ws, bs)
+        self.params = Params(Ws, bs, *state)
+        self.rule = kernel_settings(optimizer)
         self.model = Model(codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
         Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, rows, net.dtype)
         labels, targets = split_targets(net, y)
+        # Complete gradients only for rules other than plain SGD (which fuses them).
+        dWs, dbs = (state[0], state[1]) if optimizer.plain else gradient_buffers(zip(Ws, bs))
         self.work = CpuWork(Zs, Qs, dZs, dQs, row_loss, np.zeros((rows, X.shape[1]), net.dtype),
                             np.zeros(rows, np.int64),
-                            np.zeros((rows, targets.shape[1]), net.dtype),
+                            np.zeros((rows, targets.shape[1]), net.dtype), dWs, dbs,
                             *list_scratch(net.sizes, rows, net.dtype))
         self.first = first_layer_buffers(self.plan, net.sizes, rows, net.dtype)
         self.data = Data(X, labels, targets)
@@ -53,10 +57,11 @@ class CpuStepper:
         key = (tuple(net.sizes), net.dtype.name, rows, numba.get_num_threads())
         self.threads = _TUNERS.setdefault(key, ThreadTuner())
 
-    def run(self, order, first_step, n_steps, lr, costs, errors):
+    def run(self, order, first_step, n_steps, lr, costs, errors, t0=0):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
-        ``order``; write each step's cost and error; return steps completed."""
-        steps = Steps(order, first_step, n_steps, self.batch_size, lr)
+        ``order`` at rate lr, t0 updates done before; write each step's cost
+        and error; return steps completed."""
+        steps = Steps(order, first_step, n_steps, self.batch_size, lr, *self.rule, t0)
         return self.threads.run(lambda: kernels.train_steps(
             self.params, self.model, self.work, self.first, self.data, steps,
             Out(costs, errors)), n_steps)

@@ -13,6 +13,7 @@ from ..buffers import batch_buffers
 from ..kernels import codes
 from ..kernels import cuda as kernels
 from ..kernels.arguments import CudaFirstLayer, CudaWork, Data, Model, Out, Params, Steps
+from ..optimizers import kernel_settings
 
 
 def launch(kernel, n_items, *args):
@@ -92,10 +93,13 @@ class CudaStepper:
     epoch's shuffle ``order`` is copied when a new one arrives.
     """
 
-    def __init__(self, net, Ws, bs, X, y, batch_size):
-        self.host = (Ws, bs)
-        self.params = Params(tuple(cuda.to_device(W) for W in Ws),
-                             tuple(cuda.to_device(b) for b in bs))
+    def __init__(self, net, Ws, bs, X, y, batch_size, optimizer, state):
+        self.host = (Ws, bs) + tuple(state)
+        # A rule's unused state: one dummy element (empty device arrays are avoided).
+        self.params = Params(*(tuple(cuda.to_device(a if a.size else np.zeros((1,) * a.ndim,
+                                                                               a.dtype))
+                                     for a in part) for part in self.host))
+        self.rule = kernel_settings(optimizer)
         self.model = Model(codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
         rows = min(batch_size, X.shape[0])
         self.work = CudaWork(*device_batch_buffers(net.sizes, rows, net.dtype),
@@ -114,7 +118,7 @@ class CudaStepper:
         self.done = cuda.device_array(1, np.int64)
         self.blocks = None  # computed at the first launch, from its arguments
 
-    def run(self, order, first_step, n_steps, lr, costs, errors):
+    def run(self, order, first_step, n_steps, lr, costs, errors, t0=0):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
         ``order``; write each step's cost and error; return steps completed."""
         if order is not self.order_host:  # a new epoch: a new shuffle
@@ -123,7 +127,7 @@ class CudaStepper:
             self.results = cuda.device_array((2, n_steps), np.float64)
         args = (self.params, self.model, self.work, self.first,
                 Data(self.X, self.labels, self.targets),
-                Steps(self.order, first_step, n_steps, self.batch_size, lr),
+                Steps(self.order, first_step, n_steps, self.batch_size, lr, *self.rule, t0),
                 Out(self.results[0, :n_steps], self.results[1, :n_steps]), self.done)
         if self.blocks is None:
             self.blocks = grid(kernels.train_steps, self.items, args)
@@ -134,11 +138,15 @@ class CudaStepper:
         return int(self.done.copy_to_host()[0])
 
     def sync(self):
-        """Copy the device weights back into the host arrays ``Ws``, ``bs``."""
-        for device, host in zip(self.params.Ws + self.params.bs, self.host[0] + self.host[1]):
+        """Copy the device weights and optimizer state back into the host arrays."""
+        for device, host in self._pairs():
             device.copy_to_host(host)
 
     def push(self):
-        """Copy the host arrays ``Ws``, ``bs`` to the device (after a restore)."""
-        for device, host in zip(self.params.Ws + self.params.bs, self.host[0] + self.host[1]):
+        """Copy the host weights and optimizer state to the device (after a restore)."""
+        for device, host in self._pairs():
             device.copy_to_device(host)
+
+    def _pairs(self):
+        return [(d, h) for dpart, hpart in zip(self.params, self.host)
+                for d, h in zip(dpart, hpart) if h.size]

@@ -6,6 +6,7 @@ import math
 import numpy as np
 
 from .. import reference
+from ..optimizers import state_sets
 
 
 def backprop(net, Ws, bs, X, y):
@@ -16,17 +17,25 @@ def backprop(net, Ws, bs, X, y):
 class NumpyStepper:
     """The reference: Algorithm 6.1 in NumPy, a Python loop over batches."""
 
-    def __init__(self, net, Ws, bs, X, y, batch_size):
+    def __init__(self, net, Ws, bs, X, y, batch_size, optimizer, state):
         self.layers = list(zip(Ws, bs))
         self.X, self.y, self.net, self.batch_size = X, y, net, batch_size
+        self.optimizer = optimizer
+        # reference.new_state's layout: per set, per layer (W state, b state).
+        self.state = [list(zip(state[2 * i], state[2 * i + 1]))
+                      for i in range(state_sets(optimizer))]
 
-    def run(self, order, first_step, n_steps, lr, costs, errors):
+    def run(self, order, first_step, n_steps, lr, costs, errors, t0=0):
+        o = self.optimizer
         for s in range(n_steps):
             start = (first_step + s) * self.batch_size
             rows = order[start:start + self.batch_size]
             X, y = self.X[rows], self.y[rows]
             J, grads, Z = reference.backprop_with_output(
                 self.layers, X, y, self.net.activation, self.net.loss)
+            if o.alpha:
+                J += reference.penalty(self.layers, o.alpha, X.shape[0])
+                grads = reference.penalized(self.layers, grads, o.alpha, X.shape[0])
             costs[s] = J
             if self.net.is_classifier:
                 errors[s] = np.mean(Z.argmax(axis=1) != y)
@@ -34,7 +43,9 @@ class NumpyStepper:
                 errors[s] = math.nan
             if not math.isfinite(J):
                 return s
-            reference.sgd_step(self.layers, grads, lr)
+            reference.optimizer_step(self.layers, grads, self.state, o.rule, lr, o.momentum,
+                                     getattr(o, "beta1", 0.9), getattr(o, "beta2", 0.999),
+                                     getattr(o, "eps", 1e-8), t0 + s + 1)
         return n_steps
 
     def sync(self):

@@ -42,8 +42,9 @@ def train_both(sizes, act, loss, dtype, n=11, **kwargs):
     out = []
     for device in ("cuda", "numpy"):
         net = fastbp.Network(sizes, activation=act, loss=loss, dtype=dtype, seed=3)
-        hist = fastbp.train(net, X, y, lr=0.1, batch_size=5, epochs=2, seed=1,
-                            device=device, **kwargs)
+        rate = {} if "optimizer" in kwargs else {"lr": 0.1}
+        hist = fastbp.train(net, X, y, batch_size=5, epochs=2, seed=1, device=device,
+                            **rate, **kwargs)
         out += [net, hist]
     return out
 
@@ -110,3 +111,17 @@ def test_divergence_keeps_the_last_finite_weights():
     assert it_cuda == it_cpu
     for (W, b), (W_ref, b_ref) in zip(net_cuda.layers, net_cpu.layers):
         assert rel_err(W, W_ref) <= 1e-3 and rel_err(b, b_ref) <= 1e-3
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("optimizer", [
+    fastbp.SGD(lr=0.1, momentum=0.9), fastbp.SGD(lr=0.1, momentum=0.8, nesterov=True, alpha=0.3),
+    fastbp.Adam(lr=0.05), fastbp.Adam(lr=0.05, alpha=0.1), fastbp.SGD(lr=0.1, alpha=0.5)],
+    ids=["momentum", "nesterov+alpha", "adam", "adam+alpha", "sgd+alpha"])
+def test_optimizers_match_the_reference(optimizer, dtype):
+    net, hist, ref, ref_hist = train_both([3, 7, 2], "tanh", "cross_entropy", dtype,
+                                          optimizer=optimizer)
+    for index, ((W, b), (W_ref, b_ref)) in enumerate(zip(net.layers, ref.layers)):
+        assert rel_err(W, W_ref) <= RTOL[dtype], f"W of layer {index}"
+        assert rel_err(b, b_ref) <= RTOL[dtype], f"b of layer {index}"
+    assert rel_err(hist.batch_cost, ref_hist.batch_cost) <= RTOL[dtype]
