@@ -28,7 +28,7 @@ blocks). Kernels that produce a scalar and the three orchestrators
 (``forward_all``, ``backprop_all``, ``train_steps``) separate their phases
 with grid-wide barriers (``cuda.cg.this_grid().sync()``), so numba-cuda
 launches them cooperatively and their grid must not exceed the kernel's
-``max_cooperative_grid_blocks`` (``fastbp.cuda_backend`` sizes it; Numba's
+``max_cooperative_grid_blocks`` (``fastbp.backends.cuda`` sizes it; Numba's
 simulator runs such grids with one block). ``train_steps`` runs a whole chunk
 of SGD iterations in one launch: launches cost 17-38 us, more than a step.
 
