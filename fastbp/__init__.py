@@ -13,6 +13,7 @@ from .errors import DataError, DivergenceError
 from .history import History
 from .network import Network, load
 from .optimizers import SGD, Adam
+from .stopping import EarlyStopping
 from .trainer import Trainer, train
 from .backends import backprop
 
@@ -27,6 +28,6 @@ _numba.set_num_threads(_numba.get_num_threads())
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "load", "train", "Trainer", "SGD", "Adam", "backprop", "History",
+__all__ = ["Network", "load", "train", "Trainer", "SGD", "Adam", "EarlyStopping", "backprop", "History",
            "DataError",
            "DivergenceError", "datasets", "reference", "__version__"]

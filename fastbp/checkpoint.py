@@ -16,8 +16,8 @@ VERSION = 1
 def save_checkpoint(path, net, settings, epoch, step, history, state=None, expected=ANY):
     """Write a checkpoint atomically: after ``epoch`` full epochs and ``step``
     further iterations, with the training ``settings`` that must match on
-    resume and the optimizer's ``state`` ({"arrays": {name: array}, "schedule":
-    dict}, or None). ``expected`` as in ``storage.write_atomically`` (None: a
+    resume and the optimizer's and early stopping's ``state`` ({"arrays":
+    {name: array}, "schedule": dict, "stopping": dict}, or None). ``expected`` as in ``storage.write_atomically`` (None: a
     new file; the identity of this run's last checkpoint: only that one is
     replaced). Returns the written file's ``storage.file_identity``."""
     arrays = net.weight_arrays()
@@ -26,7 +26,8 @@ def save_checkpoint(path, net, settings, epoch, step, history, state=None, expec
     arrays.update(state.get("arrays") or {})
     meta = {"format": CHECKPOINT_FORMAT, "version": VERSION, "network": net.metadata(),
             "settings": settings, "epoch": epoch, "step": step,
-            "steps_per_epoch": history.steps_per_epoch, "schedule": state.get("schedule")}
+            "steps_per_epoch": history.steps_per_epoch, "schedule": state.get("schedule"),
+            "stopping": state.get("stopping")}
     return atomic_save_npz(path, arrays, meta, expected)
 
 
@@ -76,7 +77,9 @@ def load_checkpoint(path, net, settings):
                         f"{history.iterations} iterations and {history.epochs} epochs "
                         "recorded")
     state = {"arrays": {k: v for k, v in arrays.items() if k.startswith("optimizer_")},
-             "schedule": meta.get("schedule") if isinstance(meta.get("schedule"), dict) else None}
+             "stopping_arrays": {k: v for k, v in arrays.items() if k.startswith("stopping_")}}
+    for key in ("schedule", "stopping"):
+        state[key] = meta.get(key) if isinstance(meta.get(key), dict) else None
     return saved_net, epoch, step, history, state
 
 

@@ -21,6 +21,9 @@ class History:
         compiling (or loading) CPU kernels in it, which happens once per shape
         (a CUDA kernel's first compilation stays in its epoch's time).
     steps_per_epoch : iterations per epoch, ceil(n / batch_size).
+    val_scores : with early stopping, the validation metric after each epoch;
+    best_epoch : the epoch (1-based) of its lowest value; stopped_epoch,
+    stop_reason : when and why early stopping ended the run (None: it did not).
     """
 
     steps_per_epoch: int = 0
@@ -30,6 +33,10 @@ class History:
     val_iteration: list = field(default_factory=list)
     val_cost: list = field(default_factory=list)
     val_error: list = field(default_factory=list)
+    val_scores: list = field(default_factory=list)
+    best_epoch: int = None
+    stopped_epoch: int = None
+    stop_reason: str = None
 
     @property
     def iterations(self):

@@ -17,6 +17,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .errors import DivergenceError
 from .history import History
 from .kernels.config import MAX_CHUNK
+from .stopping import EarlyStopping, Watch, split
 from .network import Network, evaluate_prepared
 from .storage import file_identity, reworded
 
@@ -28,7 +29,8 @@ def epoch_order(seed, epoch, n):
 
 
 def train(net, X, y, lr=None, batch_size=100, epochs=15, validation=None, eval_every=100,
-          seed=0, device="auto", checkpoint=None, resume=False, progress=None, optimizer=None):
+          seed=0, device="auto", checkpoint=None, resume=False, progress=None, optimizer=None,
+          early_stopping=None):
     """Train ``net`` in place with mini-batch SGD; return its History.
 
     Parameters
@@ -41,6 +43,11 @@ def train(net, X, y, lr=None, batch_size=100, epochs=15, validation=None, eval_e
     optimizer : fastbp.SGD (momentum, Nesterov) or fastbp.Adam, each with an
         L2 penalty and a learning-rate schedule (fastbp/optimizers.py), or
         None (plain SGD at lr). Its state is kept in checkpoints.
+    early_stopping : fastbp.EarlyStopping or None: after each epoch, the
+        validation set (``validation``, else a held-out, stratified
+        validation_fraction of X, y) is evaluated; training stops when it no
+        longer improves, with the best epoch's weights (fastbp/stopping.py);
+        the History says when and why.
     batch_size : int >= 1, n_b. Every epoch reshuffles and cuts the data into
         ceil(n / n_b) mini-batches; the last one holds the remaining
         n mod n_b samples when n_b does not divide n, so every sample is used
@@ -80,7 +87,8 @@ def train(net, X, y, lr=None, batch_size=100, epochs=15, validation=None, eval_e
     epochs = check.positive_int("epochs", epochs)
     trainer = Trainer(net, X, y, lr=lr, batch_size=batch_size, validation=validation,
                       eval_every=eval_every, seed=seed, device=device, checkpoint=checkpoint,
-                      resume=resume, progress=progress, optimizer=optimizer)
+                      resume=resume, progress=progress, optimizer=optimizer,
+                      early_stopping=early_stopping)
     return trainer.fit(epochs)
 
 
@@ -121,7 +129,7 @@ class Trainer:
 
     def __init__(self, net, X, y, lr=None, batch_size=100, validation=None, eval_every=100,
                  seed=0, device="auto", checkpoint=None, resume=False, progress=None,
-                 optimizer=None):
+                 optimizer=None, early_stopping=None):
         if not isinstance(net, Network):
             raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
         if optimizer is None:
@@ -142,6 +150,14 @@ class Trainer:
         X = check.features("X", X, net.n_inputs, net.dtype)
         y = net.check_targets("y", y, X.shape[0])
         val = _check_validation(net, validation)
+        if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
+            raise ValueError("early_stopping must be a fastbp.EarlyStopping or None; got "
+                             f"{type(early_stopping).__name__}")
+        if early_stopping is not None and val is None:  # held out of the training data
+            X, y, *val = split(X, y, early_stopping.validation_fraction, self.seed,
+                               net.is_classifier)
+            val = tuple(val)
+        self.early_stopping = early_stopping
         if checkpoint is not None:
             checkpoint = check.file_path("checkpoint", checkpoint)
         self.resume = check.flag("resume", resume)
@@ -164,6 +180,11 @@ class Trainer:
             self._resumed_layers = saved.layers
         self.schedule = optimizers.Schedule(optimizer, X.shape[0], saved_state.get("schedule"))
         self._state_arrays = saved_state.get("arrays") or {}
+        self.watch = None
+        if early_stopping is not None:
+            self.watch = Watch(early_stopping, saved_state.get("stopping"),
+                               saved_state.get("stopping_arrays"))
+            self._mark_stop()
         self.X, self.y = X, y
         self._plan = self._stepper = self._run = self._state = None
         self._val_plan = None
@@ -173,7 +194,9 @@ class Trainer:
         n = X.shape[0]
         settings = {"lr": self.lr, "batch_size": min(self.batch_size, n), "seed": self.seed,
                     "n_samples": n, "eval_every": self.eval_every,
-                    "optimizer": self.optimizer.settings()}
+                    "optimizer": self.optimizer.settings(),
+                    "early_stopping": (self.early_stopping.settings()
+                                       if self.early_stopping is not None else None)}
         if self.checkpoint is not None:  # resuming on other data would silently differ
             settings["train_crc32"] = _fingerprint(X, y)  # so a refusal can say which
             settings["val_crc32"] = _fingerprint(*val) if val else None
@@ -211,7 +234,22 @@ class Trainer:
             for i, a in enumerate(part):
                 if a.size:
                     arrays[f"optimizer_{name}{i}"] = a
-        return {"arrays": arrays, "schedule": self.schedule.to_dict()}
+        state = {"arrays": arrays, "schedule": self.schedule.to_dict()}
+        if self.watch is not None:
+            arrays.update(self.watch.arrays())
+            state["stopping"] = self.watch.to_dict()
+        return state
+
+    def _mark_stop(self):
+        """Early stopping's record in the History."""
+        h, w = self.history, self.watch
+        h.val_scores, h.best_epoch, h.stopped_epoch = w.values, w.best_epoch, w.stopped_epoch
+        h.stop_reason = w.reason if w.stopped_epoch is not None else None
+
+    @property
+    def stopped(self):
+        """Whether early stopping has ended this run."""
+        return self.watch is not None and self.watch.stopped_epoch is not None
 
     def fit(self, epochs):
         """Train until ``epochs`` epochs are done in all; return the History.
@@ -219,6 +257,9 @@ class Trainer:
         Raises as ``train`` does; a run already past ``epochs`` is a
         ValueError, and one at ``epochs`` returns at once."""
         epochs = check.positive_int("epochs", epochs)
+        if self.stopped:  # (a resumed run that early stopping had ended: its weights)
+            self._adopt_resumed_layers()
+            return self.history
         if (self.epoch, self.step) > (epochs, 0):
             done = f"{self.epoch} epoch{'s' if self.epoch != 1 else ''}" + (
                 f" and {self.step} iterations" if self.step else "")
@@ -245,6 +286,8 @@ class Trainer:
                 compiled = compile_lock.seconds_spent() - compiling
                 history.epoch_seconds.append(time.perf_counter() - started - compiled)
                 self.schedule.epoch_ended(_epoch_mean(history, n, self.settings["batch_size"]))
+                if self.watch is not None:
+                    self._watch_epoch(run)
                 self.epoch, self.step = self.epoch + 1, 0
                 if self.checkpoint is not None:
                     run.stepper.sync()
@@ -252,16 +295,36 @@ class Trainer:
                                      self._saved_state())
                 if interrupted():
                     raise KeyboardInterrupt
+                if self.stopped:
+                    break
         run.stepper.sync()
         return history
+
+    def _watch_epoch(self, run):
+        """Early stopping after an epoch: evaluate, and on a stop give the
+        network its best weights back (where asked)."""
+        run.stepper.sync()
+        cost, error = run.evaluate()
+        value = cost if self.early_stopping.metric == "cost" else error
+        weights = list(run.Ws) + list(run.bs)
+        if self.watch.epoch_ended(self.epoch, value, weights) and self.watch.best_weights:
+            for a, best in zip(weights, self.watch.best_weights):
+                a[...] = best
+            run.stepper.push()
+        self._mark_stop()
+
+    def _adopt_resumed_layers(self):
+        """The checkpoint's weights into the network, once (at the first fit:
+        a refused fit leaves the network as it was)."""
+        if self._resumed_layers is not None:
+            self.net.layers, self._resumed_layers = self._resumed_layers, None
 
     def _prepare(self):
         """The run's stepper over the network's current weights: built at the
         first fit, rebuilt (keeping the first layer's plan) only where the
         network's arrays were replaced since."""
         net = self.net
-        if self._resumed_layers is not None:
-            net.layers, self._resumed_layers = self._resumed_layers, None
+        self._adopt_resumed_layers()
         Ws, bs = net.checked_layers()
         if self._run is not None and self._run.holds(Ws, bs):
             self._run.stepper.push()  # the host weights may have been edited in place
@@ -269,7 +332,8 @@ class Trainer:
         rows = self.settings["batch_size"]
         if self._plan is None and self.device == "cpu":
             self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows)
-        if self._val_plan is None and self.val is not None and self.eval_every:
+        if self._val_plan is None and self.val is not None and (
+                self.eval_every or self.watch is not None):
             # Validation runs every eval_every iterations: plan its first layer once.
             self._val_plan = first_layer.plan(net.sizes, net.dtype, self.val[0], rows, "repeat")
         if self._state is None:
@@ -319,13 +383,16 @@ class _Run:
         iteration = done_before + size
         if self.val is not None and self.eval_every and iteration % self.eval_every == 0:
             self.stepper.sync()
-            with _threads_like(self.stepper):
-                cost, error = evaluate_prepared(self.net, self.Ws, self.bs, *self.val,
-                                                self.val_plan)
+            cost, error = self.evaluate()
             h.val_iteration.append(iteration)
             h.val_cost.append(cost)
             h.val_error.append(error)
         return step + size
+
+    def evaluate(self):
+        """(cost, error) of the current weights on the validation set."""
+        with _threads_like(self.stepper):
+            return evaluate_prepared(self.net, self.Ws, self.bs, *self.val, self.val_plan)
 
     def _weights(self):
         """A copy of everything a step changes (weights, optimizer state)."""

@@ -125,3 +125,15 @@ def test_optimizers_match_the_reference(optimizer, dtype):
         assert rel_err(W, W_ref) <= RTOL[dtype], f"W of layer {index}"
         assert rel_err(b, b_ref) <= RTOL[dtype], f"b of layer {index}"
     assert rel_err(hist.batch_cost, ref_hist.batch_cost) <= RTOL[dtype]
+
+
+def test_early_stopping_stops_where_the_reference_does():
+    rng = np.random.default_rng(0)
+    X, y = rng.normal(size=(40, 3)), rng.integers(0, 2, 40)  # random labels: it stops
+    hists = []
+    for device in ("cuda", "numpy"):
+        net = fastbp.Network([3, 7, 2], dtype="float64", seed=1)
+        hists.append(fastbp.train(net, X, y, lr=0.5, batch_size=8, epochs=40, device=device,
+                                  eval_every=0, early_stopping=fastbp.EarlyStopping(patience=2)))
+    assert hists[0].stopped_epoch == hists[1].stopped_epoch is not None
+    assert rel_err(hists[0].val_scores, hists[1].val_scores) <= 1e-10
