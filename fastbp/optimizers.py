@@ -42,9 +42,16 @@ def _non_negative(name, value):
     return float(value)
 
 
-@dataclass(frozen=True)
+@dataclass(frozen=True, kw_only=True)
 class _Optimizer:
-    """What every optimizer shares: the rate, the penalty, the schedule."""
+    """What every optimizer shares: the penalty and the schedule (keyword
+    arguments; each optimizer's own come first, lr leading)."""
+
+    alpha: float = 0.0
+    schedule: str = "constant"
+    power_t: float = 0.5
+    n_iter_no_change: int = 10
+    tol: float = 1e-4
 
     def _check_shared(self):
         set_ = object.__setattr__  # frozen: normalise the checked values once
@@ -77,11 +84,6 @@ class SGD(_Optimizer):
     lr: float = 0.5
     momentum: float = 0.0
     nesterov: bool = False
-    alpha: float = 0.0
-    schedule: str = "constant"
-    power_t: float = 0.5
-    n_iter_no_change: int = 10
-    tol: float = 1e-4
 
     def __post_init__(self):
         self._check_shared()
@@ -104,11 +106,6 @@ class Adam(_Optimizer):
     beta1: float = 0.9
     beta2: float = 0.999
     eps: float = 1e-8
-    alpha: float = 0.0
-    schedule: str = "constant"
-    power_t: float = 0.5
-    n_iter_no_change: int = 10
-    tol: float = 1e-4
 
     def __post_init__(self):
         self._check_shared()

@@ -26,7 +26,7 @@ import math
 
 from numba import njit, prange
 
-from . import losses
+from . import losses, optim
 from .codes import (
     CROSS_ENTROPY,
     RULE_ADAM,
@@ -560,16 +560,7 @@ def optimizer_update(W, b, mW, mb, vW, vb, dW, db, rule, lr, hyper, decay):
             b[j], mb[j], _ = step(b[j], db[j], mb[j], zero, rule, lr, hyper)
 
 
-@njit(**SERIAL)
-def squared_norm(Ws):
-    """sum over layers of sum(W**2), in a fixed order: the L2 penalty's sum."""
-    total = Ws[0].dtype.type(0)
-    for l in range(len(Ws)):
-        W = Ws[l]
-        for j in range(W.shape[0]):
-            for k in range(W.shape[1]):
-                total += W[j, k] * W[j, k]
-    return total
+squared_norm = njit(**SERIAL)(optim.squared_norm)  # the body cuda.py compiles too
 
 
 @njit(**PARALLEL)

@@ -285,16 +285,7 @@ def _rule_items(W, b, mW, mb, vW, vb, dW, db, rule, lr, hyper, decay, t0, stride
             b[j], mb[j], _ = _step(b[j], db[j], mb[j], zero, rule, lr, hyper)
 
 
-@cuda.jit(device=True)
-def _squared_norm(Ws):
-    """sum over layers of sum(W**2) in a fixed serial order (one thread)."""
-    total = Ws[0].dtype.type(0)
-    for l in range(len(Ws)):
-        W = Ws[l]
-        for j in range(W.shape[0]):
-            for k in range(W.shape[1]):
-                total += W[j, k] * W[j, k]
-    return total
+_squared_norm = cuda.jit(device=True)(optim.squared_norm)  # run by one thread
 
 
 @cuda.jit(device=True)

@@ -50,3 +50,14 @@ def adam_rate(lr, beta1, beta2, t):
     """Adam's bias-corrected rate for update number t (from 1), in float64:
     lr sqrt(1 - beta2^t) / (1 - beta1^t)."""
     return lr * math.sqrt(1.0 - beta2 ** t) / (1.0 - beta1 ** t)
+
+
+def squared_norm(Ws):
+    """The sum of every W's squares (the L2 penalty's sum), in a fixed order."""
+    total = Ws[0].dtype.type(0)
+    for l in range(len(Ws)):
+        W = Ws[l]
+        for j in range(W.shape[0]):
+            for k in range(W.shape[1]):
+                total += W[j, k] * W[j, k]
+    return total
