@@ -28,6 +28,6 @@ _numba.set_num_threads(_numba.get_num_threads())
 
 __version__ = "0.1.0"
 
-__all__ = ["Network", "load", "train", "Trainer", "SGD", "Adam", "EarlyStopping", "backprop", "History",
-           "DataError",
+__all__ = ["Network", "load", "train", "Trainer", "SGD", "Adam", "EarlyStopping", "backprop",
+           "History", "DataError",
            "DivergenceError", "datasets", "reference", "__version__"]

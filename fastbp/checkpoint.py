@@ -17,7 +17,8 @@ def save_checkpoint(path, net, settings, epoch, step, history, state=None, expec
     """Write a checkpoint atomically: after ``epoch`` full epochs and ``step``
     further iterations, with the training ``settings`` that must match on
     resume and the optimizer's and early stopping's ``state`` ({"arrays":
-    {name: array}, "schedule": dict, "stopping": dict}, or None). ``expected`` as in ``storage.write_atomically`` (None: a
+    {name: array}, "schedule": dict, "stopping": dict}, or None).
+    ``expected`` as in ``storage.write_atomically`` (None: a
     new file; the identity of this run's last checkpoint: only that one is
     replaced). Returns the written file's ``storage.file_identity``."""
     arrays = net.weight_arrays()

@@ -187,7 +187,10 @@ def _run(o, ui):
     lr_given = click.get_current_context().get_parameter_source("lr") != ParameterSource.DEFAULT
     if o["optimizer"] == "adam" and not lr_given:
         o["lr"] = 0.001
-    optimizer = _optimizer(o)
+    try:  # values click's types let through (an infinite --alpha): usage errors too
+        optimizer = _optimizer(o)
+    except ValueError as exc:
+        raise click.UsageError(f"--{exc}".replace("--lr_schedule", "--lr-schedule")) from None
     if o["plot"] is not None:
         try:
             plotting.require_matplotlib()
@@ -214,7 +217,7 @@ def _run(o, ui):
     Xte = Xte.astype(net.dtype, copy=False)
     batch = min(o["batch_size"], Xtr.shape[0])
     try:  # a bad option value, so a usage error (exit 2), before anything is printed
-        if optimizer.rule != "adam":
+        if optimizer.rule == "sgd":  # as the library checks it
             check.sgd_step(o["lr"], batch, net.dtype, check.CLI)
     except ValueError as exc:
         raise click.UsageError(str(exc)) from None

@@ -64,7 +64,8 @@ def plan(sizes, dtype, X, batch_rows, purpose="train"):
     chunk, nothing built)."""
     panels = panels_worthwhile(sizes, dtype)
     if purpose == "once":
-        if sizes[1] >= config.SPARSE_MIN_UNITS and cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size:
+        sparse = cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size
+        if sizes[1] >= config.SPARSE_MIN_UNITS and sparse:
             return Plan(codes.FIRST_WT_LISTS, _no_rows(X.dtype), _no_masks())
         return Plan(codes.FIRST_PANELS if panels else codes.FIRST_W, _no_rows(X.dtype),
                     _no_masks())

@@ -133,21 +133,26 @@ class Schedule:
     """The rate of each epoch under an optimizer's schedule; its state
     (``to_dict``) goes into checkpoints."""
 
-    def __init__(self, optimizer, n_samples, state=None):
-        self.optimizer, self.n = optimizer, n_samples
+    def __init__(self, optimizer, state=None, seen=0):
+        """state : a checkpoint's ``to_dict`` (None: a fresh run); seen : the
+        samples trained on before, where a checkpoint does not say."""
+        self.optimizer = optimizer
         state = state or {}
         self.lr = float(state.get("lr", optimizer.lr))  # adaptive's current rate
         best = state.get("best")
         self.best = math.inf if best is None else float(best)
         self.stale = int(state.get("stale", 0))
+        self.seen = int(state.get("seen", seen))  # samples of the epochs done
 
-    def rate(self, epoch):
+    def rate(self):
+        """The rate of the next epoch."""
         if self.optimizer.schedule == "invscaling":
-            return self.optimizer.lr / (epoch * self.n + 1) ** self.optimizer.power_t
+            return self.optimizer.lr / (self.seen + 1) ** self.optimizer.power_t
         return self.lr
 
-    def epoch_ended(self, mean_cost):
-        """After an epoch of mean training cost ``mean_cost``: adaptive's count."""
+    def epoch_ended(self, n_samples, mean_cost):
+        """After an epoch over ``n_samples`` of mean training cost ``mean_cost``."""
+        self.seen += n_samples
         if self.optimizer.schedule != "adaptive":
             return
         self.stale = self.stale + 1 if mean_cost > self.best - self.optimizer.tol else 0
@@ -158,4 +163,4 @@ class Schedule:
 
     def to_dict(self):
         return {"lr": self.lr, "best": None if math.isinf(self.best) else self.best,
-                "stale": self.stale}
+                "stale": self.stale, "seen": self.seen}

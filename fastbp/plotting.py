@@ -1,4 +1,4 @@
-"""Training curves as in the textbook's (Lindholm et al.) Figures 6.7/6.8 (needs the ``plot`` extra).
+"""Training curves as in the textbook's Figures 6.7/6.8 (needs the ``plot`` extra).
 
 Left: cost; right: misclassification rate; both against the iteration, the
 training mini-batch in blue and the validation set in red. Drawn with

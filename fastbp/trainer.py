@@ -14,7 +14,7 @@ import numpy as np
 from . import backends, compile_lock, first_layer, optimizers
 from . import checks as check
 from .checkpoint import load_checkpoint, save_checkpoint
-from .errors import DivergenceError
+from .errors import DataError, DivergenceError
 from .history import History
 from .kernels.config import MAX_CHUNK
 from .stopping import EarlyStopping, Watch, split
@@ -153,7 +153,12 @@ class Trainer:
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
             raise ValueError("early_stopping must be a fastbp.EarlyStopping or None; got "
                              f"{type(early_stopping).__name__}")
-        if early_stopping is not None and val is None:  # held out of the training data
+        if early_stopping is not None and early_stopping.metric == "error" and (
+                not net.is_classifier):
+            raise ValueError("early_stopping: metric='error' is a misclassification rate; this "
+                             "network does regression: use metric='cost'")
+        self._held_out = early_stopping is not None and val is None
+        if self._held_out:  # held out of the training data
             X, y, *val = split(X, y, early_stopping.validation_fraction, self.seed,
                                net.is_classifier)
             val = tuple(val)
@@ -178,16 +183,24 @@ class Trainer:
             saved, self.epoch, self.step, self.history, saved_state = load_checkpoint(
                 checkpoint, net, self.settings)
             self._resumed_layers = saved.layers
-        self.schedule = optimizers.Schedule(optimizer, X.shape[0], saved_state.get("schedule"))
+        self.schedule = optimizers.Schedule(optimizer, saved_state.get("schedule"),
+                                            seen=self.epoch * X.shape[0])
         self._state_arrays = saved_state.get("arrays") or {}
         self.watch = None
         if early_stopping is not None:
             self.watch = Watch(early_stopping, saved_state.get("stopping"),
                                saved_state.get("stopping_arrays"))
+            if self.watch.best_weights is not None:
+                kept = [W for W, _ in self._resumed_layers] + [b for _, b in self._resumed_layers]
+                if len(self.watch.best_weights) != len(kept):
+                    raise DataError(f"{os.fsdecode(checkpoint)}: checkpoint's best weights are "
+                                    f"{len(self.watch.best_weights)} arrays, not {len(kept)}")
+                for i, (best, like) in enumerate(zip(self.watch.best_weights, kept)):
+                    _check_saved(checkpoint, f"stopping_best{i}", best, like)
             self._mark_stop()
         self.X, self.y = X, y
         self._plan = self._stepper = self._run = self._state = None
-        self._val_plan = None
+        self._val_plan = self._diverged = None
 
     def _settings(self, X, y, val):
         """What a checkpoint records of this run, and a resume must match."""
@@ -218,11 +231,14 @@ class Trainer:
                              f"{self.step}); change the data between epochs")
         X = check.features("X", X, self.net.n_inputs, self.net.dtype)
         y = self.net.check_targets("y", y, X.shape[0])
+        if self._held_out:  # early stopping watches a held-out part of this data too
+            X, y, *val = split(X, y, self.early_stopping.validation_fraction, self.seed,
+                               self.net.is_classifier)
+            self.val, self._val_plan = tuple(val), None
         settings = self._settings(X, y, self.val)
         if self.optimizer.rule == "sgd":
             check.sgd_step(self.lr, settings["batch_size"], self.net.dtype)
         self.X, self.y, self.settings = X, y, settings
-        self.schedule.n = X.shape[0]
         self.history.steps_per_epoch = math.ceil(X.shape[0] / settings["batch_size"])
         self._plan = self._stepper = self._run = None
 
@@ -257,6 +273,10 @@ class Trainer:
         Raises as ``train`` does; a run already past ``epochs`` is a
         ValueError, and one at ``epochs`` returns at once."""
         epochs = check.positive_int("epochs", epochs)
+        if self._diverged is not None:
+            raise ValueError(f"this Trainer's run diverged {self._diverged}; its state is "
+                             "that of the failed chunk: start a new Trainer (e.g. with a "
+                             "smaller learning rate)")
         if self.stopped:  # (a resumed run that early stopping had ended: its weights)
             self._adopt_resumed_layers()
             return self.history
@@ -267,11 +287,19 @@ class Trainer:
                      else "cannot train")
             raise ValueError(f"{where}: it has already run {done}, more than epochs={epochs}")
         run = self._prepare()
+        try:
+            return self._epochs(run, epochs)
+        except DivergenceError as exc:
+            self._diverged = f"at iteration {exc.iteration}"
+            raise
+
+    def _epochs(self, run, epochs):
+        """fit's loop over the epochs left."""
         history, n = self.history, self.X.shape[0]
         with _deferred_interrupt(self.checkpoint is not None) as interrupted:
             while self.epoch < epochs:
                 order = epoch_order(self.seed, self.epoch, n)
-                run.lr = self.schedule.rate(self.epoch)
+                run.lr = self.schedule.rate()
                 started, compiling = time.perf_counter(), compile_lock.seconds_spent()
                 while self.step < history.steps_per_epoch:
                     self.step = run.chunk(order, self.epoch, self.step)
@@ -285,7 +313,8 @@ class Trainer:
                 # Compiling the kernels happens once per shape: not the epoch's speed.
                 compiled = compile_lock.seconds_spent() - compiling
                 history.epoch_seconds.append(time.perf_counter() - started - compiled)
-                self.schedule.epoch_ended(_epoch_mean(history, n, self.settings["batch_size"]))
+                mean = _epoch_mean(history, n, self.settings["batch_size"])
+                self.schedule.epoch_ended(n, mean)
                 if self.watch is not None:
                     self._watch_epoch(run)
                 self.epoch, self.step = self.epoch + 1, 0
@@ -333,15 +362,18 @@ class Trainer:
         if self._plan is None and self.device == "cpu":
             self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows)
         if self._val_plan is None and self.val is not None and (
-                self.eval_every or self.watch is not None):
+                self.eval_every or self.watch is not None):  # evaluated repeatedly
             # Validation runs every eval_every iterations: plan its first layer once.
             self._val_plan = first_layer.plan(net.sizes, net.dtype, self.val[0], rows, "repeat")
         if self._state is None:
-            self._state = _optimizer_state(self.optimizer, Ws, bs, self._state_arrays)
+            self._state = _optimizer_state(self.optimizer, Ws, bs, self._state_arrays,
+                                           self.checkpoint if self.resume else None)
         self._stepper = backends.make_stepper(self.device, net, Ws, bs, self.X, self.y,
                                               rows, self._plan, self.optimizer, self._state)
-        self._run = _Run(net, Ws, bs, self._stepper, self.history, self.lr, self.eval_every,
-                         self.val, self._val_plan, self._state)
+        # A held-out set is early stopping's alone: not evaluated every eval_every.
+        self._run = _Run(net, Ws, bs, self._stepper, self.history, self.lr,
+                         0 if self._held_out else self.eval_every, self.val, self._val_plan,
+                         self._state)
         return self._run
 
 
@@ -487,10 +519,11 @@ def _epoch_mean(history, n, batch_size):
     return float(costs @ sizes / n)
 
 
-def _optimizer_state(optimizer, Ws, bs, saved):
+def _optimizer_state(optimizer, Ws, bs, saved, checkpoint=None):
     """(mWs, mbs, vWs, vbs) for ``kernels.arguments.Params``: zeros shaped
-    like the parameters for each set the rule keeps (a checkpoint's where it
-    has them), empty arrays for the others."""
+    like the parameters for each set the rule keeps (the ``checkpoint``'s,
+    when resuming from one, which must hold them all), empty arrays for the
+    others."""
     sets = optimizers.state_sets(optimizer)
     parts = []
     for index, (name, like) in enumerate((("mW", Ws), ("mb", bs), ("vW", Ws), ("vb", bs))):
@@ -501,9 +534,20 @@ def _optimizer_state(optimizer, Ws, bs, saved):
                 part.append(np.zeros((0,) * a.ndim, a.dtype))
                 continue
             old = saved.get(f"optimizer_{name}{i}")
+            if checkpoint is not None:
+                _check_saved(checkpoint, f"optimizer_{name}{i}", old, a)
             part.append(np.array(old, a.dtype) if old is not None else np.zeros_like(a))
         parts.append(tuple(part))
     return tuple(parts)
+
+
+def _check_saved(path, key, saved, like):
+    """A checkpoint's array ``key`` must be there, real, and shaped like ``like``."""
+    if saved is None:
+        raise DataError(f"{os.fsdecode(path)}: checkpoint is incomplete (no {key})")
+    if saved.shape != like.shape or saved.dtype.kind != "f":
+        raise DataError(f"{os.fsdecode(path)}: checkpoint's {key} is {saved.dtype} "
+                        f"{saved.shape}, not {like.dtype} {like.shape}")
 
 
 class _CheckpointFile:

@@ -244,8 +244,9 @@ def _mask_group(pixel_row, block_row, k0, bits):
     pixels (a nibble of ``bits`` that is not zero)."""
     pixel_row[k0 // WORD] |= np.uint64(bits) << np.uint64(k0 % WORD)
     nibbles = bits | (bits >> np.uint32(1)) | (bits >> np.uint32(2)) | (bits >> np.uint32(3))
-    quad = ((nibbles & np.uint32(1)) | ((nibbles >> np.uint32(3)) & np.uint32(2))
-            | ((nibbles >> np.uint32(6)) & np.uint32(4)) | ((nibbles >> np.uint32(9)) & np.uint32(8)))
+    one, two, four, eight = np.uint32(1), np.uint32(2), np.uint32(4), np.uint32(8)
+    quad = ((nibbles & one) | ((nibbles >> np.uint32(3)) & two)
+            | ((nibbles >> np.uint32(6)) & four) | ((nibbles >> np.uint32(9)) & eight))
     q0 = k0 // SKIP_ROWS
     block_row[q0 // WORD] |= np.uint64(quad) << np.uint64(q0 % WORD)
 

@@ -42,9 +42,9 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
     * samples[q, :sample_counts[q]]: the samples (ascending) non-zero at
       any of the pixels 4q .. 4q+3 (SKIP_ROWS = 4).
 
-    Xb : (n_b, P) output; pixel_words, block_words : the training set's
-    the training set's bit masks (``cpu_sparse.compress_rows``); indptr, indices, values : its ``compress_rows``; rows :
-    (n_b,). The lists are unsigned: indexing with them needs no check for
+    Xb : (n_b, P) output; pixel_words, block_words : the training set's bit
+    masks and indptr, indices, values its rows, all from
+    ``cpu_sparse.compress_rows``; rows : (n_b,). The lists are unsigned: indexing with them needs no check for
     negative indices in the tiles' inner loops.
 
     Work items: one per block of 8 samples (its dense rows, then its pixel

@@ -511,7 +511,8 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
     act, loss = model
     Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, dWs, dbs = work
     X, labels, targets = data
-    order, first_step, n_steps, batch_size, lr, rule, momentum, beta1, beta2, eps, alpha, t_0 = steps
+    order, first_step, n_steps, batch_size, lr, rule = steps[:6]
+    momentum, beta1, beta2, eps, alpha, t_0 = steps[6:]
     batch_cost, batch_error = out
     dtype = Ws[0].dtype.type
     hyper = (dtype(momentum), dtype(beta1), dtype(1.0 - beta1), dtype(beta2), dtype(1.0 - beta2),

@@ -722,3 +722,8 @@ def test_the_training_line_names_the_optimizer(tiny):
     result = invoke("--data-dir", tiny, *FAST, "--optimizer", "momentum", "--alpha", "0.01")
     assert result.exit_code == 0, result.stderr
     assert "training SGD momentum 0.9 lr 0.5, alpha 0.01, batch 20" in result.stdout
+
+
+def test_an_optimizer_value_click_lets_through_is_a_usage_error(tiny):
+    result = invoke("--data-dir", tiny, *FAST, "--alpha", "inf")
+    assert_one_error_line(result, 2, "--alpha", "inf")

@@ -2,6 +2,8 @@
 reference against scikit-learn's own optimizers, the compiled loop against
 the reference, checkpoints that resume them bit for bit."""
 
+import re
+
 import numpy as np
 import pytest
 from conftest import RTOL, rel_err
@@ -132,16 +134,21 @@ def test_resume_refuses_another_optimizer(tmp_path):
 
 def test_schedules_follow_scikit_learn():
     sgd = fastbp.SGD(lr=0.4, schedule="invscaling", power_t=0.25)
-    schedule = optimizers.Schedule(sgd, 100)
-    assert [schedule.rate(e) for e in range(3)] == [0.4, 0.4 / 101 ** 0.25, 0.4 / 201 ** 0.25]
+    schedule = optimizers.Schedule(sgd)
+    rates = []
+    for n in (100, 100, 50):  # t: the samples seen before each epoch, whatever their epochs
+        rates.append(schedule.rate())
+        schedule.epoch_ended(n, 1.0)
+    assert rates == [0.4, 0.4 / 101 ** 0.25, 0.4 / 201 ** 0.25]
+    assert schedule.rate() == 0.4 / 251 ** 0.25
     adaptive = optimizers.Schedule(fastbp.SGD(lr=0.4, schedule="adaptive",
-                                              n_iter_no_change=2, tol=0.1), 100)
+                                              n_iter_no_change=2, tol=0.1))
     for cost in (1.0, 0.95, 0.93, 0.92):  # improves by less than tol three times
-        adaptive.epoch_ended(cost)
-    assert adaptive.rate(9) == pytest.approx(0.08) and adaptive.stale == 0
-    adaptive.epoch_ended(0.5)  # a real improvement: counted afresh
-    assert adaptive.rate(9) == pytest.approx(0.08) and adaptive.best == 0.5
-    restored = optimizers.Schedule(adaptive.optimizer, 100, adaptive.to_dict())
+        adaptive.epoch_ended(100, cost)
+    assert adaptive.rate() == pytest.approx(0.08) and adaptive.stale == 0
+    adaptive.epoch_ended(100, 0.5)  # a real improvement: counted afresh
+    assert adaptive.rate() == pytest.approx(0.08) and adaptive.best == 0.5
+    restored = optimizers.Schedule(adaptive.optimizer, adaptive.to_dict())
     assert restored.to_dict() == adaptive.to_dict()
 
 
@@ -210,3 +217,32 @@ def test_divergence_stops_at_the_last_finite_step_with_the_state_of_that_step(na
                            errors) == finite
     for (W, b), (W_ref, b_ref) in zip(net.layers, ref.layers):
         assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
+
+
+def test_a_damaged_checkpoint_s_optimizer_state_is_a_data_error(tmp_path):
+    X, y = data()
+    path = tmp_path / "run.npz"
+    kwargs = dict(optimizer=OPTIMIZERS["momentum"], batch_size=32, device="cpu")
+    fastbp.train(fastbp.Network([40, 48, 4], seed=2), X, y, epochs=1, checkpoint=path,
+                 **kwargs)
+    arrays = dict(np.load(path))
+    for damage, words in ((lambda a: a.update(optimizer_mW0=np.zeros((2, 3))), "(2, 3)"),
+                          (lambda a: a.pop("optimizer_mb1"), "no optimizer_mb1")):
+        broken = dict(arrays)
+        damage(broken)
+        bad = tmp_path / "bad.npz"
+        np.savez(bad, **broken)
+        with pytest.raises(fastbp.DataError, match=re.escape(words)):
+            fastbp.train(fastbp.Network([40, 48, 4], seed=2), X, y, epochs=2, checkpoint=bad,
+                         resume=True, **kwargs)
+
+
+def test_a_trainer_whose_run_diverged_refuses_to_go_on():
+    X, y = data(n=400)
+    X[399] = np.sign(X[399]) * 1e308
+    trainer = fastbp.Trainer(fastbp.Network([40, 48, 4], dtype="float64", seed=2), X, y,
+                             optimizer=fastbp.Adam(lr=0.5), batch_size=20, device="cpu")
+    with pytest.raises(fastbp.DivergenceError):
+        trainer.fit(1)
+    with pytest.raises(ValueError, match="diverged at iteration"):
+        trainer.fit(1)

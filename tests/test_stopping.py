@@ -114,8 +114,26 @@ def test_a_resumed_run_stops_where_an_uninterrupted_one_does(tmp_path):
     (lambda: fastbp.train(fastbp.Network([3, 2]), np.ones((1, 3)), [0],
                           early_stopping=fastbp.EarlyStopping()),
      ["validation_fraction", "1 samples"]),
+    (lambda: fastbp.train(fastbp.Network([3, 1], loss="squared_error"), np.ones((9, 3)),
+                          np.ones(9), early_stopping=fastbp.EarlyStopping(metric="error")),
+     ["metric='error'", "regression"]),
 ])
 def test_bad_early_stopping_settings_are_value_errors_naming_them(call, words):
     with pytest.raises(ValueError) as info:
         call()
     assert all(word in str(info.value) for word in words), str(info.value)
+
+
+def test_a_held_out_set_is_early_stopping_s_alone_and_new_data_is_split_too():
+    X, y = noisy()
+    rule = fastbp.EarlyStopping(patience=50, validation_fraction=0.2)
+    trainer = fastbp.Trainer(fastbp.Network([20, 8, 3], seed=1), X, y, batch_size=20,
+                             eval_every=5, early_stopping=rule, device="cpu")
+    trainer.fit(1)
+    assert trainer.history.val_iteration == []  # not the user's validation set
+    assert trainer.history.steps_per_epoch == 240 // 20
+    X2, y2 = noisy(seed=4, n=200)
+    trainer.set_data(X2, y2)
+    trainer.fit(2)
+    assert trainer.history.steps_per_epoch == 160 // 20  # 40 of the 200 held out
+    assert trainer.val[0].shape[0] == 40
