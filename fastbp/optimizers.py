@@ -18,6 +18,8 @@ import math
 import numbers
 from dataclasses import asdict, dataclass
 
+import numpy as np
+
 from . import checks as check
 from .kernels import codes
 
@@ -127,6 +129,28 @@ def kernel_settings(optimizer):
 def state_sets(optimizer):
     """How many arrays of state each parameter has: 0, 1 (velocity), 2 (Adam)."""
     return {"sgd": 0, "momentum": 1, "nesterov": 1, "adam": 2}[optimizer.rule]
+
+
+def state_arrays(optimizer, Ws, bs, saved=None, check_saved=None):
+    """(mWs, mbs, vWs, vbs) for ``kernels.arguments.Params``: for each set the
+    rule keeps, arrays shaped like the parameters (``saved``'s
+    ``optimizer_<name><i>`` arrays where given, else zeros), empty arrays for
+    the others. check_saved(key, array or None, like), where given, vets each
+    saved array first (a resumed checkpoint must hold them all)."""
+    sets, saved = state_sets(optimizer), saved or {}
+    parts = []
+    for index, (name, like) in enumerate((("mW", Ws), ("mb", bs), ("vW", Ws), ("vb", bs))):
+        part = []
+        for i, a in enumerate(like):
+            if sets <= index // 2:
+                part.append(np.zeros((0,) * a.ndim, a.dtype))
+                continue
+            old = saved.get(f"optimizer_{name}{i}")
+            if check_saved is not None:
+                check_saved(f"optimizer_{name}{i}", old, a)
+            part.append(np.array(old, a.dtype) if old is not None else np.zeros_like(a))
+        parts.append(tuple(part))
+    return tuple(parts)
 
 
 class Schedule:

@@ -366,8 +366,10 @@ class Trainer:
             # Validation runs every eval_every iterations: plan its first layer once.
             self._val_plan = first_layer.plan(net.sizes, net.dtype, self.val[0], rows, "repeat")
         if self._state is None:
-            self._state = _optimizer_state(self.optimizer, Ws, bs, self._state_arrays,
-                                           self.checkpoint if self.resume else None)
+            saved = self._state_arrays
+            check_saved = (None if not self.resume else
+                           lambda key, old, like: _check_saved(self.checkpoint, key, old, like))
+            self._state = optimizers.state_arrays(self.optimizer, Ws, bs, saved, check_saved)
         self._stepper = backends.make_stepper(self.device, net, Ws, bs, self.X, self.y,
                                               rows, self._plan, self.optimizer, self._state)
         # A held-out set is early stopping's alone: not evaluated every eval_every.
@@ -517,28 +519,6 @@ def _epoch_mean(history, n, batch_size):
     sizes = np.full(costs.shape[0], batch_size, np.float64)
     sizes[-1] = n - batch_size * (costs.shape[0] - 1)
     return float(costs @ sizes / n)
-
-
-def _optimizer_state(optimizer, Ws, bs, saved, checkpoint=None):
-    """(mWs, mbs, vWs, vbs) for ``kernels.arguments.Params``: zeros shaped
-    like the parameters for each set the rule keeps (the ``checkpoint``'s,
-    when resuming from one, which must hold them all), empty arrays for the
-    others."""
-    sets = optimizers.state_sets(optimizer)
-    parts = []
-    for index, (name, like) in enumerate((("mW", Ws), ("mb", bs), ("vW", Ws), ("vb", bs))):
-        used = sets > index // 2
-        part = []
-        for i, a in enumerate(like):
-            if not used:
-                part.append(np.zeros((0,) * a.ndim, a.dtype))
-                continue
-            old = saved.get(f"optimizer_{name}{i}")
-            if checkpoint is not None:
-                _check_saved(checkpoint, f"optimizer_{name}{i}", old, a)
-            part.append(np.array(old, a.dtype) if old is not None else np.zeros_like(a))
-        parts.append(tuple(part))
-    return tuple(parts)
 
 
 def _check_saved(path, key, saved, like):

@@ -7,11 +7,9 @@ reports per-iteration cost and error; ``fastbp.trainer`` orchestrates it.
 
 import importlib.util
 
-import numpy as np
-
 from .. import checks as check
 from ..network import Network
-from ..optimizers import SGD, state_sets
+from ..optimizers import SGD, state_arrays
 
 DEVICES = ("auto", "cpu", "cuda", "numpy")
 
@@ -78,18 +76,13 @@ def make_stepper(device, net, Ws, bs, X, y, batch_size, plan=None, optimizer=Non
     (None: fresh zeros)."""
     optimizer = optimizer if optimizer is not None else SGD()
     if state is None:
-        state = _fresh_state(optimizer, Ws, bs)
+        state = state_arrays(optimizer, Ws, bs)
     if device == "cpu":
         return _device(device).CpuStepper(net, Ws, bs, X, y, batch_size, plan, optimizer, state)
     if device == "cuda":
         return _device(device).CudaStepper(net, Ws, bs, X, y, batch_size, optimizer, state)
     return _device(device).NumpyStepper(net, Ws, bs, X, y, batch_size, optimizer, state)
 
-
-def _fresh_state(optimizer, Ws, bs):
-    sets = state_sets(optimizer)
-    return tuple(tuple(np.zeros_like(a) if sets > index // 2 else np.zeros((0,) * a.ndim, a.dtype)
-                       for a in like) for index, like in enumerate((Ws, bs, Ws, bs)))
 
 
 def _device(device):
