@@ -87,10 +87,11 @@ def load_checkpoint(path, net, settings):
 # Settings whose raw name would puzzle a user in an error message.
 _DESCRIBE = {"data_crc32": "training/validation data of CRC-32",
              "train_crc32": "training data (X, y) of CRC-32",
-             "val_crc32": "validation data of CRC-32"}
+             "val_crc32": "validation data of CRC-32",
+             "weights_crc32": "sample and class weights of CRC-32"}
 # Settings that checkpoints of earlier versions do not hold ("optimizer": None,
 # plain SGD at a constant rate, is what every one of them was trained with).
-_ADDED_LATER = {"train_crc32", "val_crc32"}
+_ADDED_LATER = {"train_crc32", "val_crc32", "weights_crc32", "shuffle"}
 # A batch_size is stored as used: at most the number of samples.
 _CAPPED = " (a batch_size above the number of samples counts as that number)"
 
@@ -98,6 +99,8 @@ _CAPPED = " (a batch_size above the number of samples counts as that number)"
 def _setting(key, value):
     if key == "val_crc32" and value is None:
         return "no validation data"
+    if key == "weights_crc32" and value is None:
+        return "no sample or class weights"
     return f"{_DESCRIBE.get(key, key)}={value!r}"
 
 

@@ -177,6 +177,42 @@ def targets(name, y, n_samples, n_outputs, dtype):
     return _finite(name, a, converted)
 
 
+def binary_targets(name, y, n_samples, n_outputs, dtype):
+    """Targets of logistic outputs: ``targets`` whose values lie in [0, 1]
+    (0/1 labels, an indicator matrix, or probabilities)."""
+    a = targets(name, y, n_samples, n_outputs, dtype)
+    outside = (a < 0) | (a > 1)
+    if outside.any():
+        index = tuple(int(i) for i in np.argwhere(outside)[0])
+        raise ValueError(f"{name}[{', '.join(map(str, index))}] = {a[index].item()!r}: "
+                         "binary_cross_entropy needs targets in [0, 1] (0/1 labels or an "
+                         "indicator matrix)")
+    return a
+
+
+def sample_weight(name, w, n_samples, dtype=np.float64):
+    """Per-sample weights as a C-contiguous (n,) array of ``dtype``: finite,
+    non-negative, not all zero."""
+    try:
+        a = np.asarray(w)
+    except Exception as exc:
+        raise ValueError(f"{name} could not be read as an array: {exc}") from None
+    if not np.issubdtype(a.dtype, np.number) or a.dtype == bool or np.iscomplexobj(a):
+        raise ValueError(f"{name} must hold real numbers; got dtype {a.dtype}")
+    if a.ndim != 1 or a.shape[0] != n_samples:
+        raise ValueError(f"{name} must have shape ({n_samples},), one weight per sample; got "
+                         f"shape {a.shape}")
+    a = np.ascontiguousarray(a, dtype=dtype)
+    bad = ~np.isfinite(a) | (a < 0)
+    if bad.any():
+        i = int(np.flatnonzero(bad)[0])
+        raise ValueError(f"{name}[{i}] = {a[i].item()!r}: sample weights must be finite and "
+                         "non-negative")
+    if n_samples and not a.any():
+        raise ValueError(f"{name} is all zeros: no sample would count")
+    return a
+
+
 def _inputs_of(name):
     """The inputs that go with labels or targets ``name``: "validation y" ->
     "validation X"."""

@@ -26,9 +26,11 @@ class Network:
         ``[784, 10]`` is logistic regression, ``[784, 200, 10]`` Example 6.2.
     activation : "relu" | "sigmoid" | "tanh" | "identity"
         h of every hidden layer (the last layer has none, (6.24c)).
-    loss : "cross_entropy" | "squared_error"
-        Softmax cross-entropy for M-class classification (6.20; M >= 2), or
-        squared error for regression with M outputs (6.19).
+    loss : "cross_entropy" | "squared_error" | "binary_cross_entropy"
+        Softmax cross-entropy for M-class classification (6.20; M >= 2),
+        squared error for regression with M outputs (6.19), or binary
+        cross-entropy of M logistic outputs: binary classification (M = 1)
+        or M independent labels (multi-label, y an indicator matrix).
     dtype : "float32" | "float64"
     seed : int
         Seed of the initial weights.
@@ -84,6 +86,12 @@ class Network:
 
     @property
     def is_classifier(self):
+        """True for both classification losses (an error rate is defined)."""
+        return self.loss != "squared_error"
+
+    @property
+    def takes_labels(self):
+        """True when y holds class labels (cross_entropy); else (n, M) targets."""
         return self.loss == "cross_entropy"
 
     def __repr__(self):
@@ -137,17 +145,29 @@ class Network:
         return out
 
     def predict_proba(self, X):
-        """softmax(Z_L) (6.16d): class probabilities, (n, M). Classification only."""
+        """softmax(Z_L) (6.16d): class probabilities, (n, M); for logistic
+        outputs each output's sigmoid(Z_L), (n, M). Classification only."""
         if not self.is_classifier:
-            raise ValueError("predict_proba needs loss='cross_entropy'; this net does regression")
+            raise ValueError("predict_proba needs a classification loss (cross_entropy or "
+                             "binary_cross_entropy); this net does "
+                             "regression")
         Z = self.forward(X)
+        if not self.takes_labels:
+            return 1 / (1 + np.exp(-Z))
         E = np.exp(Z - Z.max(axis=1, keepdims=True))
         return E / E.sum(axis=1, keepdims=True)
 
     def predict(self, X):
-        """Classes (argmax of the logits, int64 (n,)), or Z_L (n, M) for regression."""
+        """Classes (argmax of the logits, int64 (n,)); for logistic outputs
+        the 0/1 labels (sigmoid above 1/2), int64 (n,) for one output or (n, M);
+        or Z_L (n, M) for regression."""
         Z = self.forward(X)
-        return Z.argmax(axis=1) if self.is_classifier else Z
+        if self.takes_labels:
+            return Z.argmax(axis=1)
+        if self.is_classifier:
+            labels = (Z > 0).astype(np.int64)
+            return labels[:, 0] if self.n_outputs == 1 else labels
+        return Z
 
     def evaluate(self, X, y):
         """(cost, error) on a data set: the mean cost J (6.18) and the
@@ -158,9 +178,11 @@ class Network:
         return evaluate_prepared(self, Ws, bs, X, y)
 
     def check_targets(self, name, y, n_samples):
-        """Labels (cross_entropy) or targets (squared_error), checked and converted."""
-        if self.is_classifier:
+        """Labels (cross_entropy) or targets (the other losses), checked and converted."""
+        if self.takes_labels:
             return checks.labels(name, y, n_samples, self.n_outputs)
+        if self.is_classifier:
+            return checks.binary_targets(name, y, n_samples, self.n_outputs, self.dtype)
         return checks.targets(name, y, n_samples, self.n_outputs, self.dtype)
 
     # --- persistence -------------------------------------------------------
@@ -191,18 +213,28 @@ def evaluate_prepared(net, Ws, bs, X, y, plan=None):
     n = X.shape[0]
     dZ = np.empty((min(CHUNK_ROWS, n), net.n_outputs), net.dtype)
     row_loss = np.empty(dZ.shape[0], net.dtype)
+    unweighted = np.zeros(0, net.dtype)
+    loss = codes.LOSSES[net.loss]
     total_cost, wrong = 0.0, 0
     for start, Z in forward_chunks(net, Ws, bs, X, CHUNK_ROWS, plan):
         m = Z.shape[0]
         yc = y[start:start + m]
-        if net.is_classifier:
-            J = cpu.softmax_cross_entropy(dZ[:m], row_loss[:m], Z, yc)
+        labels, targets = split_targets(net, yc)
+        J = cpu.output_loss(dZ[:m], row_loss[:m], Z, labels, targets, unweighted, loss)
+        if net.takes_labels:
             wrong += cpu.count_misclassified(Z, yc)
-        else:
-            J = cpu.squared_error(dZ[:m], row_loss[:m], Z, yc)
+        elif net.is_classifier:
+            wrong += cpu.count_label_misses(Z, yc)
         total_cost += float(J) * m
     error = wrong / n if net.is_classifier else math.nan
     return total_cost / n, error
+
+
+def split_targets(net, y):
+    """(labels, targets) for the kernels: the unused one is an empty array."""
+    if net.takes_labels:
+        return y, np.zeros((0, net.n_outputs), net.dtype)
+    return np.zeros(0, np.int64), y
 
 
 def load(path):

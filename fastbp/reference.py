@@ -4,12 +4,14 @@ Every kernel is tested against this module. It favours clarity over speed:
 one line per equation, equation numbers in the comments, no in-place tricks.
 """
 
+import math
+
 import numpy as np
 
 from . import checks as check
 
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
-LOSSES = ("cross_entropy", "squared_error")
+LOSSES = ("cross_entropy", "squared_error", "binary_cross_entropy")
 
 
 def activation(Z, name):
@@ -61,31 +63,62 @@ def softmax(Z):
     return E / E.sum(axis=1, keepdims=True)
 
 
-def cost_and_output_gradient(Z, y, loss):
+def cost_and_output_gradient(Z, y, loss, sample_weight=None):
     """J and dZ_L for a batch (Alg. 6.1 lines 7-13).
 
     cross_entropy: y holds integer labels (n,); J = mean(-z_y + log sum exp z)
     (6.20), dZ = softmax(Z) - onehot(y) (6.26b).
     squared_error: y holds targets (n,) or (n, M); J = mean ||y - z||^2 (6.19),
     dZ = -2 (y - Z) (6.26a).
+    binary_cross_entropy: y holds targets in [0, 1], (n,) or (n, M), each
+    output a logistic unit; J = mean sum_j -y log s(z) - (1 - y) log(1 - s(z))
+    with s the sigmoid, dZ = s(Z) - y.
+
+    sample_weight (n,), non-negative: J becomes the weighted mean
+    sum_i w_i J_i / sum_i w_i and row i of dZ is scaled by n w_i / sum w, so
+    that (6.27c/d)'s 1/n turns the gradient into the weighted mean too
+    (scikit-learn's MLP semantics).
     """
     n = Z.shape[0]
     if loss == "cross_entropy":
         m = Z.max(axis=1, keepdims=True)
         log_sum_exp = m[:, 0] + np.log(np.exp(Z - m).sum(axis=1))
-        J = np.mean(log_sum_exp - Z[np.arange(n), y])  # line 12
+        rows = log_sum_exp - Z[np.arange(n), y]  # line 12, per sample
         dZ = softmax(Z)
         dZ[np.arange(n), y] -= 1  # line 13
-        return J, dZ
-    if loss == "squared_error":
+    elif loss == "squared_error":
+        R = np.asarray(y, dtype=Z.dtype).reshape(n, -1) - Z
+        rows = np.sum(R * R, axis=1)  # line 9
+        dZ = -2 * R  # line 10
+    elif loss == "binary_cross_entropy":
         Y = np.asarray(y, dtype=Z.dtype).reshape(n, -1)
-        R = Y - Z
-        J = np.mean(np.sum(R * R, axis=1))  # line 9
-        return J, -2 * R  # line 10
-    raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+        # -log s(z) = log(1 + e^-z) and -log(1 - s(z)) = log(1 + e^z), overflow-free
+        rows = np.sum(Y * np.logaddexp(0, -Z) + (1 - Y) * np.logaddexp(0, Z), axis=1)
+        dZ = 1 / (1 + np.exp(-Z)) - Y
+    else:
+        raise ValueError(f"loss must be one of {LOSSES}, got {loss!r}")
+    if sample_weight is None:
+        return np.mean(rows), dZ
+    w = np.asarray(sample_weight, dtype=np.float64)
+    if not w.any():  # a batch of weight 0 changes nothing
+        return 0.0, np.zeros_like(dZ)
+    J = np.sum(w * rows) / np.sum(w)
+    return J, dZ * (n * w / np.sum(w))[:, None].astype(Z.dtype)
 
 
-def backprop(layers, X, y, activation, loss):
+def error_rate(Z, y, loss):
+    """The fraction of rows misclassified: argmax against the label
+    (cross_entropy), any logistic output on the wrong side of 1/2 against its
+    0/1 target (binary_cross_entropy); NaN for squared_error."""
+    if loss == "cross_entropy":
+        return float(np.mean(Z.argmax(axis=1) != y))
+    if loss == "binary_cross_entropy":
+        Y = np.asarray(y).reshape(Z.shape[0], -1)
+        return float(np.mean(((Z > 0) != (Y > 0.5)).any(axis=1)))
+    return math.nan
+
+
+def backprop(layers, X, y, activation, loss, sample_weight=None):
     """Algorithm 6.1: cost J and gradients of one mini-batch.
 
     Parameters
@@ -93,9 +126,11 @@ def backprop(layers, X, y, activation, loss):
     layers : list of (W, b), W : (U_l, U_{l-1}), b : (U_l,)
     X : (n_b, p) inputs, one row per sample (6.13)
     y : (n_b,) int labels for cross_entropy; (n_b,) or (n_b, M) targets
-        for squared_error
+        for squared_error and binary_cross_entropy
     activation : "relu" | "sigmoid" | "tanh" | "identity" (hidden layers)
-    loss : "cross_entropy" | "squared_error"
+    loss : "cross_entropy" | "squared_error" | "binary_cross_entropy"
+    sample_weight : (n_b,) non-negative weights, or None (all 1); see
+        ``cost_and_output_gradient``
 
     Returns
     -------
@@ -107,7 +142,9 @@ def backprop(layers, X, y, activation, loss):
     and return a wrong answer).
     """
     X, y = _checked(layers, X, y, activation, loss)
-    J, grads, _ = backprop_with_output(layers, X, y, activation, loss)
+    if sample_weight is not None:
+        sample_weight = check.sample_weight("sample_weight", sample_weight, X.shape[0])
+    J, grads, _ = backprop_with_output(layers, X, y, activation, loss, sample_weight)
     return J, grads
 
 
@@ -134,15 +171,17 @@ def _checked(layers, X, y, activation, loss):
     if loss == "cross_entropy":
         return X, check.labels("y", y, X.shape[0], width)
     dtype = X.dtype if np.issubdtype(X.dtype, np.floating) else np.float64
+    if loss == "binary_cross_entropy":
+        return X, check.binary_targets("y", y, X.shape[0], width, dtype)
     return X, check.targets("y", y, X.shape[0], width, dtype)
 
 
-def backprop_with_output(layers, X, y, activation, loss):
+def backprop_with_output(layers, X, y, activation, loss, sample_weight=None):
     """``backprop`` that also returns Z_L, the output of the forward pass."""
     act_name = activation
     n = X.shape[0]
     Zs, Qs = forward(layers, X, act_name)
-    J, dZ = cost_and_output_gradient(Zs[-1], y, loss)
+    J, dZ = cost_and_output_gradient(Zs[-1], y, loss, sample_weight)
     grads = [None] * len(layers)
     dQ = None  # dQ of the layer being visited; the layer above sets it
     for index in range(len(layers) - 1, -1, -1):
@@ -168,7 +207,8 @@ def sgd_step(layers, grads, lr):
 
 def penalty(layers, alpha, n_b):
     """The L2 penalty's cost, alpha / (2 n_b) * sum of every W's squares
-    (biases are not penalised), added to J of (6.19)/(6.20)."""
+    (biases are not penalised), added to J of (6.19)/(6.20). With sample
+    weights, n_b is their sum (scikit-learn's sw_sum)."""
     return alpha / (2 * n_b) * sum(float(np.sum(W * W)) for W, _ in layers)
 
 

@@ -53,17 +53,17 @@ class EarlyStopping:
         return asdict(self)
 
 
-def split(X, y, fraction, seed, stratify):
-    """(X_train, y_train, X_val, y_val): a held-out ``fraction`` of the rows,
-    drawn from ``seed``; with ``stratify``, that fraction of each class (at
-    least one row of each class with two or more). Raises ValueError when
-    either part would be empty."""
-    n = X.shape[0]
+def split(n, fraction, seed, strata=None):
+    """(keep, held): sorted row indices of the training part and of a
+    held-out ``fraction`` of n rows, drawn from ``seed``; with ``strata``
+    ((n,) class labels), that fraction of each class (at least one row of
+    each class with two or more). Raises ValueError when either part would be
+    empty."""
     rng = np.random.default_rng([seed, 0x5EED])
-    if stratify:
+    if strata is not None:
         held = []
-        for label in np.unique(y):
-            rows = np.flatnonzero(y == label)
+        for label in np.unique(strata):
+            rows = np.flatnonzero(strata == label)
             take = min(int(round(fraction * rows.shape[0])), rows.shape[0] - 1)
             if rows.shape[0] >= 2:
                 take = max(take, 1)
@@ -77,7 +77,7 @@ def split(X, y, fraction, seed, stratify):
                          "training; both need at least one")
     keep = np.ones(n, bool)
     keep[held] = False
-    return X[keep], y[keep], X[held], y[held]
+    return np.flatnonzero(keep), held
 
 
 class Watch:

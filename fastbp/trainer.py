@@ -18,6 +18,7 @@ from .errors import DataError, DivergenceError
 from .history import History
 from .kernels.config import MAX_CHUNK
 from .stopping import EarlyStopping, Watch, split
+from .weights import sample_weights
 from .network import Network, evaluate_prepared
 from .storage import file_identity, reworded
 
@@ -30,14 +31,20 @@ def epoch_order(seed, epoch, n):
 
 def train(net, X, y, lr=None, batch_size=100, epochs=15, validation=None, eval_every=100,
           seed=0, device="auto", checkpoint=None, resume=False, progress=None, optimizer=None,
-          early_stopping=None):
+          early_stopping=None, sample_weight=None, class_weight=None):
     """Train ``net`` in place with mini-batch SGD; return its History.
 
     Parameters
     ----------
     net : Network
     X : (n, p) inputs; y : (n,) labels (cross_entropy) or (n,) / (n, M)
-        targets (squared_error). Any real dtype and memory order.
+        targets (squared_error; binary_cross_entropy: 0/1 labels, an
+        indicator matrix, or probabilities). Any real dtype and memory order.
+    sample_weight : (n,) non-negative weights or None; class_weight : None,
+        "balanced" or {label: weight} (classification; fastbp/weights.py).
+        Each mini-batch's cost and gradient become the weighted means
+        sum w_i J_i / sum w_i, and the L2 penalty's n_b is sum w_i, as in
+        scikit-learn's MLP; a sample of weight 0 changes nothing.
     lr : float > 0, the learning rate gamma of (6.23): plain SGD, the same as
         optimizer=fastbp.SGD(lr) (default 0.5 when no optimizer is given).
     optimizer : fastbp.SGD (momentum, Nesterov) or fastbp.Adam, each with an
@@ -88,7 +95,8 @@ def train(net, X, y, lr=None, batch_size=100, epochs=15, validation=None, eval_e
     trainer = Trainer(net, X, y, lr=lr, batch_size=batch_size, validation=validation,
                       eval_every=eval_every, seed=seed, device=device, checkpoint=checkpoint,
                       resume=resume, progress=progress, optimizer=optimizer,
-                      early_stopping=early_stopping)
+                      early_stopping=early_stopping, sample_weight=sample_weight,
+                      class_weight=class_weight)
     return trainer.fit(epochs)
 
 
@@ -112,7 +120,9 @@ def check_checkpoint(checkpoint, resume, names=check.API):
 class Trainer:
     """One training run's state, built once and reused by every ``fit``.
 
-    Takes the arguments of ``train`` but ``epochs``; ``fit(epochs)`` then
+    Takes the arguments of ``train`` but ``epochs``, and ``shuffle``: True
+    (epoch e shuffles with (seed, e)), False (every epoch in order) or a
+    callable(epoch, n) giving each epoch's permutation; ``fit(epochs)`` then
     trains up to that many epochs in all, so that ``fit(1)``, ``fit(2)``,
     ... run one more epoch each (``partial_fit``-style) and give bitwise the
     weights and History of one ``train(epochs=...)`` call. What a run costs
@@ -129,7 +139,8 @@ class Trainer:
 
     def __init__(self, net, X, y, lr=None, batch_size=100, validation=None, eval_every=100,
                  seed=0, device="auto", checkpoint=None, resume=False, progress=None,
-                 optimizer=None, early_stopping=None):
+                 optimizer=None, early_stopping=None, sample_weight=None, class_weight=None,
+                 shuffle=True):
         if not isinstance(net, Network):
             raise ValueError(f"net must be a fastbp.Network; got {type(net).__name__}")
         if optimizer is None:
@@ -146,9 +157,15 @@ class Trainer:
         self.eval_every = 0 if eval_every is None else check.positive_int(
             "eval_every", eval_every, minimum=0)
         self.seed = check.positive_int("seed", seed, minimum=0)
+        if not (isinstance(shuffle, bool) or callable(shuffle)):
+            raise ValueError(f"shuffle must be True, False or a callable(epoch, n); got "
+                             f"{shuffle!r}")
+        self.shuffle = shuffle
         self.device = backends.resolve_device(device)
         X = check.features("X", X, net.n_inputs, net.dtype)
         y = net.check_targets("y", y, X.shape[0])
+        self.net, self.class_weight = net, class_weight
+        w = sample_weights(net, y, sample_weight, class_weight)
         val = _check_validation(net, validation)
         if early_stopping is not None and not isinstance(early_stopping, EarlyStopping):
             raise ValueError("early_stopping must be a fastbp.EarlyStopping or None; got "
@@ -158,11 +175,9 @@ class Trainer:
             raise ValueError("early_stopping: metric='error' is a misclassification rate; this "
                              "network does regression: use metric='cost'")
         self._held_out = early_stopping is not None and val is None
-        if self._held_out:  # held out of the training data
-            X, y, *val = split(X, y, early_stopping.validation_fraction, self.seed,
-                               net.is_classifier)
-            val = tuple(val)
         self.early_stopping = early_stopping
+        if self._held_out:  # held out of the training data
+            X, y, w, val = self._split(X, y, w)
         if checkpoint is not None:
             checkpoint = check.file_path("checkpoint", checkpoint)
         self.resume = check.flag("resume", resume)
@@ -170,7 +185,7 @@ class Trainer:
         if progress is not None and not callable(progress):
             raise ValueError(f"progress must be callable or None; got {progress!r}")
         self.net, self.checkpoint, self.progress, self.val = net, checkpoint, progress, val
-        self.settings = self._settings(X, y, val)
+        self.settings = self._settings(X, y, val, w)
         if optimizer.rule == "sgd":
             check.sgd_step(self.lr, self.settings["batch_size"], net.dtype)
         self.history = History(steps_per_epoch=math.ceil(X.shape[0] / self.settings["batch_size"]))
@@ -198,11 +213,41 @@ class Trainer:
                 for i, (best, like) in enumerate(zip(self.watch.best_weights, kept)):
                     _check_saved(checkpoint, f"stopping_best{i}", best, like)
             self._mark_stop()
-        self.X, self.y = X, y
+        self.X, self.y, self.weights = X, y, self._kernel_weights(w)
         self._plan = self._stepper = self._run = self._state = None
         self._val_plan = self._diverged = None
 
-    def _settings(self, X, y, val):
+    def _order(self, n):
+        """This epoch's order of the n samples: seeded by (seed, epoch), in
+        order (shuffle=False), or the caller's (a callable(epoch, n) returning
+        a permutation of range(n), e.g. scikit-learn's shuffles)."""
+        if self.shuffle is True:
+            return epoch_order(self.seed, self.epoch, n)
+        if self.shuffle is False:
+            return np.arange(n, dtype=np.int64)
+        order = np.asarray(self.shuffle(self.epoch, n))
+        if order.shape != (n,) or not np.array_equal(np.sort(order), np.arange(n)):
+            raise ValueError(f"shuffle({self.epoch}, {n}) must return a permutation of "
+                             f"range({n})")
+        return np.ascontiguousarray(order, dtype=np.int64)
+
+    def _split(self, X, y, w):
+        """(X, y, w) less a held-out validation part, and that part (X, y):
+        stratified by class where y holds one label per sample."""
+        strata = None
+        if self.net.takes_labels:
+            strata = y
+        elif self.net.is_classifier and y.shape[1] == 1:
+            strata = y[:, 0]
+        keep, held = split(X.shape[0], self.early_stopping.validation_fraction, self.seed,
+                           strata)
+        return X[keep], y[keep], None if w is None else w[keep], (X[held], y[held])
+
+    def _kernel_weights(self, w):
+        """The weights as the kernels take them (the network's dtype), or None."""
+        return None if w is None else w.astype(self.net.dtype)
+
+    def _settings(self, X, y, val, w):
         """What a checkpoint records of this run, and a resume must match."""
         n = X.shape[0]
         settings = {"lr": self.lr, "batch_size": min(self.batch_size, n), "seed": self.seed,
@@ -215,14 +260,18 @@ class Trainer:
             settings["val_crc32"] = _fingerprint(*val) if val else None
             # What older checkpoints hold: the same CRC continued over the validation data.
             settings["data_crc32"] = _fingerprint(*(val or ()), start=settings["train_crc32"])
+            settings["weights_crc32"] = None if w is None else _fingerprint(w)
+            settings["shuffle"] = ("seeded" if self.shuffle is True else
+                                   "none" if self.shuffle is False else "custom")
         return settings
 
-    def set_data(self, X, y):
+    def set_data(self, X, y, sample_weight=None):
         """Train the next epochs on (X, y), of the network's width, keeping the
         network, its device copy's buffers where they fit, the thread tuner and
         the History; the first layer's plan is made for the new data. Epoch e
-        still shuffles with (seed, e). Not for a checkpointed run, whose
-        checkpoint records one data set."""
+        still shuffles with (seed, e). sample_weight : the new data's, or None;
+        the class_weight given at the start applies to it. Not for a
+        checkpointed run, whose checkpoint records one data set."""
         if self.checkpoint is not None:
             raise ValueError("set_data: a run with a checkpoint trains on the data it was "
                              "started with (the checkpoint records it)")
@@ -231,14 +280,14 @@ class Trainer:
                              f"{self.step}); change the data between epochs")
         X = check.features("X", X, self.net.n_inputs, self.net.dtype)
         y = self.net.check_targets("y", y, X.shape[0])
+        w = sample_weights(self.net, y, sample_weight, self.class_weight)
         if self._held_out:  # early stopping watches a held-out part of this data too
-            X, y, *val = split(X, y, self.early_stopping.validation_fraction, self.seed,
-                               self.net.is_classifier)
-            self.val, self._val_plan = tuple(val), None
-        settings = self._settings(X, y, self.val)
+            X, y, w, self.val = self._split(X, y, w)
+            self._val_plan = None
+        settings = self._settings(X, y, self.val, w)
         if self.optimizer.rule == "sgd":
             check.sgd_step(self.lr, settings["batch_size"], self.net.dtype)
-        self.X, self.y, self.settings = X, y, settings
+        self.X, self.y, self.weights, self.settings = X, y, self._kernel_weights(w), settings
         self.history.steps_per_epoch = math.ceil(X.shape[0] / settings["batch_size"])
         self._plan = self._stepper = self._run = None
 
@@ -298,7 +347,7 @@ class Trainer:
         history, n = self.history, self.X.shape[0]
         with _deferred_interrupt(self.checkpoint is not None) as interrupted:
             while self.epoch < epochs:
-                order = epoch_order(self.seed, self.epoch, n)
+                order = self._order(n)
                 run.lr = self.schedule.rate()
                 started, compiling = time.perf_counter(), compile_lock.seconds_spent()
                 while self.step < history.steps_per_epoch:
@@ -371,7 +420,8 @@ class Trainer:
                            lambda key, old, like: _check_saved(self.checkpoint, key, old, like))
             self._state = optimizers.state_arrays(self.optimizer, Ws, bs, saved, check_saved)
         self._stepper = backends.make_stepper(self.device, net, Ws, bs, self.X, self.y,
-                                              rows, self._plan, self.optimizer, self._state)
+                                              rows, self._plan, self.optimizer, self._state,
+                                              self.weights)
         # A held-out set is early stopping's alone: not evaluated every eval_every.
         self._run = _Run(net, Ws, bs, self._stepper, self.history, self.lr,
                          0 if self._held_out else self.eval_every, self.val, self._val_plan,

@@ -21,10 +21,11 @@ Params = namedtuple("Params", "Ws bs mWs mbs vWs vbs")
 # What the network computes: the hidden activation and the loss (kernels.codes).
 Model = namedtuple("Model", "act loss")
 
-# The whole training set: X (n, p); labels (n,) int for classification or
-# targets (n, M) for regression (the unused one may be empty, or one dummy row
-# on a GPU).
-Data = namedtuple("Data", "X labels targets")
+# The whole training set: X (n, p); labels (n,) int for softmax classification
+# or targets (n, M) for the other losses (the unused one may be empty, or one
+# dummy row on a GPU); weights (n,), each sample's weight, or of another
+# length (empty; a one-element dummy on a GPU) when every sample weighs 1.
+Data = namedtuple("Data", "X labels targets weights")
 
 # Which steps to run, and how they update: those from ``first_step`` over the
 # shuffled ``order`` (n,), ``n_steps`` of them, in batches of ``batch_size``
@@ -38,11 +39,13 @@ Steps = namedtuple("Steps", "order first_step n_steps batch_size lr rule momentu
 Out = namedtuple("Out", "batch_cost batch_error")
 
 # Work buffers of batch_size rows: Zs, Qs, dZs, dQs per layer, row_loss, the
-# gathered batch Xb, yb, Tb; the gradients dWs, dbs (on the CPU used only by
+# gathered batch Xb, yb, Tb; wb, the batch's row factors when samples are
+# weighted (kernels.cpu.batch_weights; on a GPU batch_size + 1 entries, the
+# last the penalty's divisor); the gradients dWs, dbs (on the CPU used only by
 # rules other than plain SGD: (0, 0) and (0,) arrays otherwise); on the CPU
 # flat non-zero lists (idx int32, val, count int64).
-CpuWork = namedtuple("CpuWork", "Zs Qs dZs dQs row_loss Xb yb Tb dWs dbs idx val count")
-CudaWork = namedtuple("CudaWork", "Zs Qs dZs dQs row_loss Xb yb Tb dWs dbs")
+CpuWork = namedtuple("CpuWork", "Zs Qs dZs dQs row_loss Xb yb Tb wb dWs dbs idx val count")
+CudaWork = namedtuple("CudaWork", "Zs Qs dZs dQs row_loss Xb yb Tb wb dWs dbs")
 
 # How the first layer runs (``plan``, a kernels.codes FIRST_* code, chosen once
 # by fastbp.first_layer) and, on the CPU, the layouts and data it needs: W^T

@@ -11,9 +11,11 @@ TANH = 3
 
 CROSS_ENTROPY = 0
 SQUARED_ERROR = 1
+BINARY_CROSS_ENTROPY = 2
 
 ACTIVATIONS = {"identity": IDENTITY, "relu": RELU, "sigmoid": SIGMOID, "tanh": TANH}
-LOSSES = {"cross_entropy": CROSS_ENTROPY, "squared_error": SQUARED_ERROR}
+LOSSES = {"cross_entropy": CROSS_ENTROPY, "squared_error": SQUARED_ERROR,
+          "binary_cross_entropy": BINARY_CROSS_ENTROPY}
 
 # The first layer's plan (fastbp.first_layer chooses one per network and
 # data): which layout each batch's first-layer products run on.

@@ -29,6 +29,7 @@ from numba import njit, prange
 from . import losses, optim
 from .codes import (
     CROSS_ENTROPY,
+    SQUARED_ERROR,
     RULE_ADAM,
     RULE_SGD,
     FIRST_PANELS,
@@ -261,37 +262,77 @@ def dense_backward_input(dQ_prev, dZ, W):
 _softmax_cross_entropy_row = njit(inline="always", fastmath=FASTMATH)(
     losses.softmax_cross_entropy_row)
 _squared_error_row = njit(inline="always", fastmath=FASTMATH)(losses.squared_error_row)
+_binary_cross_entropy_row = njit(inline="always", fastmath=FASTMATH)(
+    losses.binary_cross_entropy_row)
+_weigh_row = njit(inline="always", fastmath=FASTMATH)(losses.weigh_row)
 # Never inlined into a prange: on Python >= 3.12 Numba's reduction analysis
 # fails ("unexpected cycle in lookup()", numba#10132) when a reduced loop's
 # body holds a branch; LLVM still inlines it.
 _row_is_wrong = njit(inline="never")(losses.row_is_wrong)
+_row_misses_a_label = njit(inline="never")(losses.row_misses_a_label)
+
+# Every loss kernel below takes ``weights``: (n_b,) factors c_i that scale row
+# i's loss and gradient (sample weights normalised so that c sums to n_b: the
+# mean is then scikit-learn's weighted mean), or an array of another length
+# (empty) for none.
 
 
 @njit(**PARALLEL)
-def softmax_cross_entropy(dZ, row_loss, Z, labels):
+def softmax_cross_entropy(dZ, row_loss, Z, labels, weights):
     """Cost and output gradient for M-class classification (6.20, 6.26b).
 
     dZ : (n_b, M) output ``softmax(Z) - onehot(labels)``; row_loss : (n_b,)
-    output, each row's loss; Z : (n_b, M) logits; labels : (n_b,) int.
-    Returns J, the mean loss, computed with the max-shift (log-sum-exp).
+    output, each row's loss; Z : (n_b, M) logits; labels : (n_b,) int;
+    weights : (n_b,) or empty. Returns J, the mean loss, computed with the
+    max-shift (log-sum-exp).
     """
     # Race-free: iteration i writes only row i of dZ and entry i of row_loss.
     for i in prange(Z.shape[0]):
         row_loss[i] = _softmax_cross_entropy_row(dZ, Z, i, labels[i])
+        _weigh_row(dZ, row_loss, i, weights)
     return mean(row_loss)
 
 
 @njit(**PARALLEL)
-def squared_error(dZ, row_loss, Z, targets):
+def squared_error(dZ, row_loss, Z, targets, weights):
     """Cost and output gradient for regression (6.19, 6.26a).
 
     dZ : (n_b, M) output ``-2 (targets - Z)``; row_loss : (n_b,) output,
-    ``||targets_i - Z_i||^2``; Z, targets : (n_b, M). Returns their mean J.
+    ``||targets_i - Z_i||^2``; Z, targets : (n_b, M); weights : (n_b,) or
+    empty. Returns their mean J.
     """
     # Race-free: iteration i writes only row i of dZ and entry i of row_loss.
     for i in prange(Z.shape[0]):
         row_loss[i] = _squared_error_row(dZ, Z, i, targets)
+        _weigh_row(dZ, row_loss, i, weights)
     return mean(row_loss)
+
+
+@njit(**PARALLEL)
+def binary_cross_entropy(dZ, row_loss, Z, targets, weights):
+    """Cost and output gradient for logistic outputs: one unit (binary) or M
+    independent labels (multi-label).
+
+    dZ : (n_b, M) output ``sigmoid(Z) - targets``; row_loss : (n_b,) output,
+    each row's binary cross-entropy summed over its M outputs; Z : (n_b, M)
+    logits; targets : (n_b, M) in [0, 1]; weights : (n_b,) or empty.
+    Returns their mean J.
+    """
+    # Race-free: iteration i writes only row i of dZ and entry i of row_loss.
+    for i in prange(Z.shape[0]):
+        row_loss[i] = _binary_cross_entropy_row(dZ, Z, i, targets)
+        _weigh_row(dZ, row_loss, i, weights)
+    return mean(row_loss)
+
+
+@njit(**SERIAL)
+def output_loss(dZ, row_loss, Z, labels, targets, weights, loss):
+    """The loss kernel that ``loss`` (a codes value) names; returns J."""
+    if loss == CROSS_ENTROPY:
+        return softmax_cross_entropy(dZ, row_loss, Z, labels, weights)
+    if loss == SQUARED_ERROR:
+        return squared_error(dZ, row_loss, Z, targets, weights)
+    return binary_cross_entropy(dZ, row_loss, Z, targets, weights)
 
 
 @njit(**PARALLEL)
@@ -305,6 +346,19 @@ def count_misclassified(Z, labels):
     # Race-free: the only shared value is an integer prange reduction.
     for i in prange(Z.shape[0]):
         wrong += _row_is_wrong(Z, labels, i)
+    return wrong
+
+
+@njit(**PARALLEL)
+def count_label_misses(Z, targets):
+    """Number of rows with any logistic output on the wrong side of 1/2.
+
+    Z : (n_b, M) logits; targets : (n_b, M) 0/1. As count_misclassified, exact.
+    """
+    wrong = 0
+    # Race-free: the only shared value is an integer prange reduction.
+    for i in prange(Z.shape[0]):
+        wrong += _row_misses_a_label(Z, targets, i)
     return wrong
 
 
@@ -353,7 +407,7 @@ def _row_times(out, g, W):
 
 @njit(**PARALLEL)
 def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, labels,
-                      targets, act, loss, back):
+                      targets, weights, act, loss, back):
     """The last layer's forward, loss and backward to the layer before, fused
     per sample (a narrow output layer is too small to block; one pass keeps
     each row in L1): for each row i,
@@ -366,8 +420,8 @@ def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, lab
     Z, dZ : (n_b, M) outputs; row_loss (n_b,), wrong (>= n_b,) int64 outputs;
     dZ_prev : (n_b, H) output, written only if back; Z_prev, Q_prev : (n_b, H),
     the layer below (for a one-layer net Q_prev is the input X and back is
-    False); W : (M, H); b : (M,); labels (n_b,) or targets (n_b, M) as in
-    backprop_all.
+    False); W : (M, H); b : (M,); labels (n_b,) or targets (n_b, M) and
+    weights (n_b,) or empty as in backprop_all.
     """
     n, M = Z.shape
     H = W.shape[1]
@@ -386,9 +440,13 @@ def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, lab
         if loss == CROSS_ENTROPY:
             row_loss[i] = _softmax_cross_entropy_row(dZ, Z, i, labels[i])
             wrong[i] = _row_is_wrong(Z, labels, i)
-        else:
+        elif loss == SQUARED_ERROR:
             row_loss[i] = _squared_error_row(dZ, Z, i, targets)
             wrong[i] = 0
+        else:
+            row_loss[i] = _binary_cross_entropy_row(dZ, Z, i, targets)
+            wrong[i] = _row_misses_a_label(Z, targets, i)
+        _weigh_row(dZ, row_loss, i, weights)
         if back:
             _row_times(dZ_prev[i], dZ[i], W)
             for k in range(H):
@@ -492,23 +550,22 @@ def forward_all(Zs, Qs, X, Ws, bs, act):
 
 
 @njit(**SERIAL)
-def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
+def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets, weights,
                  Ws, bs, act, loss):
     """Algorithm 6.1 for one mini-batch: forward, cost, backward; returns J.
 
     dWs[l], dbs[l] : gradient outputs shaped like Ws[l], bs[l];
     dZs[l], dQs[l], Zs[l], Qs[l] : (>= n_b, U_l) work buffers (dQs[-1] is
     unused); row_loss : (>= n_b,); X : (n_b, p); labels : (n_b,) int for
-    cross-entropy, targets : (n_b, M) for squared error (the unused one may
-    be empty); loss : ``codes.CROSS_ENTROPY`` or ``codes.SQUARED_ERROR``.
+    cross-entropy, targets : (n_b, M) for the other losses (the unused one
+    may be empty); weights : (n_b,) row factors or empty (see
+    softmax_cross_entropy); loss : a ``codes`` loss.
     """
     L = len(Ws)
     n = X.shape[0]
     forward_all(Zs, Qs, X, Ws, bs, act)
-    if loss == CROSS_ENTROPY:
-        J = softmax_cross_entropy(dZs[L - 1][:n], row_loss[:n], Zs[L - 1][:n], labels)
-    else:
-        J = squared_error(dZs[L - 1][:n], row_loss[:n], Zs[L - 1][:n], targets)
+    J = output_loss(dZs[L - 1][:n], row_loss[:n], Zs[L - 1][:n], labels, targets, weights,
+                    loss)
     for l in range(L - 1, -1, -1):
         if l < L - 1:
             activation_backward(dZs[l][:n], dQs[l][:n], Zs[l][:n], Qs[l][:n], act)
@@ -614,8 +671,8 @@ def train_steps(params, model, work, first, data, steps, out):
     """
     Ws, bs, mWs, mbs, vWs, vbs = params
     act, loss = model
-    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, dWs, dbs, idx, val, count = work
-    X, labels, targets = data
+    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs, idx, val, count = work
+    X, labels, targets, weights = data
     order, first_step, n_steps, batch_size, lr, rule, momentum, beta1, beta2, eps, alpha, t0 = steps
     batch_cost, batch_error = out
     general = rule != RULE_SGD or alpha != 0
@@ -653,6 +710,7 @@ def train_steps(params, model, work, first, data, steps, out):
                 yb[r] = labels[rows[r]]
         else:
             gather_rows(Tb[:nb], targets, rows)
+        wts, n_eff = batch_weights(wb, weights, rows)
         Xs = Xb[:nb]
         if sparse:
             wanted = ON_PANELS if masked else ON_WT
@@ -682,20 +740,22 @@ def train_steps(params, model, work, first, data, steps, out):
             Q_prev = Xs if L == 1 else Qs[below][:nb]
             output_layer_rows(Z, dZs[L - 1][:nb], row_loss[:nb], count, dZs[below][:nb],
                               Zs[below][:nb], Q_prev, Ws[L - 1], bs[L - 1], yb[:nb], Tb[:nb],
-                              act, loss, L > 1)
+                              wts, act, loss, L > 1)
             J = mean(row_loss[:nb])
             wrong = 0
             for r in range(nb):
                 wrong += count[r]
-        elif loss == CROSS_ENTROPY:
-            J = softmax_cross_entropy(dZs[L - 1][:nb], row_loss[:nb], Z, yb[:nb])
-            wrong = count_misclassified(Z, yb[:nb])
         else:
-            J = squared_error(dZs[L - 1][:nb], row_loss[:nb], Z, Tb[:nb])
-            wrong = 0
+            J = output_loss(dZs[L - 1][:nb], row_loss[:nb], Z, yb[:nb], Tb[:nb], wts, loss)
+            if loss == CROSS_ENTROPY:
+                wrong = count_misclassified(Z, yb[:nb])
+            elif loss == SQUARED_ERROR:
+                wrong = 0
+            else:
+                wrong = count_label_misses(Z, Tb[:nb])
         if alpha != 0:  # the L2 penalty on the weights the forward pass used
-            J += alpha / (2 * nb) * squared_norm(Ws)
-        batch_error[s] = wrong / nb if loss == CROSS_ENTROPY else math.nan
+            J += alpha / (2 * n_eff) * squared_norm(Ws)
+        batch_error[s] = wrong / nb if loss != SQUARED_ERROR else math.nan
         batch_cost[s] = J
         if not math.isfinite(J):
             done = s
@@ -720,7 +780,7 @@ def train_steps(params, model, work, first, data, steps, out):
                 dense_backward_weights(dWs[l], dbs[l], dZ, Q_prev)
                 rate = adam_rate(lr, beta1, beta2, t0 + s + 1) if rule == RULE_ADAM else lr
                 optimizer_update(Ws[l], bs[l], mWs[l], mbs[l], vWs[l], vbs[l], dWs[l], dbs[l],
-                                 rule, dtype(rate), hyper, dtype(alpha / nb))
+                                 rule, dtype(rate), hyper, dtype(alpha / n_eff))
                 continue
             if l == 0 and held == ON_PANELS and sparse:
                 panel_sgd_update_listed(WP, dZP, dZ, Xs, lr, nb, samples, sample_counts)
@@ -742,6 +802,31 @@ def train_steps(params, model, work, first, data, steps, out):
             bias_sgd_update(bs[l], dZ, lr)
     _hold(Ws[0], WT, WP, held, ON_W)
     return done
+
+
+@njit(**SERIAL)
+def batch_weights(wb, weights, rows):
+    """The batch's row factors and the divisor of its L2 penalty.
+
+    Unweighted (``weights`` empty): (an empty array, n_b). Else wb[:n_b] gets
+    c_i = w_i n_b / sum(w), so that the mean of weighted rows is
+    sum(w_i loss_i) / sum(w), and the divisor is sum(w): scikit-learn's
+    weighted cost and gradient. A batch whose weights are all 0 changes
+    nothing but its penalty step (c = 0, divisor n_b).
+    """
+    nb = rows.shape[0]
+    if weights.shape[0] == 0:
+        return wb[:0], float(nb)
+    total = 0.0
+    for r in range(nb):
+        total += weights[rows[r]]
+    if total <= 0:
+        wb[:nb] = 0
+        return wb[:nb], float(nb)
+    scale = nb / total
+    for r in range(nb):
+        wb[r] = weights[rows[r]] * scale
+    return wb[:nb], total
 
 
 # Where train_steps holds the first layer's weights: Ws[0], W^T or panels.

@@ -10,8 +10,8 @@ a CPU kernel returns a scalar, its twin takes one more, LAST, argument, a
 1-element device array that it writes the scalar into:
 
 * ``out_cost`` (float64) for J: ``softmax_cross_entropy``, ``squared_error``,
-  ``backprop_all``;
-* ``out_wrong`` (int64) for ``count_misclassified``;
+  ``binary_cross_entropy``, ``backprop_all``;
+* ``out_wrong`` (int64) for ``count_misclassified``, ``count_label_misses``;
 * ``out_done`` (int64) for ``train_steps``, the number of steps completed.
 
 And one exception to "same arguments": ``train_steps`` takes the work buffers
@@ -47,15 +47,17 @@ import math
 from numba import config, cuda, float64, int64
 
 from . import activations, losses, optim
-from .codes import CROSS_ENTROPY, IDENTITY, RULE_ADAM, RULE_SGD
+from .codes import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, IDENTITY, RULE_ADAM, RULE_SGD,
+                    SQUARED_ERROR)
 from .config import THREADS, TRAIN_STEPS_REGISTERS  # noqa: F401 - THREADS: the host reads it here
 from .registry import TWINS
 
 __all__ = list(TWINS)
 
 # The kernels with grid-wide barriers: they need a cooperative launch.
-COOPERATIVE = frozenset({"softmax_cross_entropy", "squared_error", "count_misclassified",
-                         "forward_all", "backprop_all", "train_steps"})
+COOPERATIVE = frozenset({"softmax_cross_entropy", "squared_error", "binary_cross_entropy",
+                         "count_misclassified", "count_label_misses", "forward_all",
+                         "backprop_all", "train_steps"})
 
 # Size of the per-block shared arrays of train_steps' reductions: the most
 # threads per block (config.THREADS, read at launch time, must not exceed it).
@@ -207,30 +209,34 @@ def _input_activation_items(dZ_prev, dQ_prev, Z_prev, Q_prev, dZ, W, act, t0, st
 # A row's loss, gradient and error: the bodies cpu.py compiles too.
 _softmax_row = cuda.jit(device=True)(losses.softmax_cross_entropy_row)
 _squared_row = cuda.jit(device=True)(losses.squared_error_row)
+_binary_row = cuda.jit(device=True)(losses.binary_cross_entropy_row)
+_weigh_row = cuda.jit(device=True)(losses.weigh_row)
 _is_wrong = cuda.jit(device=True)(losses.row_is_wrong)
+_misses_a_label = cuda.jit(device=True)(losses.row_misses_a_label)
 
 
 @cuda.jit(device=True)
-def _softmax_rows(dZ, row_loss, Z, labels, t0, stride):
-    """Rows i of ``softmax(Z) - onehot`` and their losses (max-shifted)."""
+def _loss_rows(dZ, row_loss, Z, labels, targets, weights, loss, t0, stride):
+    """Rows i of whichever loss ``loss`` names: dZ[i] and row_loss[i], scaled
+    by weights[i] (see kernels.cpu.softmax_cross_entropy)."""
     for i in range(t0, Z.shape[0], stride):
-        row_loss[i] = _softmax_row(dZ, Z, i, labels[i])
+        if loss == CROSS_ENTROPY:
+            row_loss[i] = _softmax_row(dZ, Z, i, labels[i])
+        elif loss == SQUARED_ERROR:
+            row_loss[i] = _squared_row(dZ, Z, i, targets)
+        else:
+            row_loss[i] = _binary_row(dZ, Z, i, targets)
+        _weigh_row(dZ, row_loss, i, weights)
 
 
 @cuda.jit(device=True)
-def _squared_rows(dZ, row_loss, Z, targets, t0, stride):
-    """Rows i of ``-2 (targets - Z)`` and ``||targets_i - Z_i||^2``."""
-    for i in range(t0, Z.shape[0], stride):
-        row_loss[i] = _squared_row(dZ, Z, i, targets)
-
-
-@cuda.jit(device=True)
-def _loss_rows(dZ, row_loss, Z, labels, targets, loss, t0, stride):
-    """The rows of whichever loss ``loss`` names."""
+def _row_wrong(Z, labels, targets, loss, i):
+    """1 if row i is misclassified (0 for regression)."""
     if loss == CROSS_ENTROPY:
-        _softmax_rows(dZ, row_loss, Z, labels, t0, stride)
-    else:
-        _squared_rows(dZ, row_loss, Z, targets, t0, stride)
+        return _is_wrong(Z, labels, i)
+    if loss == SQUARED_ERROR:
+        return 0
+    return _misses_a_label(Z, targets, i)
 
 
 @cuda.jit(device=True)
@@ -300,7 +306,40 @@ def _gather_items(out, src, rows, t0, stride):
 
 
 @cuda.jit(device=True)
-def _loss_block(dZ, row_loss, Z, labels, targets, loss, part_cost, part_wrong,
+def _block_sum(part, tid, width):
+    """Sum part[:width] into part[0] by a fixed tree (every thread of the
+    block calls this; part[0] is read after its last barrier)."""
+    cuda.syncthreads()
+    half = 1
+    while half < width:
+        if tid % (2 * half) == 0 and tid + half < width:
+            part[tid] += part[tid + half]
+        cuda.syncthreads()
+        half *= 2
+
+
+@cuda.jit(device=True)
+def _batch_weights_block(wb, weights, rows, part_cost, tid, width):
+    """Run by one whole block: ``kernels.cpu.batch_weights`` (wb[:n_b] the row
+    factors, wb[n_b] the penalty's divisor), the weights summed by a fixed
+    tree in the shared part_cost."""
+    nb = rows.shape[0]
+    total = float64(0)
+    for r in range(tid, nb, width):
+        total += weights[rows[r]]
+    part_cost[tid] = total
+    _block_sum(part_cost, tid, width)
+    total = part_cost[0]
+    scale = nb / total if total > 0 else 0.0
+    for r in range(tid, nb, width):
+        wb[r] = weights[rows[r]] * scale
+    if tid == 0:
+        wb[nb] = total if total > 0 else nb
+    cuda.syncthreads()  # part_cost is the loss's next
+
+
+@cuda.jit(device=True)
+def _loss_block(dZ, row_loss, Z, labels, targets, weights, loss, part_cost, part_wrong,
                 batch_cost, batch_error, s):
     """Run by one whole block: the loss rows, then their mean cost and error
     rate into batch_cost[s], batch_error[s], summed by a fixed tree in the
@@ -308,26 +347,19 @@ def _loss_block(dZ, row_loss, Z, labels, targets, loss, part_cost, part_wrong,
     tid = cuda.threadIdx.x
     width = cuda.blockDim.x
     n = Z.shape[0]
-    _loss_rows(dZ, row_loss, Z, labels, targets, loss, tid, width)
+    _loss_rows(dZ, row_loss, Z, labels, targets, weights, loss, tid, width)
     cost = float64(0)
     wrong = 0
     for i in range(tid, n, width):  # the rows this thread just wrote
         cost += row_loss[i]
-        if loss == CROSS_ENTROPY:
-            wrong += _is_wrong(Z, labels, i)
+        wrong += _row_wrong(Z, labels, targets, loss, i)
     part_cost[tid] = cost
     part_wrong[tid] = wrong
-    cuda.syncthreads()
-    half = 1
-    while half < width:
-        if tid % (2 * half) == 0 and tid + half < width:
-            part_cost[tid] += part_cost[tid + half]
-            part_wrong[tid] += part_wrong[tid + half]
-        cuda.syncthreads()
-        half *= 2
+    _block_sum(part_cost, tid, width)
+    _block_sum(part_wrong, tid, width)
     if tid == 0:
         batch_cost[s] = part_cost[0] / n
-        batch_error[s] = part_wrong[0] / n if loss == CROSS_ENTROPY else math.nan
+        batch_error[s] = part_wrong[0] / n if loss != SQUARED_ERROR else math.nan
 
 
 @cuda.jit(device=True)
@@ -377,28 +409,47 @@ def dense_backward_input(dQ_prev, dZ, W):
 
 
 @cuda.jit
-def softmax_cross_entropy(dZ, row_loss, Z, labels, out_cost):
+def softmax_cross_entropy(dZ, row_loss, Z, labels, weights, out_cost):
     """Classification cost and output gradient (6.20, 6.26b). Cooperative.
 
     dZ : (n_b, M) output; row_loss : (n_b,) output; Z : (n_b, M); labels :
-    (n_b,) int; out_cost : (1,) float64 output, J = mean(row_loss).
+    (n_b,) int; weights : (n_b,) or another length for none; out_cost : (1,)
+    float64 output, J = mean(row_loss).
     """
-    t0 = cuda.grid(1)
-    _softmax_rows(dZ, row_loss, Z, labels, t0, cuda.gridsize(1))
-    cuda.cg.this_grid().sync()
-    if t0 == 0:
-        out_cost[0] = _mean(row_loss)
+    _cost(dZ, row_loss, Z, labels, Z, weights, CROSS_ENTROPY, out_cost)
 
 
 @cuda.jit
-def squared_error(dZ, row_loss, Z, targets, out_cost):
+def squared_error(dZ, row_loss, Z, targets, weights, out_cost):
     """Regression cost and output gradient (6.19, 6.26a). Cooperative.
 
     dZ : (n_b, M) output; row_loss : (n_b,) output; Z, targets : (n_b, M);
-    out_cost : (1,) float64 output, J = mean(row_loss).
+    weights as in softmax_cross_entropy; out_cost : (1,) float64 output.
     """
+    _cost(dZ, row_loss, Z, _no_labels(), targets, weights, SQUARED_ERROR, out_cost)
+
+
+@cuda.jit
+def binary_cross_entropy(dZ, row_loss, Z, targets, weights, out_cost):
+    """Logistic outputs' cost and output gradient. Cooperative.
+
+    dZ : (n_b, M) output; row_loss : (n_b,) output; Z, targets : (n_b, M);
+    weights as in softmax_cross_entropy; out_cost : (1,) float64 output.
+    """
+    _cost(dZ, row_loss, Z, _no_labels(), targets, weights, BINARY_CROSS_ENTROPY, out_cost)
+
+
+@cuda.jit(device=True)
+def _no_labels():
+    """A label array for a loss that reads targets (typed, never read)."""
+    return cuda.local.array(1, int64)
+
+
+@cuda.jit(device=True)
+def _cost(dZ, row_loss, Z, labels, targets, weights, loss, out_cost):
+    """The loss kernels' body: rows, a grid barrier, the mean by one thread."""
     t0 = cuda.grid(1)
-    _squared_rows(dZ, row_loss, Z, targets, t0, cuda.gridsize(1))
+    _loss_rows(dZ, row_loss, Z, labels, targets, weights, loss, t0, cuda.gridsize(1))
     cuda.cg.this_grid().sync()
     if t0 == 0:
         out_cost[0] = _mean(row_loss)
@@ -411,13 +462,28 @@ def count_misclassified(Z, labels, out_wrong):
     Z : (n_b, M); labels : (n_b,) int; out_wrong : (1,) int64 output. Integer
     atomic adds are exact, so the count does not depend on their order.
     """
+    _count_wrong(Z, labels, Z, CROSS_ENTROPY, out_wrong)
+
+
+@cuda.jit
+def count_label_misses(Z, targets, out_wrong):
+    """Rows with any logistic output on the wrong side of 1/2. Cooperative.
+
+    Z, targets : (n_b, M); out_wrong : (1,) int64 output, exact as above.
+    """
+    _count_wrong(Z, _no_labels(), targets, BINARY_CROSS_ENTROPY, out_wrong)
+
+
+@cuda.jit(device=True)
+def _count_wrong(Z, labels, targets, loss, out_wrong):
+    """The counting kernels' body: one atomic add per thread."""
     t0 = cuda.grid(1)
     if t0 == 0:
         out_wrong[0] = 0
     cuda.cg.this_grid().sync()
     wrong = 0
     for i in range(t0, Z.shape[0], cuda.gridsize(1)):
-        wrong += _is_wrong(Z, labels, i)
+        wrong += _row_wrong(Z, labels, targets, loss, i)
     if wrong:
         cuda.atomic.add(out_wrong, 0, wrong)
 
@@ -455,7 +521,7 @@ def forward_all(Zs, Qs, X, Ws, bs, act):
 
 
 @cuda.jit
-def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
+def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets, weights,
                  Ws, bs, act, loss, out_cost):
     """Algorithm 6.1 for one mini-batch: forward, cost, backward. Cooperative.
 
@@ -473,7 +539,8 @@ def backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
         else:
             _forward_items(Zs[l][:n], Qs[l][:n], Qs[l - 1][:n], Ws[l], bs[l], h, t0, stride)
         grid.sync()
-    _loss_rows(dZs[L - 1][:n], row_loss[:n], Zs[L - 1][:n], labels, targets, loss, t0, stride)
+    _loss_rows(dZs[L - 1][:n], row_loss[:n], Zs[L - 1][:n], labels, targets, weights, loss, t0,
+               stride)
     grid.sync()
     if t0 == 0:
         out_cost[0] = _mean(row_loss[:n])
@@ -509,8 +576,8 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
     """
     Ws, bs, mWs, mbs, vWs, vbs = params
     act, loss = model
-    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, dWs, dbs = work
-    X, labels, targets = data
+    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs = work
+    X, labels, targets, weights = data
     order, first_step, n_steps, batch_size, lr, rule = steps[:6]
     momentum, beta1, beta2, eps, alpha, t_0 = steps[6:]
     batch_cost, batch_error = out
@@ -523,6 +590,7 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
     part_wrong = cuda.shared.array(MAX_THREADS, int64)
     L = len(Ws)
     n = order.shape[0]
+    weighted = weights.shape[0] == n  # else a one-element dummy
     _gather_batch(Xb, yb, Tb, X, labels, targets, order, first_step, batch_size, loss,
                   t0, stride)
     grid.sync()
@@ -537,14 +605,18 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
                 _forward_tiles(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], Ws[l], bs[l], h,
                                part_cost)
             grid.sync()
+        wts = wb[:nb] if weighted else wb[:0]
         if cuda.blockIdx.x == 0:  # a small phase: one block, no thread sums alone
-            _loss_block(dZs[L - 1][:nb], row_loss[:nb], Zs[L - 1][:nb], yb[:nb], Tb[:nb], loss,
-                        part_cost, part_wrong, batch_cost, batch_error, s)
+            if weighted:
+                _batch_weights_block(wb, weights, order[start:start + nb], part_cost,
+                                     cuda.threadIdx.x, cuda.blockDim.x)
+            _loss_block(dZs[L - 1][:nb], row_loss[:nb], Zs[L - 1][:nb], yb[:nb], Tb[:nb], wts,
+                        loss, part_cost, part_wrong, batch_cost, batch_error, s)
             if alpha != 0 and cuda.threadIdx.x == 0:  # the L2 penalty, after the loss rows
-                batch_cost[s] += alpha / (2 * nb) * _squared_norm(Ws)
+                batch_cost[s] += alpha / (2 * (wb[nb] if weighted else nb)) * _squared_norm(Ws)
         grid.sync()
         rate = _adam_rate(lr, beta1, beta2, t_0 + s + 1) if rule == RULE_ADAM else lr
-        decay = dtype(alpha / nb)
+        decay = dtype(alpha / (wb[nb] if weighted else nb))
         if not math.isfinite(batch_cost[s]):  # every thread sees it: all stop here
             if t0 == 0:
                 out_done[0] = s

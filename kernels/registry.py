@@ -17,7 +17,8 @@ from numba.core.dispatcher import Dispatcher
 
 TWINS = ("dense_forward", "activation_backward", "dense_backward_weights",
          "dense_backward_input", "softmax_cross_entropy", "squared_error",
-         "count_misclassified", "sgd_update", "gather_rows", "forward_all",
+         "binary_cross_entropy", "count_misclassified", "count_label_misses", "sgd_update",
+         "gather_rows", "forward_all",
          "backprop_all", "train_steps")
 
 CPU_MODULES = ("cpu_common", "cpu_panels", "cpu_tile_lists", "cpu_sparse", "cpu")

@@ -16,7 +16,7 @@ import fastbp
 SIZES = (1, 7, 33, 129)  # awkward layer widths: one, odd, just past 32, just past 128
 BATCHES = (1, 7, 100)  # one sample, odd, Example 6.2's n_b
 ACTIVATIONS = ("relu", "sigmoid", "tanh", "identity")
-LOSSES = ("cross_entropy", "squared_error")
+LOSSES = ("cross_entropy", "squared_error", "binary_cross_entropy")
 # Norm-wise relative error allowed against the float64 reference.
 RTOL = {"float64": 1e-10, "float32": 1e-4}
 
@@ -56,8 +56,12 @@ def check_backprop(sizes, n, act, loss, dtype, device):
 
 
 def targets_for(loss, rng, n, m):
+    """Labels (cross_entropy), 0/1 indicators (binary_cross_entropy) or
+    real targets (squared_error) for n samples and m outputs."""
     if loss == "cross_entropy":
         return rng.integers(0, m, n)
+    if loss == "binary_cross_entropy":
+        return rng.integers(0, 2, (n, m)).astype(np.float64)
     return rng.normal(size=(n, m))
 
 

@@ -7,9 +7,10 @@ import pytest
 from fastbp import reference
 from fastbp.kernels import codes, cpu, cpu_sparse
 
-from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, data, rel_err
+from conftest import ACTIVATIONS, BATCHES, LOSSES, RTOL, data, rel_err, targets_for
 
 DTYPES = ("float64", "float32")
+NO_WEIGHTS = {dtype: np.zeros(0, dtype) for dtype in DTYPES}  # every row weighs 1
 
 
 def assert_dense_layer(Z, Q, Q_prev, W, b, act, dtype):
@@ -107,7 +108,7 @@ def test_softmax_cross_entropy(n, M, dtype):
     labels = rng.integers(0, M, n)
     dZ = np.full_like(Z, np.nan)
     row_loss = np.full(n, np.nan, dtype)
-    J = cpu.softmax_cross_entropy(dZ, row_loss, Z, labels)
+    J = cpu.softmax_cross_entropy(dZ, row_loss, Z, labels, NO_WEIGHTS[dtype])
     J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64), labels,
                                                        "cross_entropy")
     assert rel_err(J, J_ref) <= RTOL[dtype]
@@ -122,7 +123,7 @@ def test_softmax_cross_entropy_on_logits_that_would_overflow_exp(dtype):
     Z = np.array([[0, 0, big], [big, 0, 0], [0, big, 0]], dtype)
     labels = np.array([0, 0, 1])
     dZ, row_loss = np.full_like(Z, np.nan), np.full(3, np.nan, dtype)
-    J = cpu.softmax_cross_entropy(dZ, row_loss, Z, labels)
+    J = cpu.softmax_cross_entropy(dZ, row_loss, Z, labels, NO_WEIGHTS[dtype])
     assert J == pytest.approx(big / 3, rel=1e-6)  # rows: big, 0, 0 (up to e^-big)
     assert np.isfinite(row_loss).all()
     np.testing.assert_allclose(dZ, [[-1, 0, 1], [0, 0, 0], [0, 0, 0]], rtol=0, atol=1e-30)
@@ -135,11 +136,72 @@ def test_squared_error(n, M, dtype):
     Z, Y = data(n + 7 * M, (n, M), (n, M), dtype=dtype)
     dZ = np.full_like(Z, np.nan)
     row_loss = np.full(n, np.nan, dtype)
-    J = cpu.squared_error(dZ, row_loss, Z, Y)
+    J = cpu.squared_error(dZ, row_loss, Z, Y, NO_WEIGHTS[dtype])
     J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64),
                                                        Y.astype(np.float64), "squared_error")
     assert rel_err(J, J_ref) <= RTOL[dtype]
     assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("M", [1, 7, 33])
+def test_binary_cross_entropy(n, M, dtype):
+    rng = np.random.default_rng(n + 3 * M)
+    Z = (rng.normal(size=(n, M)) * 10).astype(dtype)
+    T = rng.integers(0, 2, (n, M)).astype(dtype)
+    T[0, 0] = 0.25  # a soft target: the same formula
+    dZ, row_loss = np.full_like(Z, np.nan), np.full(n, np.nan, dtype)
+    J = cpu.binary_cross_entropy(dZ, row_loss, Z, T, NO_WEIGHTS[dtype])
+    J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64),
+                                                       T.astype(np.float64),
+                                                       "binary_cross_entropy")
+    assert rel_err(J, J_ref) <= RTOL[dtype]
+    assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+    wrong = ((Z > 0) != (T > 0.5)).any(axis=1)
+    assert cpu.count_label_misses(Z, T) == wrong.sum()
+    assert reference.error_rate(Z.astype(np.float64), T, "binary_cross_entropy") == wrong.mean()
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_binary_cross_entropy_on_logits_that_would_overflow_exp(dtype):
+    """sigmoid and log(1 + e^z) at |z| = 1000 (float64) or 100 (float32):
+    finite, and exact up to e^-|z|."""
+    big = {"float64": 1000.0, "float32": 100.0}[dtype]
+    Z = np.array([[big, -big], [-big, big]], dtype)
+    T = np.array([[1, 1], [1, 0]], dtype)
+    dZ, row_loss = np.full_like(Z, np.nan), np.full(2, np.nan, dtype)
+    J = cpu.binary_cross_entropy(dZ, row_loss, Z, T, NO_WEIGHTS[dtype])
+    assert np.isfinite(row_loss).all()
+    assert row_loss.tolist() == pytest.approx([big, 2 * big], rel=1e-6)
+    assert J == pytest.approx(1.5 * big, rel=1e-6)
+    np.testing.assert_allclose(dZ, [[0, -1], [-1, 1]], rtol=0, atol=1e-30)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("n", [1, 7, 100])
+def test_loss_kernels_weigh_each_row(n, loss, dtype):
+    """Sample weights (zeros among them): the weighted mean cost and each row's
+    gradient scaled by n w_i / sum w, as the reference (scikit-learn's MLP)
+    defines them; weights of another length mean none."""
+    rng = np.random.default_rng(n + len(loss))
+    M = 5
+    Z = rng.normal(size=(n, M)).astype(dtype)
+    y = targets_for(loss, rng, n, M)
+    w = rng.random(n) * (rng.random(n) < 0.7)
+    w[0] = 2.5
+    factors = (w * n / w.sum()).astype(dtype)
+    labels, targets = (y, np.zeros((0, M), dtype)) if loss == "cross_entropy" else (
+        np.zeros(0, np.int64), y.astype(dtype))
+    for weights, sample_weight in ((factors, w), (np.ones(n + 1, dtype), None)):
+        dZ, row_loss = np.full_like(Z, np.nan), np.full(n, np.nan, dtype)
+        J = cpu.output_loss(dZ, row_loss, Z, labels, targets, weights, codes.LOSSES[loss])
+        J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64), y, loss,
+                                                           sample_weight)
+        assert rel_err(J, J_ref) <= RTOL[dtype]
+        assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+    assert reference.cost_and_output_gradient(Z, y, loss, np.zeros(n))[0] == 0.0
 
 
 @pytest.mark.parametrize("n,M", [(1, 2), (7, 10), (129, 33)])
@@ -413,26 +475,30 @@ def test_output_layer_rows_is_the_last_layer_of_algorithm_6_1(H, M, n, loss, act
     Q_prev = reference.activation(Z_prev, act).astype(dtype)
     rng = np.random.default_rng(n + H)
     labels = rng.integers(0, M, n)
-    targets = rng.normal(size=(n, M)).astype(dtype)
+    targets = targets_for("squared_error" if loss == "cross_entropy" else loss, rng, n,
+                          M).astype(dtype)  # (unused by cross_entropy)
+    # Weighted rows where n is odd (a weight 0 among them), unweighted otherwise.
+    w = rng.random(n) * (np.arange(n) % 3 != 1) + (np.arange(n) == 0) if n % 2 else None
+    weights = NO_WEIGHTS[dtype] if w is None else (w * n / w.sum()).astype(dtype)
     Z, dZ = np.full((n, M), np.nan, dtype), np.full((n, M), np.nan, dtype)
     row_loss, wrong = np.full(n, np.nan, dtype), np.full(n + 2, -1, np.int64)
     dZ_prev = np.full((n, H), np.nan, dtype)
     cpu.output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, labels,
-                          targets, codes.ACTIVATIONS[act], codes.LOSSES[loss], True)
+                          targets, weights, codes.ACTIVATIONS[act], codes.LOSSES[loss], True)
     Z_ref = Q_prev.astype(np.float64) @ W.T.astype(np.float64) + b
     y = labels if loss == "cross_entropy" else targets.astype(np.float64)
-    J_ref, dZ_ref = reference.cost_and_output_gradient(Z_ref, y, loss)
+    J_ref, dZ_ref = reference.cost_and_output_gradient(Z_ref, y, loss, w)
     assert rel_err(Z, Z_ref) <= RTOL[dtype]
     assert rel_err(row_loss.mean(), J_ref) <= RTOL[dtype]
     assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
     dZ_prev_ref = (dZ_ref @ W.astype(np.float64)) * reference.activation_derivative(
         Z_prev.astype(np.float64), act)
     assert rel_err(dZ_prev, dZ_prev_ref) <= RTOL[dtype]
-    if loss == "cross_entropy":
-        assert wrong[:n].tolist() == (Z_ref.argmax(axis=1) != labels).astype(int).tolist()
+    if loss != "squared_error":
+        assert wrong[:n].mean() == reference.error_rate(Z_ref, y, loss)
     untouched = np.full((n, H), 7.0, dtype)
     cpu.output_layer_rows(Z, dZ, row_loss, wrong, untouched, Z_prev, Q_prev, W, b, labels,
-                          targets, codes.ACTIVATIONS[act], codes.LOSSES[loss], False)
+                          targets, weights, codes.ACTIVATIONS[act], codes.LOSSES[loss], False)
     assert (untouched == 7.0).all()  # back=False: a one-layer net has no layer below
 
 

@@ -46,7 +46,7 @@ def resolve_device(device, names=check.API):
     return device
 
 
-def backprop(net, X, y, device="cpu"):
+def backprop(net, X, y, device="cpu", sample_weight=None):
     """Cost J and gradients of ``net`` on the batch (X, y) (Algorithm 6.1).
 
     Parameters
@@ -54,6 +54,8 @@ def backprop(net, X, y, device="cpu"):
     net : Network
     X : (n_b, p) inputs; y : (n_b,) labels or (n_b,) / (n_b, M) targets.
     device : "cpu" (Numba kernels) | "cuda" | "numpy" (the reference) | "auto"
+    sample_weight : (n_b,) non-negative or None: J and the gradients become
+        weighted means (``reference.cost_and_output_gradient``).
 
     Returns
     -------
@@ -64,24 +66,29 @@ def backprop(net, X, y, device="cpu"):
     device = resolve_device(device)
     X = check.features("X", X, net.n_inputs, net.dtype)
     y = net.check_targets("y", y, X.shape[0])
+    if sample_weight is not None:
+        sample_weight = check.sample_weight("sample_weight", sample_weight, X.shape[0])
     Ws, bs = net.checked_layers()
-    return _device(device).backprop(net, Ws, bs, X, y)
+    return _device(device).backprop(net, Ws, bs, X, y, sample_weight)
 
 
-def make_stepper(device, net, Ws, bs, X, y, batch_size, plan=None, optimizer=None, state=None):
+def make_stepper(device, net, Ws, bs, X, y, batch_size, plan=None, optimizer=None, state=None,
+                 weights=None):
     """The object that runs training steps for ``device`` ("cpu", "cuda" or
     "numpy"); plan : the CPU's first-layer plan for X, if already made (else
     made here); optimizer : a fastbp.SGD or Adam (None: plain SGD), with its
     state (mWs, mbs, vWs, vbs) shaped like the parameters, updated in place
-    (None: fresh zeros)."""
+    (None: fresh zeros); weights : (n,) sample weights in the network's
+    dtype, or None."""
     optimizer = optimizer if optimizer is not None else SGD()
     if state is None:
         state = state_arrays(optimizer, Ws, bs)
+    args = (net, Ws, bs, X, y, batch_size)
     if device == "cpu":
-        return _device(device).CpuStepper(net, Ws, bs, X, y, batch_size, plan, optimizer, state)
+        return _device(device).CpuStepper(*args, plan, optimizer, state, weights)
     if device == "cuda":
-        return _device(device).CudaStepper(net, Ws, bs, X, y, batch_size, optimizer, state)
-    return _device(device).NumpyStepper(net, Ws, bs, X, y, batch_size, optimizer, state)
+        return _device(device).CudaStepper(*args, optimizer, state, weights)
+    return _device(device).NumpyStepper(*args, optimizer, state, weights)
 
 
 

@@ -9,19 +9,22 @@ from ..buffers import batch_buffers, first_layer_buffers, gradient_buffers, list
 from ..kernels import codes
 from ..kernels import cpu as kernels
 from ..kernels.arguments import CpuWork, Data, Model, Out, Params, Steps
+from ..network import split_targets
+from ..weights import row_factors
 from ..optimizers import kernel_settings
 from ..threads import ThreadTuner
 
 _TUNERS = {}
 
 
-def backprop(net, Ws, bs, X, y):
+def backprop(net, Ws, bs, X, y, sample_weight=None):
     """Algorithm 6.1 on one batch with the CPU kernels: (J, [(dW, db), ...])."""
     Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, X.shape[0], net.dtype)
     dWs, dbs = gradient_buffers(zip(Ws, bs))
     labels, targets = split_targets(net, y)
     J = kernels.backprop_all(dWs, dbs, dZs, dQs, Zs, Qs, row_loss, X, labels, targets,
-                             Ws, bs, codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
+                             row_factors(sample_weight, net.dtype), Ws, bs,
+                             codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
     return float(J), list(zip(dWs, dbs))
 
 
@@ -33,7 +36,7 @@ class CpuStepper:
     its layouts, and the work buffers; ``run`` then only names the steps.
     """
 
-    def __init__(self, net, Ws, bs, X, y, batch_size, plan, optimizer, state):
+    def __init__(self, net, Ws, bs, X, y, batch_size, plan, optimizer, state, weights=None):
         rows = min(batch_size, X.shape[0])
         self.plan = plan if plan is not None else first_layer.plan(net.sizes, net.dtype, X, rows)
         self.params = Params(Ws, bs, *state)
@@ -45,10 +48,12 @@ class CpuStepper:
         dWs, dbs = (state[0], state[1]) if optimizer.plain else gradient_buffers(zip(Ws, bs))
         self.work = CpuWork(Zs, Qs, dZs, dQs, row_loss, np.zeros((rows, X.shape[1]), net.dtype),
                             np.zeros(rows, np.int64),
-                            np.zeros((rows, targets.shape[1]), net.dtype), dWs, dbs,
+                            np.zeros((rows, targets.shape[1]), net.dtype),
+                            np.zeros(rows if weights is not None else 0, net.dtype), dWs, dbs,
                             *list_scratch(net.sizes, rows, net.dtype))
         self.first = first_layer_buffers(self.plan, net.sizes, rows, net.dtype)
-        self.data = Data(X, labels, targets)
+        self.data = Data(X, labels, targets,
+                         weights if weights is not None else np.zeros(0, net.dtype))
         self.batch_size = batch_size
         # One tuner per network shape for the whole process: repeated train()
         # calls (an epoch each, say) keep what earlier ones measured. And per
@@ -71,10 +76,3 @@ class CpuStepper:
 
     def push(self):
         """Nothing to do: the weights are the host arrays themselves."""
-
-
-def split_targets(net, y):
-    """(labels, targets) for the kernels: the unused one is an empty array."""
-    if net.is_classifier:
-        return y, np.zeros((0, net.n_outputs), net.dtype)
-    return np.zeros(0, np.int64), y

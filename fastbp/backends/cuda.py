@@ -14,6 +14,7 @@ from ..kernels import codes
 from ..kernels import cuda as kernels
 from ..kernels.arguments import CudaFirstLayer, CudaWork, Data, Model, Out, Params, Steps
 from ..optimizers import kernel_settings
+from ..weights import row_factors
 
 
 def launch(kernel, n_items, *args):
@@ -64,12 +65,17 @@ def device_batch_buffers(sizes, n_rows, dtype):
 
 def device_targets(net, y):
     """(labels, targets) on the device; the unused one is a one-row dummy."""
-    if net.is_classifier:
+    if net.takes_labels:
         return cuda.to_device(y), cuda.to_device(np.zeros((1, net.n_outputs), net.dtype))
     return cuda.to_device(np.zeros(1, np.int64)), cuda.to_device(y)
 
 
-def backprop(net, Ws, bs, X, y):
+def device_weights(weights, dtype):
+    """Sample weights on the device, or the one-element dummy that means none."""
+    return cuda.to_device(weights if weights is not None else np.ones(1, dtype))
+
+
+def backprop(net, Ws, bs, X, y, sample_weight=None):
     """Algorithm 6.1 on one batch on the GPU: (J, [(dW, db), ...]) on the host."""
     Zs, Qs, dZs, dQs, row_loss = device_batch_buffers(net.sizes, X.shape[0], net.dtype)
     Wd = tuple(cuda.to_device(W) for W in Ws)
@@ -79,7 +85,9 @@ def backprop(net, Ws, bs, X, y):
     labels, targets = device_targets(net, y)
     cost = cuda.device_array(1, np.float64)
     launch(kernels.backprop_all, most_items(net.sizes, X.shape[0]),
-           dWs, dbs, dZs, dQs, Zs, Qs, row_loss, cuda.to_device(X), labels, targets, Wd, bd,
+           dWs, dbs, dZs, dQs, Zs, Qs, row_loss, cuda.to_device(X), labels, targets,
+           device_weights(None if sample_weight is None
+                          else row_factors(sample_weight, net.dtype), net.dtype), Wd, bd,
            codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss], cost)
     grads = [(dW.copy_to_host(), db.copy_to_host()) for dW, db in zip(dWs, dbs)]
     return float(cost.copy_to_host()[0]), grads
@@ -93,7 +101,7 @@ class CudaStepper:
     epoch's shuffle ``order`` is copied when a new one arrives.
     """
 
-    def __init__(self, net, Ws, bs, X, y, batch_size, optimizer, state):
+    def __init__(self, net, Ws, bs, X, y, batch_size, optimizer, state, weights=None):
         self.host = (Ws, bs) + tuple(state)
         # A rule's unused state: one dummy element (empty device arrays are avoided).
         self.params = Params(*(tuple(cuda.to_device(a if a.size else np.zeros((1,) * a.ndim,
@@ -106,11 +114,13 @@ class CudaStepper:
                              cuda.device_array((rows, X.shape[1]), net.dtype),
                              cuda.device_array(rows, np.int64),
                              cuda.device_array((rows, net.n_outputs), net.dtype),
+                             cuda.device_array(rows + 1, net.dtype),
                              tuple(cuda.device_array_like(W) for W in Ws),
                              tuple(cuda.device_array_like(b) for b in bs))
         self.first = CudaFirstLayer(codes.FIRST_W)  # dense products: no zeros skipped
         self.X = cuda.to_device(X)
         self.labels, self.targets = device_targets(net, y)
+        self.weights = device_weights(weights, net.dtype)
         self.batch_size = batch_size
         self.items = most_items(net.sizes, rows)
         self.order_host, self.order = None, None
@@ -126,7 +136,7 @@ class CudaStepper:
         if self.results.shape[1] < n_steps:
             self.results = cuda.device_array((2, n_steps), np.float64)
         args = (self.params, self.model, self.work, self.first,
-                Data(self.X, self.labels, self.targets),
+                Data(self.X, self.labels, self.targets, self.weights),
                 Steps(self.order, first_step, n_steps, self.batch_size, lr, *self.rule, t0),
                 Out(self.results[0, :n_steps], self.results[1, :n_steps]), self.done)
         if self.blocks is None:

@@ -9,17 +9,19 @@ from .. import reference
 from ..optimizers import state_sets
 
 
-def backprop(net, Ws, bs, X, y):
+def backprop(net, Ws, bs, X, y, sample_weight=None):
     """Algorithm 6.1 on one batch with the reference: (J, [(dW, db), ...])."""
-    return reference.backprop(list(zip(Ws, bs)), X, y, net.activation, net.loss)
+    return reference.backprop(list(zip(Ws, bs)), X, y, net.activation, net.loss,
+                              sample_weight)
 
 
 class NumpyStepper:
     """The reference: Algorithm 6.1 in NumPy, a Python loop over batches."""
 
-    def __init__(self, net, Ws, bs, X, y, batch_size, optimizer, state):
+    def __init__(self, net, Ws, bs, X, y, batch_size, optimizer, state, weights=None):
         self.layers = list(zip(Ws, bs))
         self.X, self.y, self.net, self.batch_size = X, y, net, batch_size
+        self.weights = weights
         self.optimizer = optimizer
         # reference.new_state's layout: per set, per layer (W state, b state).
         self.state = [list(zip(state[2 * i], state[2 * i + 1]))
@@ -31,16 +33,15 @@ class NumpyStepper:
             start = (first_step + s) * self.batch_size
             rows = order[start:start + self.batch_size]
             X, y = self.X[rows], self.y[rows]
+            w = None if self.weights is None else self.weights[rows]
             J, grads, Z = reference.backprop_with_output(
-                self.layers, X, y, self.net.activation, self.net.loss)
+                self.layers, X, y, self.net.activation, self.net.loss, w)
             if o.alpha:
-                J += reference.penalty(self.layers, o.alpha, X.shape[0])
-                grads = reference.penalized(self.layers, grads, o.alpha, X.shape[0])
+                n_b = X.shape[0] if w is None or not w.any() else float(np.sum(w, dtype=float))
+                J += reference.penalty(self.layers, o.alpha, n_b)
+                grads = reference.penalized(self.layers, grads, o.alpha, n_b)
             costs[s] = J
-            if self.net.is_classifier:
-                errors[s] = np.mean(Z.argmax(axis=1) != y)
-            else:
-                errors[s] = math.nan
+            errors[s] = reference.error_rate(Z, y, self.net.loss)
             if not math.isfinite(J):
                 return s
             reference.optimizer_step(self.layers, grads, self.state, o.rule, lr, o.momentum,

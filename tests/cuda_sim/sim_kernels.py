@@ -17,7 +17,7 @@ from fastbp.backends.cuda import device_batch_buffers, launch
 from fastbp.kernels import codes
 from fastbp.kernels import cuda as kernels
 
-from conftest import ACTIVATIONS, RTOL, data, rel_err
+from conftest import ACTIVATIONS, RTOL, data, rel_err, targets_for
 
 DTYPES = ("float64", "float32")
 BATCHES = (1, 5)
@@ -89,7 +89,8 @@ def test_softmax_cross_entropy(n, M, dtype):
     dZ = np.full_like(Z, np.nan)
     row_loss = np.full(n, np.nan, dtype)
     out_cost = np.full(1, np.nan)
-    launch(kernels.softmax_cross_entropy, n, dZ, row_loss, Z, labels, out_cost)
+    launch(kernels.softmax_cross_entropy, n, dZ, row_loss, Z, labels, np.ones(1, dtype),
+           out_cost)
     J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64), labels,
                                                        "cross_entropy")
     assert rel_err(out_cost[0], J_ref) <= RTOL[dtype]
@@ -104,11 +105,41 @@ def test_squared_error(n, M, dtype):
     dZ = np.full_like(Z, np.nan)
     row_loss = np.full(n, np.nan, dtype)
     out_cost = np.full(1, np.nan)
-    launch(kernels.squared_error, n, dZ, row_loss, Z, Y, out_cost)
+    launch(kernels.squared_error, n, dZ, row_loss, Z, Y, np.ones(n + 1, dtype), out_cost)
     J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64),
                                                        Y.astype(np.float64), "squared_error")
     assert rel_err(out_cost[0], J_ref) <= RTOL[dtype]
     assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("weighted", [False, True], ids=["unweighted", "weighted"])
+@pytest.mark.parametrize("loss", ["cross_entropy", "squared_error", "binary_cross_entropy"])
+@pytest.mark.parametrize("n,M", [(1, 1), (5, 3), (13, 2)])
+def test_loss_kernels_with_and_without_weights(n, M, loss, weighted, dtype):
+    """Every loss twin, its rows weighted (a weight 0 among them) or not,
+    and the binary error count, against the reference."""
+    if loss == "cross_entropy" and M == 1:
+        M = 2
+    rng = np.random.default_rng(n * M + len(loss))
+    Z = (rng.normal(size=(n, M)) * 5).astype(dtype)
+    y = targets_for(loss, rng, n, M)
+    w = rng.random(n) * (np.arange(n) % 3 != 1) + (np.arange(n) == 0) if weighted else None
+    weights = np.ones(1, dtype) if w is None else (w * n / w.sum()).astype(dtype)
+    dZ, row_loss = np.full_like(Z, np.nan), np.full(n, np.nan, dtype)
+    out_cost = np.full(1, np.nan)
+    kernel = {"cross_entropy": kernels.softmax_cross_entropy,
+              "squared_error": kernels.squared_error,
+              "binary_cross_entropy": kernels.binary_cross_entropy}[loss]
+    launch(kernel, n, dZ, row_loss, Z, y if loss == "cross_entropy" else y.astype(dtype),
+           weights, out_cost)
+    J_ref, dZ_ref = reference.cost_and_output_gradient(Z.astype(np.float64), y, loss, w)
+    assert rel_err(out_cost[0], J_ref) <= RTOL[dtype]
+    assert rel_err(dZ, dZ_ref) <= RTOL[dtype]
+    if loss == "binary_cross_entropy":
+        out_wrong = np.full(1, -1, np.int64)
+        launch(kernels.count_label_misses, n, Z, y.astype(dtype), out_wrong)
+        assert out_wrong[0] == int(np.sum(((Z > 0) != (y > 0.5)).any(axis=1)))
 
 
 @pytest.mark.parametrize("n,M", [(1, 2), (5, 3), (13, 7)])

@@ -53,7 +53,9 @@ def train_both(sizes, act, loss, dtype, n=11, **kwargs):
 @pytest.mark.parametrize("sizes,act,loss", [([3, 7, 2], "relu", "cross_entropy"),
                                             ([3, 7, 1, 3], "sigmoid", "cross_entropy"),
                                             ([2, 3, 1], "tanh", "squared_error"),
-                                            ([3, 2], "identity", "squared_error")])
+                                            ([3, 2], "identity", "squared_error"),
+                                            ([3, 7, 3], "relu", "binary_cross_entropy"),
+                                            ([3, 1], "identity", "binary_cross_entropy")])
 def test_training_matches_the_reference(sizes, act, loss, dtype):
     net, hist, ref, ref_hist = train_both(sizes, act, loss, dtype)
     for index, ((W, b), (W_ref, b_ref)) in enumerate(zip(net.layers, ref.layers)):
@@ -121,6 +123,22 @@ def test_divergence_keeps_the_last_finite_weights():
 def test_optimizers_match_the_reference(optimizer, dtype):
     net, hist, ref, ref_hist = train_both([3, 7, 2], "tanh", "cross_entropy", dtype,
                                           optimizer=optimizer)
+    for index, ((W, b), (W_ref, b_ref)) in enumerate(zip(net.layers, ref.layers)):
+        assert rel_err(W, W_ref) <= RTOL[dtype], f"W of layer {index}"
+        assert rel_err(b, b_ref) <= RTOL[dtype], f"b of layer {index}"
+    assert rel_err(hist.batch_cost, ref_hist.batch_cost) <= RTOL[dtype]
+
+
+@pytest.mark.parametrize("dtype", ["float64", "float32"])
+@pytest.mark.parametrize("loss", LOSSES)
+@pytest.mark.parametrize("optimizer", [fastbp.SGD(lr=0.1), fastbp.Adam(lr=0.05, alpha=0.1)],
+                         ids=["sgd", "adam+alpha"])
+def test_weighted_training_matches_the_reference(optimizer, loss, dtype):
+    """Sample weights (zeros among them): the batch's row factors and the
+    penalty's divisor, summed by a block, as the reference has them."""
+    w = np.random.default_rng(5).random(11) * (np.arange(11) % 4 != 2)
+    net, hist, ref, ref_hist = train_both([3, 7, 2], "tanh", loss, dtype, optimizer=optimizer,
+                                          sample_weight=w)
     for index, ((W, b), (W_ref, b_ref)) in enumerate(zip(net.layers, ref.layers)):
         assert rel_err(W, W_ref) <= RTOL[dtype], f"W of layer {index}"
         assert rel_err(b, b_ref) <= RTOL[dtype], f"b of layer {index}"
