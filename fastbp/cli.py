@@ -22,6 +22,7 @@ from . import __version__, backends, compile_lock, datasets, optimizers, plottin
 from . import checks as check
 from .errors import DivergenceError
 from .network import Network
+from .stopping import EarlyStopping
 from .storage import (CHECKPOINT_FORMAT, atomic_save_npz, file_identity, load_npz,
                       save_problem, write_atomically)
 from .trainer import check_checkpoint, train
@@ -127,6 +128,16 @@ def _output_option(name, metavar, what):
               help="constant; invscaling: lr / (t + 1)^0.5, t the samples seen before each "
                    "epoch; adaptive: lr / 5 after 10 epochs without the training cost "
                    "improving by 1e-4.")
+@click.option("--early-stopping", is_flag=True,
+              help="Hold out --validation-fraction of the training images (stratified, "
+                   "seeded) and stop when their cost has not improved by 1e-4 for "
+                   "--patience epochs, keeping the best epoch's weights. The test set is "
+                   "then reported after each epoch only.")
+@click.option("--patience", metavar="N", type=click.IntRange(min=1), default=10,
+              help="Epochs without improvement before --early-stopping stops.")
+@click.option("--validation-fraction", metavar="F",
+              type=click.FloatRange(0, 1, min_open=True, max_open=True), default=0.1,
+              help="Share of the training images --early-stopping holds out.")
 @click.option("--batch-size", metavar="N_B", type=click.IntRange(min=1), default=100,
               help="Mini-batch size n_b.")
 @click.option("--epochs", metavar="N", type=click.IntRange(min=1), default=15,
@@ -184,9 +195,18 @@ def main(ctx, **options):
 
 def _run(o, ui):
     """Check everything that can be checked, load the data, train, report."""
-    lr_given = click.get_current_context().get_parameter_source("lr") != ParameterSource.DEFAULT
-    if o["optimizer"] == "adam" and not lr_given:
+    ctx = click.get_current_context()
+    given = {name for name in ("lr", "patience", "validation_fraction")
+             if ctx.get_parameter_source(name) != ParameterSource.DEFAULT}
+    if o["optimizer"] == "adam" and "lr" not in given:
         o["lr"] = 0.001
+    for name in sorted(given - {"lr"}):
+        if not o["early_stopping"]:
+            raise click.UsageError(f"--{name.replace('_', '-')} is a setting of "
+                                   "--early-stopping, which was not given")
+    stopping = (EarlyStopping(patience=o["patience"],
+                              validation_fraction=o["validation_fraction"])
+                if o["early_stopping"] else None)
     try:  # values click's types let through (an infinite --alpha): usage errors too
         optimizer = _optimizer(o)
     except ValueError as exc:
@@ -227,10 +247,14 @@ def _run(o, ui):
             "validation set)")
     ui.echo(f"network  {'-'.join(map(str, sizes))}, {_model_name(net)}, {net.dtype.name}, "
             f"{net.n_params:,} parameters")
-    every = f"every {o['eval_every']} iterations" if o["eval_every"] else "after each epoch"
+    every = (f"every {o['eval_every']} iterations" if o["eval_every"] and not stopping
+             else "after each epoch")
     ui.echo(f"training {_describe(optimizer)}, batch {o['batch_size']}, "
             f"{_count(o['epochs'], 'epoch')} "
             f"of {steps} iterations, validation {every}, seed {o['seed']}, device {device}")
+    if stopping:
+        ui.echo(f"early stopping: {100 * stopping.validation_fraction:g} % of the training "
+                f"images held out, patience {stopping.patience} epochs")
 
     # Printed when training starts: a resume that train refuses prints none of it.
     table = ([f"resuming from {o['checkpoint']}"] if o["resume"] else []) + [
@@ -239,10 +263,12 @@ def _run(o, ui):
     started, compiled = time.perf_counter(), compile_lock.seconds_spent()
     try:
         with compile_lock.watch(_CompileNotes(ui)):
+            # Early stopping watches its held-out images, never the test set.
             history = train(net, Xtr, ytr, optimizer=optimizer, batch_size=o["batch_size"],
-                            epochs=o["epochs"], validation=(Xte, yte),
+                            epochs=o["epochs"], validation=None if stopping else (Xte, yte),
                             eval_every=o["eval_every"], seed=o["seed"], device=device,
-                            checkpoint=o["checkpoint"], resume=o["resume"], progress=report)
+                            checkpoint=o["checkpoint"], resume=o["resume"], progress=report,
+                            early_stopping=stopping)
     except DivergenceError as exc:
         # The curves up to the bad iteration are what shows why: write them.
         ui.close()
@@ -261,6 +287,9 @@ def _run(o, ui):
     if report.head and o["resume"]:  # train accepted the checkpoint but ran nothing
         ui.echo(f"resuming from {o['checkpoint']}: nothing left to train (--epochs "
                 f"{o['epochs']} already run)")
+    if history.stopped_epoch is not None:
+        ui.echo(f"early stopping after epoch {history.stopped_epoch}: "
+                f"{history.stop_reason}; the weights are those of epoch {history.best_epoch}")
 
     test_cost, _ = net.evaluate(Xte, yte)
     wrong = int(np.count_nonzero(net.predict(Xte) != yte))
@@ -282,6 +311,9 @@ def _run(o, ui):
         "activation": net.activation, "dtype": net.dtype.name, "device": device,
         "optimizer": o["optimizer"], "lr": o["lr"], "momentum": optimizer.momentum,
         "alpha": o["alpha"], "lr_schedule": o["lr_schedule"],
+        "early_stopping": stopping.settings() if stopping else None,
+        "best_epoch": history.best_epoch, "stopped_epoch": history.stopped_epoch,
+        "held_out_cost": history.val_scores,
         "batch_size": o["batch_size"], "epochs": o["epochs"],
         "eval_every": o["eval_every"], "seed": o["seed"], "iterations": history.iterations,
         "epoch_seconds": history.epoch_seconds,

@@ -727,3 +727,33 @@ def test_the_training_line_names_the_optimizer(tiny):
 def test_an_optimizer_value_click_lets_through_is_a_usage_error(tiny):
     result = invoke("--data-dir", tiny, *FAST, "--alpha", "inf")
     assert_one_error_line(result, 2, "--alpha", "inf")
+
+
+def test_early_stopping_holds_out_training_images_and_trains_as_the_library_does(tiny,
+                                                                                  tmp_path):
+    path = tmp_path / "model.npz"
+    args = ("--epochs", "30", "--hidden", "16", "--batch-size", "20", "--lr", "2",
+            "--early-stopping", "--patience", "2", "--validation-fraction", "0.2")
+    out = run_json("--data-dir", tiny, *args, "--save", path)
+    assert out["early_stopping"]["patience"] == 2
+    assert out["stopped_epoch"] is not None and out["stopped_epoch"] < 30
+    assert len(out["held_out_cost"]) == out["stopped_epoch"]
+    assert out["val_iteration"] == []  # the test set is not early stopping's
+    assert out["iterations"] == out["stopped_epoch"] * 8  # 160 of 200 images, 20 a batch
+    Xtr, ytr, _, _ = datasets.load_folder(tiny)
+    net = fastbp.Network([784, 16, 10], seed=0)
+    hist = fastbp.train(net, Xtr, ytr, lr=2, batch_size=20, epochs=30, device="cpu",
+                        early_stopping=fastbp.EarlyStopping(patience=2,
+                                                            validation_fraction=0.2))
+    assert hist.stopped_epoch == out["stopped_epoch"] and hist.best_epoch == out["best_epoch"]
+    for (W, b), (W2, b2) in zip(fastbp.load(path).layers, net.layers):
+        assert np.array_equal(W, W2) and np.array_equal(b, b2)
+    human = invoke("--data-dir", tiny, *args)
+    assert f"early stopping after epoch {out['stopped_epoch']}" in human.stdout
+    assert "20 % of the training images held out, patience 2 epochs" in human.stdout
+
+
+@pytest.mark.parametrize("option", [["--patience", "3"], ["--validation-fraction", "0.2"]])
+def test_early_stopping_settings_without_early_stopping_are_usage_errors(tiny, option):
+    result = invoke("--data-dir", tiny, *FAST, *option)
+    assert_one_error_line(result, 2, option[0], "--early-stopping")
