@@ -426,7 +426,8 @@ def squared_error(dZ, row_loss, Z, targets, weights, out_cost):
     dZ : (n_b, M) output; row_loss : (n_b,) output; Z, targets : (n_b, M);
     weights as in softmax_cross_entropy; out_cost : (1,) float64 output.
     """
-    _cost(dZ, row_loss, Z, _no_labels(), targets, weights, SQUARED_ERROR, out_cost)
+    no_labels = cuda.local.array(1, int64)  # typed, never read
+    _cost(dZ, row_loss, Z, no_labels, targets, weights, SQUARED_ERROR, out_cost)
 
 
 @cuda.jit
@@ -436,13 +437,8 @@ def binary_cross_entropy(dZ, row_loss, Z, targets, weights, out_cost):
     dZ : (n_b, M) output; row_loss : (n_b,) output; Z, targets : (n_b, M);
     weights as in softmax_cross_entropy; out_cost : (1,) float64 output.
     """
-    _cost(dZ, row_loss, Z, _no_labels(), targets, weights, BINARY_CROSS_ENTROPY, out_cost)
-
-
-@cuda.jit(device=True)
-def _no_labels():
-    """A label array for a loss that reads targets (typed, never read)."""
-    return cuda.local.array(1, int64)
+    no_labels = cuda.local.array(1, int64)  # typed, never read
+    _cost(dZ, row_loss, Z, no_labels, targets, weights, BINARY_CROSS_ENTROPY, out_cost)
 
 
 @cuda.jit(device=True)
@@ -471,7 +467,8 @@ def count_label_misses(Z, targets, out_wrong):
 
     Z, targets : (n_b, M); out_wrong : (1,) int64 output, exact as above.
     """
-    _count_wrong(Z, _no_labels(), targets, BINARY_CROSS_ENTROPY, out_wrong)
+    no_labels = cuda.local.array(1, int64)  # typed, never read
+    _count_wrong(Z, no_labels, targets, BINARY_CROSS_ENTROPY, out_wrong)
 
 
 @cuda.jit(device=True)
