@@ -289,7 +289,7 @@ class _BaseMLP(BaseEstimator):
         batch_size = min(200, n) if self.batch_size == "auto" else self.batch_size
         if self.batch_size != "auto" and self.batch_size > n:
             warnings.warn("Got `batch_size` less than 1 or larger than sample size. It is "
-                          "going to be clipped", stacklevel=3)
+                          "going to be clipped", stacklevel=5)
         batch_size = min(batch_size, n)
         order = _Shuffles(rs) if self.shuffle else False
         if trainer is None:
@@ -334,9 +334,9 @@ class _BaseMLP(BaseEstimator):
                 if self.n_iter_ == self.max_iter:
                     warnings.warn(f"Stochastic Optimizer: Maximum iterations ({self.max_iter}) "
                                   "reached and the optimization hasn't converged yet.",
-                                  ConvergenceWarning, stacklevel=3)
+                                  ConvergenceWarning, stacklevel=5)
         except KeyboardInterrupt:
-            warnings.warn("Training interrupted by user.", stacklevel=3)
+            warnings.warn("Training interrupted by user.", stacklevel=5)
             self._sync_coefs(net)
         except DivergenceError as exc:  # scikit-learn's error, with fastbp's reason
             self._sync_coefs(net)
