@@ -53,6 +53,12 @@ def panels_worthwhile(sizes, dtype):
     return cpu_panels.worthwhile(sizes, dtype) and not fused_output
 
 
+def purpose(optimizer):
+    """The plan's purpose for training with ``optimizer``: plain SGD skips
+    zeros ("train"); every other rule updates every weight ("dense")."""
+    return "train" if optimizer.plain else "dense"
+
+
 def plan(sizes, dtype, X, batch_rows, purpose="train"):
     """The first layer's plan for a network of layer ``sizes`` in ``dtype``
     on the checked data X (n, p), in batches (or chunks) of ``batch_rows``.
@@ -60,8 +66,12 @@ def plan(sizes, dtype, X, batch_rows, purpose="train"):
     purpose : "train" (the compiled loop: compressed rows where X is sparse,
     and the tiles' masks where the panels run and the non-zeros cluster),
     "repeat" (inference over the same X many times, e.g. validation:
-    compressed once) or "once" (one inference pass: sparse X listed chunk by
-    chunk, nothing built)."""
+    compressed once), "once" (one inference pass: sparse X listed chunk by
+    chunk, nothing built) or "dense" (the compiled loop under a rule that
+    updates every weight, whose first layer runs on W whatever the data:
+    nothing built)."""
+    if purpose == "dense":
+        return Plan(codes.FIRST_W, _no_rows(X.dtype), _no_masks())
     panels = panels_worthwhile(sizes, dtype)
     if purpose == "once":
         sparse = cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size

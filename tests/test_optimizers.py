@@ -89,6 +89,22 @@ def test_a_rule_touching_every_weight_never_takes_the_zero_skipping_first_layer(
         assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
 
 
+@pytest.mark.parametrize("name", ["momentum", "adam", "sgd+alpha"])
+def test_a_rule_touching_every_weight_builds_no_compressed_rows(name):
+    """Its first layer runs on W whatever the data: compressing the rows (the
+    set-up of each fit and partial_fit) would be work thrown away."""
+    X, y = data(sparse=True, p=64)
+    trainer = fastbp.Trainer(fastbp.Network([64, 48, 4]), X, y, optimizer=OPTIMIZERS[name],
+                             batch_size=32, device="cpu")
+    trainer.fit(1)
+    assert trainer._plan.code == fastbp.kernels.codes.FIRST_W
+    assert trainer._plan.rows_csr[0].shape[0] == 0  # nothing compressed
+    plain = fastbp.Trainer(fastbp.Network([64, 48, 4]), X, y, lr=0.1, batch_size=32,
+                           device="cpu")
+    plain.fit(1)
+    assert plain._plan.code != fastbp.kernels.codes.FIRST_W
+
+
 def test_plain_sgd_given_as_an_optimizer_is_the_lr_argument_bit_for_bit():
     X, y = data(sparse=True)
     a, b = fastbp.Network([40, 48, 4], seed=2), fastbp.Network([40, 48, 4], seed=2)
