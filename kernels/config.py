@@ -15,6 +15,12 @@ in a fresh process (as the tests do), or edit it here.
 # and Ctrl-C are seen, at a cost of one call (tens of microseconds) per chunk.
 MAX_CHUNK = 50
 
+# A step of at most this many multiply-adds of its forward pass (batch rows
+# times the sum of the layers' U_l U_{l-1}) runs in kernels/cpu_serial.py's
+# build, on the calling thread without parallel regions: 13-32-1 at batch 16
+# (7 000) ran in 12 instead of 23 us per step (docs/speed-log.md).
+SERIAL_STEP_MACS = 1 << 18
+
 # Rows per chunk in predict/evaluate: bounds buffer memory on big inputs.
 CHUNK_ROWS = 1024
 

@@ -13,7 +13,8 @@ import fastbp
 from fastbp import backends, threads
 
 # A sparse first layer (so its update splits the pixels by thread), trained
-# with each thread count given.
+# with each thread count given; a step big enough for the parallel build
+# (kernels.config.SERIAL_STEP_MACS: 32 x (40 x 256 + 256 x 5) multiply-adds).
 TRAIN = textwrap.dedent("""
     import hashlib, sys
     import numba
@@ -25,9 +26,9 @@ TRAIN = textwrap.dedent("""
     y = rng.integers(0, 5, 300)
     for count in map(int, sys.argv[1:]):
         numba.set_num_threads(count)
-        net = fastbp.Network([40, 64, 5], seed=1)
+        net = fastbp.Network([40, 256, 5], seed=1)
         # eval_every=3: chunks of 3 steps, so that the tuner runs both its choices
-        fastbp.train(net, X, y, lr=0.3, batch_size=16, epochs=2, device="cpu", eval_every=3)
+        fastbp.train(net, X, y, lr=0.3, batch_size=32, epochs=2, device="cpu", eval_every=3)
         used = sorted(t for tuner in backends.cpu._TUNERS.values()
                       for t, measured in tuner.samples.items() if measured)
         print(hashlib.sha256(b"".join(W.tobytes() + b.tobytes()
@@ -46,11 +47,11 @@ def test_training_is_bitwise_the_same_for_any_thread_count():
         previous = numba.get_num_threads()
         numba.set_num_threads(count)
         try:
-            net = fastbp.Network([40, 64, 5], seed=1)
+            net = fastbp.Network([40, 256, 5], seed=1)
             net.layers[0][1][:] = 0.01
-            fastbp.train(net, X, y, lr=0.3, batch_size=16, epochs=2, device="cpu",
+            fastbp.train(net, X, y, lr=0.3, batch_size=32, epochs=2, device="cpu",
                          validation=(X, y), eval_every=7)
-            tuner = backends.cpu._TUNERS[((40, 64, 5), "float32", 16, count)]
+            tuner = backends.cpu._TUNERS[((40, 256, 5), "float32", 32, count)]
         finally:
             numba.set_num_threads(previous)
         # The tuner chose between 1 and ``count`` threads and measured both.

@@ -8,6 +8,8 @@ from .. import first_layer
 from ..buffers import batch_buffers, first_layer_buffers, gradient_buffers, list_scratch
 from ..kernels import codes
 from ..kernels import cpu as kernels
+from ..kernels import cpu_serial
+from ..kernels.config import SERIAL_STEP_MACS
 from ..kernels.arguments import CpuWork, Data, Model, Out, Params, Steps
 from ..network import split_targets
 from ..weights import row_factors
@@ -62,15 +64,23 @@ class CpuStepper:
         # thread and the caller's count, never more than the caller set.
         key = (tuple(net.sizes), net.dtype.name, rows, numba.get_num_threads())
         self.threads = _TUNERS.setdefault(key, ThreadTuner())
+        # A small step runs on the calling thread, without parallel regions
+        # (kernels/cpu_serial.py). Decided by the shape alone, so a run's bits
+        # never depend on the thread count or on timing: the two builds round
+        # differently (fastmath may reorder a sum), each the same every time.
+        macs = rows * sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))
+        self.small = macs <= SERIAL_STEP_MACS
 
     def run(self, order, first_step, n_steps, lr, costs, errors, t0=0):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
         ``order`` at rate lr, t0 updates done before; write each step's cost
         and error; return steps completed."""
         steps = Steps(order, first_step, n_steps, self.batch_size, lr, *self.rule, t0)
-        return self.threads.run(lambda: kernels.train_steps(
-            self.params, self.model, self.work, self.first, self.data, steps,
-            Out(costs, errors)), n_steps)
+        args = (self.params, self.model, self.work, self.first, self.data, steps,
+                Out(costs, errors))
+        if self.small:
+            return cpu_serial.train_steps(*args)
+        return self.threads.run(lambda: kernels.train_steps(*args), n_steps)
 
     def sync(self):
         """Nothing to do: the weights are the host arrays themselves."""
