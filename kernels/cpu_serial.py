@@ -41,7 +41,9 @@ def _serial(dispatcher, clones):
     function.__doc__ = py_func.__doc__
     options = {k: v for k, v in dispatcher.targetoptions.items()
                if k not in ("parallel", "nopython")}  # (njit implies nopython)
-    twin = njit(**options)(function)
+    # cache=True is the dispatcher's, not a target option: cached where the original is.
+    cached = type(dispatcher._cache).__name__ != "NullCache"
+    twin = njit(cache=cached, **options)(function)
     module = py_func.__module__.rsplit(".", 1)[-1]
     clones[id(dispatcher)] = (f"{module}_{py_func.__name__}", twin)
     for name, value in py_func.__globals__.items():

@@ -59,6 +59,14 @@ def test_the_serial_build_is_its_own_code_registered_and_cached_apart():
     # every kernel train_steps calls has its twin, under the lock and the cache stamp
     assert len(twins) > 20 and all(d.py_func.__qualname__.endswith("__serial") for d in twins)
     assert all(getattr(d.compile, "_fastbp_locked", False) for d in twins)
+    # on disk like the parallel build: a fresh process must not compile it again
+    assert type(cpu_serial.train_steps._cache).__name__ == "FunctionCache"
+    originals = {d.py_func.__qualname__: d for key, d in names.items()
+                 if not key.startswith("cpu_serial.")}
+    for twin in twins:
+        original = originals.get(twin.py_func.__qualname__[:-len(cpu_serial.SUFFIX)])
+        if original is not None:
+            assert type(twin._cache) is type(original._cache), twin.py_func.__qualname__
 
 
 def stepper(sizes, loss, batch):
