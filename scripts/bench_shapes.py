@@ -64,7 +64,7 @@ import numpy as np
 
 import fastbp
 from fastbp.trainer import epoch_order
-from bench_train import SETTLE_SECONDS  # idle thread pools spin a while before they sleep
+from bench_train import SETTLE_SECONDS, torch_network  # (SETTLE: idle pools spin a while)
 
 LR = 0.01  # every row's rate unless the row names its own
 CHECK_ROWS = 4096  # training samples the check table's costs are computed on
@@ -230,18 +230,8 @@ class Torch:
 
     def setup(self, row, X, y, net, lr, seed):
         torch = self.torch
-        dtype = getattr(torch, net.dtype.name)
         act = {"relu": torch.nn.ReLU, "tanh": torch.nn.Tanh, "sigmoid": torch.nn.Sigmoid}
-        layers = []
-        for index, (W, b) in enumerate(net.layers):
-            lin = torch.nn.Linear(W.shape[1], W.shape[0], dtype=dtype)
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(W))
-                lin.bias.copy_(torch.from_numpy(b))
-            layers.append(lin)
-            if index < len(net.layers) - 1:
-                layers.append(act[row.activation]())
-        self.model = torch.nn.Sequential(*layers)
+        self.model = torch_network(torch, net, act[row.activation])
         self.opt = torch.optim.SGD(self.model.parameters(), lr=lr)
         if row.loss == "cross_entropy":
             self.loss = torch.nn.functional.cross_entropy

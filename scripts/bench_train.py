@@ -65,6 +65,21 @@ def shuffle(seed, epoch, n, optimizer):
     return epoch_order(seed, epoch, n)
 
 
+def torch_network(torch, net, activation):
+    """A torch.nn.Sequential of Linear layers holding ``net``'s weights (in its
+    dtype), the module class ``activation`` between them."""
+    layers = []
+    for index, (W, b) in enumerate(net.layers):
+        lin = torch.nn.Linear(W.shape[1], W.shape[0], dtype=getattr(torch, net.dtype.name))
+        with torch.no_grad():
+            lin.weight.copy_(torch.from_numpy(W))
+            lin.bias.copy_(torch.from_numpy(b))
+        layers.append(lin)
+        if index < len(net.layers) - 1:
+            layers.append(activation())
+    return torch.nn.Sequential(*layers)
+
+
 class FastBP:
     name = "fastbp"
 
@@ -108,17 +123,7 @@ class Torch:
         import torch
         self.torch = torch
         torch.set_num_threads(2)
-        dtype = getattr(torch, net.dtype.name)
-        layers = []
-        for index, (W, b) in enumerate(net.layers):
-            lin = torch.nn.Linear(W.shape[1], W.shape[0], dtype=dtype)
-            with torch.no_grad():
-                lin.weight.copy_(torch.from_numpy(W))
-                lin.bias.copy_(torch.from_numpy(b))
-            layers.append(lin)
-            if index < len(net.layers) - 1:
-                layers.append(torch.nn.ReLU())
-        self.model = torch.nn.Sequential(*layers)
+        self.model = torch_network(torch, net, torch.nn.ReLU)
         s = OPTIMIZERS[optimizer]
         if optimizer == "adam":
             self.opt = torch.optim.Adam(self.model.parameters(), lr=s["lr"],
