@@ -176,8 +176,11 @@ class _BaseMLP(BaseEstimator):
             raise ValueError("solver='lbfgs' is not implemented by fastbp; use 'adam' or 'sgd'")
         checks.choice("solver", self.solver, SOLVERS)
         checks.choice("learning_rate", self.learning_rate, SCHEDULES)
-        checks.choice("dtype", np.dtype(self.dtype).name if self.dtype is not None else None,
-                      ("float32", "float64"))
+        try:
+            dtype = np.dtype(self.dtype).name if self.dtype is not None else None
+        except TypeError:  # not a dtype at all: named as given
+            dtype = self.dtype
+        checks.choice("dtype", dtype, ("float32", "float64"))
         if self.batch_size != "auto":
             checks.positive_int("batch_size", self.batch_size)
         checks.positive_int("max_iter", self.max_iter)
@@ -530,11 +533,15 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         return by_class if sample_weight is None else sample_weight * by_class
 
     def _score_value(self, X, y, sample_weight):
-        return accuracy_score(y, self.predict(X), sample_weight=sample_weight)
+        """The validation score of early stopping, on data already checked."""
+        Z = self._network(self._loss_name()).forward(X)
+        return accuracy_score(y, self._classes_of(Z), sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted classes (labels, or an indicator matrix for multi-label)."""
-        Z = self._forward(X)
+        return self._classes_of(self._forward(X))
+
+    def _classes_of(self, Z):
         if self.out_activation_ == "softmax":
             return self.classes_[Z.argmax(axis=1)]
         indicator = (Z > 0).astype(int)  # probability above 1/2
@@ -574,7 +581,9 @@ class MLPRegressor(RegressorMixin, _BaseMLP):
         return Y, "squared_error", Y.shape[1]
 
     def _score_value(self, X, y, sample_weight):
-        return r2_score(y, self.predict(X), sample_weight=sample_weight)
+        """The validation score of early stopping, on data already checked."""
+        Z = self._network(self._loss_name()).forward(X)
+        return r2_score(y, Z[:, 0] if self.n_outputs_ == 1 else Z, sample_weight=sample_weight)
 
     def predict(self, X):
         """The predicted values, (n_samples,) or (n_samples, n_outputs)."""

@@ -201,8 +201,9 @@ def test_pandas_feature_names_and_sparse_input():
         warnings.simplefilter("ignore")
         est.fit(frame, y)
     assert list(est.feature_names_in_) == list(frame.columns) and est.n_features_in_ == 9
-    dense = est.predict_proba(X)
-    np.testing.assert_allclose(est.predict_proba(scipy_sparse.csr_matrix(X)), dense)
+    dense = est.predict_proba(frame)
+    with pytest.warns(UserWarning, match="feature names"):  # as scikit-learn's own
+        np.testing.assert_allclose(est.predict_proba(scipy_sparse.csr_matrix(X)), dense)
 
 
 def test_pipeline_grid_search_and_cross_validation():
@@ -245,6 +246,7 @@ def test_a_pickled_model_predicts_the_same_in_a_fresh_process(tmp_path):
     (dict(momentum=1.5), ["momentum", "1.5"]),
     (dict(batch_size=0), ["batch_size"]),
     (dict(dtype="float16"), ["dtype", "float16"]),
+    (dict(dtype="bogus"), ["dtype", "bogus"]),
     (dict(device="gpu"), ["device", "gpu"]),
 ])
 def test_bad_parameters_are_value_errors_naming_them(params, words):
@@ -282,3 +284,18 @@ def test_scikit_learn_s_estimator_checks(estimator, check):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
         check(estimator)
+
+
+def test_early_stopping_on_a_data_frame_warns_of_nothing():
+    """The held-out part is scored internally, without the feature-name check
+    that would warn at every epoch."""
+    pd = pytest.importorskip("pandas")
+    X, y = problem("multiclass", n=200)
+    frame = pd.DataFrame(X, columns=[f"f{i}" for i in range(X.shape[1])])
+    est = fastbp.MLPClassifier(hidden_layer_sizes=(5,), max_iter=4, early_stopping=True,
+                               random_state=0, device="cpu")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        warnings.simplefilter("ignore", sklearn.exceptions.ConvergenceWarning)
+        est.fit(frame, y)
+    assert len(est.validation_scores_) == 4
