@@ -117,9 +117,11 @@ def test_options_reach_the_trainer(tiny):
 
 def test_human_output(tiny):
     result = invoke("--data-dir", tiny, "--epochs", "3", "--hidden", "16", "--batch-size", "20")
-    # (A fresh Numba cache adds a note that kernels are compiling.)
-    assert result.exit_code == 0 and all(line.startswith("compiling kernels")
-                                         for line in result.stderr.splitlines())
+    # (A fresh Numba cache adds a note that kernels are compiling, or that
+    # another fastbp process holds the compile lock.)
+    assert result.exit_code == 0 and all(
+        line.startswith(("compiling kernels", "waiting for another fastbp process"))
+        for line in result.stderr.splitlines()), result.stderr
     out = result.stdout
     assert "784-16-10" in out and "12,730 parameters" in out and "float32" in out
     assert re.search(r"device (cpu|cuda)", out) and "200 training and 50 test images" in out
