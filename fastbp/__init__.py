@@ -29,13 +29,14 @@ _numba.set_num_threads(_numba.get_num_threads())
 __version__ = "0.1.0"
 
 __all__ = ["Network", "load", "train", "Trainer", "SGD", "Adam", "EarlyStopping", "backprop",
-           "History", "DataError", "DivergenceError", "MLPClassifier", "MLPRegressor",
-           "datasets", "reference", "__version__"]
+           "History", "DataError", "DivergenceError", "datasets", "reference", "__version__"]
 
 
 def __getattr__(name):
-    """The scikit-learn estimators, imported when first used: ``import fastbp``
-    needs no scikit-learn (fastbp/sklearn.py says which extra to install)."""
+    """The scikit-learn estimators, fastbp.MLPClassifier and MLPRegressor,
+    imported when first used: ``import fastbp`` (and ``from fastbp import *``,
+    so they are not in __all__) needs no scikit-learn; without it they raise
+    an ImportError naming the extra to install."""
     if name in ("MLPClassifier", "MLPRegressor"):
         from . import sklearn as estimators
         return getattr(estimators, name)

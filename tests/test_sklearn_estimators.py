@@ -270,6 +270,7 @@ def test_partial_fit_rules_of_scikit_learn():
 
 def test_import_fastbp_needs_no_scikit_learn_and_the_estimators_name_the_extra():
     code = ("import sys; sys.modules['sklearn'] = None; import fastbp\n"
+            "from fastbp import *\n"
             "try:\n    fastbp.MLPClassifier\nexcept ImportError as e:\n    print(e)")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
                          check=True, timeout=300).stdout
