@@ -40,19 +40,24 @@ def list_scratch(sizes, n_rows, dtype):
             np.zeros(max(n_rows, widest), np.int64))
 
 
-def first_layer_buffers(plan, sizes, n_rows, dtype):
+def first_layer_buffers(plan, sizes, n_rows, dtype, moments=0):
     """``kernels.arguments.CpuFirstLayer`` for ``plan`` (fastbp.first_layer):
     the first layer's transposed weights (p, U_1); where the plan runs on
-    panels, its weights and dZ packed in panels of units and the lists of the
-    zero-skipping tiles (sized for batches of ``n_rows``), else empty arrays;
-    the plan's row masks and compressed rows."""
+    panels, its weights and dZ packed in panels of units, the lists of the
+    zero-skipping tiles (sized for batches of ``n_rows``) and panels for the
+    first ``moments`` of the update rule's state arrays (m, v: 0 for plain
+    SGD, 1 for momentum, 2 for Adam), else empty arrays; the plan's row
+    masks and compressed rows."""
     dtype = np.dtype(dtype)
     WT = np.zeros((sizes[0], sizes[1]), dtype)
+    none = np.zeros((0, 0, 0), dtype)
     if plan.on_panels:
-        WP = np.zeros(cpu_panels.panel_shape(sizes[1], sizes[0], dtype), dtype)
+        shape = cpu_panels.panel_shape(sizes[1], sizes[0], dtype)
+        WP = np.zeros(shape, dtype)
         dZP = np.zeros(cpu_panels.panel_shape(sizes[1], n_rows, dtype), dtype)
         lists = cpu_tile_lists.skip_lists(sizes[0], n_rows)
+        state = [np.zeros(shape, dtype) if i < moments else none for i in range(2)]
     else:
-        WP, dZP = np.zeros((0, 0, 0), dtype), np.zeros((0, 0, 0), dtype)
+        WP, dZP, state = none, none, [none, none]
         lists = cpu_tile_lists.skip_lists(0, 0)
-    return CpuFirstLayer(plan.code, WT, WP, dZP, *lists, *plan.masks, *plan.rows_csr)
+    return CpuFirstLayer(plan.code, WT, WP, dZP, *lists, *plan.masks, *plan.rows_csr, *state)

@@ -68,11 +68,12 @@ def plan(sizes, dtype, X, batch_rows, purpose="train"):
     "repeat" (inference over the same X many times, e.g. validation:
     compressed once), "once" (one inference pass: sparse X listed chunk by
     chunk, nothing built) or "dense" (the compiled loop under a rule that
-    updates every weight, whose first layer runs on W whatever the data:
-    nothing built)."""
-    if purpose == "dense":
-        return Plan(codes.FIRST_W, _no_rows(X.dtype), _no_masks())
+    updates every weight: panels, their zero-skipping tiles included, whose
+    update applies the rule to every tile, else W; never W^T over
+    compressed rows, whose update touches only the batch's pixels)."""
     panels = panels_worthwhile(sizes, dtype)
+    if purpose == "dense":
+        return _every_weight(sizes, dtype, X, batch_rows, panels)
     if purpose == "once":
         sparse = cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size
         if sizes[1] >= config.SPARSE_MIN_UNITS and sparse:
@@ -93,3 +94,14 @@ def plan(sizes, dtype, X, batch_rows, purpose="train"):
     if masks[0].shape[0] == X.shape[0]:
         return Plan(codes.FIRST_PANELS_OR_TILES, rows, masks)
     return Plan(codes.FIRST_PANELS_OR_CSR, rows, masks)
+
+
+def _every_weight(sizes, dtype, X, batch_rows, panels):
+    """The "dense" purpose's plan: the "train" plan's panels or tiles where
+    it has them (their rule updates visit every tile), else W."""
+    if not panels:
+        return Plan(codes.FIRST_W, _no_rows(X.dtype), _no_masks())
+    rows, masks = compressed_rows_and_masks(X, sizes[1], batch_rows)
+    if rows[0].shape[0] == X.shape[0] + 1 and masks[0].shape[0] == X.shape[0]:
+        return Plan(codes.FIRST_PANELS_OR_TILES, rows, masks)
+    return Plan(codes.FIRST_PANELS, _no_rows(X.dtype), _no_masks())

@@ -60,6 +60,8 @@ from .cpu_panels import (
     pack_panels,
     panel_forward,
     panel_forward_listed,
+    panel_rule_update,
+    panel_rule_update_listed,
     panel_sgd_update,
     panel_sgd_update_listed,
     panels_from_transposed,
@@ -620,6 +622,51 @@ def optimizer_update(W, b, mW, mb, vW, vb, dW, db, rule, lr, hyper, decay):
 squared_norm = njit(**SERIAL)(optim.squared_norm)  # the body cuda.py compiles too
 
 
+@njit(**SERIAL)
+def bias_rule_update(b, mb, vb, db, dZ, rule, lr, hyper):
+    """``db = sum_i dZ_i / n_b`` (6.27d), then the update ``rule`` on b (the
+    biases of a layer whose weights ``panel_rule_update`` updates): what
+    ``dense_backward_weights`` and ``optimizer_update`` do to b.
+
+    b, mb, vb : (U,) updated in place (vb empty unless Adam); db : (U,) output.
+    """
+    n, U = dZ.shape
+    inv_n = db.dtype.type(1 / n)
+    for j in range(U):
+        db[j] = 0
+    for i in range(n):  # the sum over samples in order, as dense_backward_weights
+        for j in range(U):
+            db[j] += dZ[i, j]
+    zero = b.dtype.type(0)
+    for j in range(U):
+        g = db[j] * inv_n
+        if rule == RULE_SGD:
+            b[j] = sgd(b[j], g, lr)
+        elif rule == RULE_ADAM:
+            b[j], mb[j], vb[j] = step(b[j], g, mb[j], vb[j], rule, lr, hyper)
+        else:
+            b[j], mb[j], _ = step(b[j], g, mb[j], zero, rule, lr, hyper)
+
+
+@njit(**SERIAL)
+def penalty_norm(Ws, WP, held):
+    """squared_norm(Ws) with the first layer read where train_steps holds it
+    (panels: their padding is zeros)."""
+    if held != ON_PANELS:
+        return squared_norm(Ws)
+    total = Ws[0].dtype.type(0)
+    for t in range(WP.shape[0]):
+        for k in range(WP.shape[1]):
+            for c in range(WP.shape[2]):
+                total += WP[t, k, c] * WP[t, k, c]
+    for l in range(1, len(Ws)):
+        W = Ws[l]
+        for j in range(W.shape[0]):
+            for k in range(W.shape[1]):
+                total += W[j, k] * W[j, k]
+    return total
+
+
 @njit(**PARALLEL)
 def transpose(out, A):
     """``out = A^T``. out : (P, n) output; A : (n, P)."""
@@ -656,9 +703,11 @@ def train_steps(params, model, work, first, data, steps, out):
     weight gradient is applied as it is computed (no dW is stored), after
     dQ_prev has used the old weights; every other rule (``steps.rule``,
     ``steps.alpha``) gets each layer's complete gradient in work.dWs, dbs
-    (``optimizer_update``), its cost the L2 penalty, and its first layer
-    stays on W (the zero-skipping updates touch only some weights).
-    Otherwise the first layer runs as ``first.plan`` says: dense batches on W
+    (``optimizer_update``), and its cost the L2 penalty; its first layer on
+    panels applies the rule inside the gradient's tiles, to every weight
+    (``panel_rule_update``, with the state in first.mP, vP), and otherwise
+    runs on W (the zero-skipping updates on W^T touch only some weights).
+    The first layer runs as ``first.plan`` says: dense batches on W
     (register-blocked) or on W^T in panels (``cpu_panels``); sparse batches
     (where the plan has compressed rows and a batch is at most
     SPARSE_DENSITY dense) on W^T over the compressed rows, or on panel tiles
@@ -680,7 +729,7 @@ def train_steps(params, model, work, first, data, steps, out):
     hyper = (dtype(momentum), dtype(beta1), dtype(1.0 - beta1), dtype(beta2), dtype(1.0 - beta2),
              dtype(eps))
     indptr, indices, values, colcum = first.indptr, first.indices, first.values, first.colcum
-    WT, WP, dZP = first.WT, first.WP, first.dZP
+    WT, WP, dZP, mP, vP = first.WT, first.WP, first.dZP, first.mP, first.vP
     pixels, pixel_counts = first.pixels, first.pixel_counts
     samples, sample_counts = first.samples, first.sample_counts
     L = len(Ws)
@@ -690,8 +739,13 @@ def train_steps(params, model, work, first, data, steps, out):
     listed = plan == FIRST_W_OR_CSR or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
     on_panels = plan == FIRST_PANELS or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
     masked = plan == FIRST_PANELS_OR_TILES
-    if general:  # every weight's update: the first layer on W, batches gathered dense
-        listed = on_panels = masked = False
+    if general:  # every weight's update: on panels (over tiles, sparse or not), else on W
+        listed = masked
+        if on_panels:  # the first layer's state follows its weights into panels
+            if mP.size:
+                pack_panels(mP, mWs[0])
+            if vP.size:
+                pack_panels(vP, vWs[0])
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
     held = ON_W  # which array holds the first layer now: Ws[0], WT or WP
     done = n_steps
@@ -754,7 +808,7 @@ def train_steps(params, model, work, first, data, steps, out):
             else:
                 wrong = count_label_misses(Z, Tb[:nb])
         if alpha != 0:  # the L2 penalty on the weights the forward pass used
-            J += alpha / (2 * n_eff) * squared_norm(Ws)
+            J += alpha / (2 * n_eff) * penalty_norm(Ws, WP, held)
         batch_error[s] = wrong / nb if loss != SQUARED_ERROR else math.nan
         batch_cost[s] = J
         if not math.isfinite(J):
@@ -776,11 +830,21 @@ def train_steps(params, model, work, first, data, steps, out):
                 nonzero_rows(ri, rv, count, dZ)
                 sparse_backward_input(dQs[l - 1][:nb], ri, rv, count, Ws[l])
             if general:  # the complete gradient, then the rule
+                rate = dtype(adam_rate(lr, beta1, beta2, t0 + s + 1) if rule == RULE_ADAM
+                             else lr)
+                decay = dtype(alpha / n_eff)
+                if l == 0 and held == ON_PANELS:  # the rule inside the gradient's tiles
+                    if sparse:
+                        panel_rule_update_listed(WP, mP, vP, dZP, dZ, Xs, nb, rule, rate, hyper,
+                                                 decay, samples, sample_counts)
+                    else:
+                        panel_rule_update(WP, mP, vP, dZP, dZ, Xs, nb, rule, rate, hyper, decay)
+                    bias_rule_update(bs[0], mbs[0], vbs[0], dbs[0], dZ, rule, rate, hyper)
+                    continue
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 dense_backward_weights(dWs[l], dbs[l], dZ, Q_prev)
-                rate = adam_rate(lr, beta1, beta2, t0 + s + 1) if rule == RULE_ADAM else lr
                 optimizer_update(Ws[l], bs[l], mWs[l], mbs[l], vWs[l], vbs[l], dWs[l], dbs[l],
-                                 rule, dtype(rate), hyper, dtype(alpha / n_eff))
+                                 rule, rate, hyper, decay)
                 continue
             if l == 0 and held == ON_PANELS and sparse:
                 panel_sgd_update_listed(WP, dZP, dZ, Xs, lr, nb, samples, sample_counts)
@@ -801,6 +865,11 @@ def train_steps(params, model, work, first, data, steps, out):
                     sparse_sgd_update(Ws[l], ci, cv, count, Q_prev, lr, nb)
             bias_sgd_update(bs[l], dZ, lr)
     _hold(Ws[0], WT, WP, held, ON_W)
+    if general and on_panels:
+        if mP.size:
+            unpack_panels(mWs[0], mP)
+        if vP.size:
+            unpack_panels(vWs[0], vP)
     return done
 
 

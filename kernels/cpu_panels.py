@@ -38,8 +38,9 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import carray
 
 from . import vector_width
+from .codes import RULE_ADAM, RULE_SGD
 from .config import MAX_PADDING
-from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate
+from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, sgd, step
 
 PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
 # Pixels per tile of panel_sgd_update_listed: fewer rows, fewer samples to
@@ -340,6 +341,98 @@ def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
         acc = _tile(WP, SKIP_ROWS)
         _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q])
         _store_update(WP, acc, step, t, k0, min(SKIP_ROWS, P - k0), SKIP_ROWS)
+
+
+# The same tiles under a rule that changes every weight (momentum, Nesterov,
+# Adam, or any rule with an L2 penalty): a tile's gradient is complete once
+# its sum over the batch is, so the tile applies the rule to its weights and
+# their state (mP, vP, in the same panels) while they are in registers and
+# L1. No gradient is stored and the rule's pass over every weight costs no
+# pass of its own. Tiles with no listed sample still apply the rule, with a
+# zero gradient: their state decays and their weights move.
+
+@njit(**PARALLEL)
+def panel_rule_update(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay):
+    """The first layer's weight gradient fused with the update ``rule``, on
+    panels: g = dZ^T X / n + decay W (6.27c and the L2 penalty), then
+    ``optim.step`` (``cpu.optimizer_update`` on W's layout).
+
+    WP, mP, vP : (T, P, PW), the weights and the rule's state (mP, vP may be
+    empty where the rule has none) updated in place; dZP : (T, >= n, PW)
+    work buffer; dZ : (>= n, U); X : (>= n, P); lr : the step's rate (Adam:
+    bias-corrected); hyper : ``optim.step``'s; decay = alpha / n_b.
+    """
+    T, P = WP.shape[0], WP.shape[1]
+    scale = WP.dtype.type(1 / n)
+    pack_dz(dZP, dZ, n)
+    blocks = (P + PANEL_ROWS - 1) // PANEL_ROWS
+    # Race-free: item w writes only the pixel rows of its block in its panel.
+    for w in prange(T * blocks):
+        _wide_vectors()
+        t = w // blocks
+        k0 = (w % blocks) * PANEL_ROWS
+        acc = _tile(WP)
+        _update_tile(acc, X, dZP, t, k0, n)
+        _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0,
+                    min(PANEL_ROWS, P - k0))
+
+
+@njit(**PARALLEL)
+def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, samples,
+                             sample_counts):
+    """panel_rule_update skipping the samples that have none of a tile's
+    pixels (``list_blocks``): bitwise the same WP, mP, vP. Every tile applies
+    the rule, those with no sample at all with a zero gradient sum."""
+    T, P = WP.shape[0], WP.shape[1]
+    scale = WP.dtype.type(1 / n)
+    pack_dz(dZP, dZ, n)
+    blocks = (P + SKIP_ROWS - 1) // SKIP_ROWS
+    # Race-free: item w writes only the pixel rows of its block in its panel.
+    for w in prange(T * blocks):
+        _wide_vectors()
+        t = w // blocks
+        q = w % blocks
+        k0 = q * SKIP_ROWS
+        acc = _tile(WP, SKIP_ROWS)
+        _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q])
+        _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0,
+                    min(SKIP_ROWS, P - k0), SKIP_ROWS)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows,
+                tile_rows=PANEL_ROWS):
+    """The rule's step for the first ``rows`` rows of a tile of ``tile_rows``
+    (as _store_update: a whole tile with constant bounds)."""
+    if rows == tile_rows:
+        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, tile_rows)
+    else:
+        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows):
+    """w, m, v = step(w, acc * scale + decay * w, m, v) for the tile's rows,
+    one loop per rule so that each vectorises without the others' state."""
+    width = _width_of(WP)
+    zero = WP.dtype.type(0)
+    for r in range(rows):
+        k = k0 + r
+        if rule == RULE_SGD:
+            for c in range(width):
+                w = WP[t, k, c]
+                WP[t, k, c] = sgd(w, acc[r, c] * scale + decay * w, lr)
+        elif rule == RULE_ADAM:
+            for c in range(width):
+                w = WP[t, k, c]
+                WP[t, k, c], mP[t, k, c], vP[t, k, c] = step(
+                    w, acc[r, c] * scale + decay * w, mP[t, k, c], vP[t, k, c], rule, lr,
+                    hyper)
+        else:
+            for c in range(width):
+                w = WP[t, k, c]
+                WP[t, k, c], mP[t, k, c], _ = step(w, acc[r, c] * scale + decay * w,
+                                                   mP[t, k, c], zero, rule, lr, hyper)
 
 
 @njit(**SERIAL)

@@ -13,7 +13,7 @@ from ..kernels.config import SERIAL_STEP_MACS
 from ..kernels.arguments import CpuWork, Data, Model, Out, Params, Steps
 from ..network import split_targets
 from ..weights import row_factors
-from ..optimizers import kernel_settings
+from ..optimizers import kernel_settings, state_sets
 from ..threads import ThreadTuner
 
 _TUNERS = {}
@@ -54,7 +54,8 @@ class CpuStepper:
                             np.zeros((rows, targets.shape[1]), net.dtype),
                             np.zeros(rows if weights is not None else 0, net.dtype), dWs, dbs,
                             *list_scratch(net.sizes, rows, net.dtype))
-        self.first = first_layer_buffers(self.plan, net.sizes, rows, net.dtype)
+        self.first = first_layer_buffers(self.plan, net.sizes, rows, net.dtype,
+                                         state_sets(optimizer))
         self.data = Data(X, labels, targets,
                          weights if weights is not None else np.zeros(0, net.dtype))
         self.batch_size = batch_size
