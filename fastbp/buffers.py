@@ -3,9 +3,10 @@
 Kernels never allocate; this module sizes everything they write into.
 """
 
+import numba
 import numpy as np
 
-from .kernels import cpu_panels, cpu_tile_lists
+from .kernels import codes, cpu_panels, cpu_tile_lists
 from .kernels.arguments import CpuFirstLayer
 
 
@@ -43,21 +44,27 @@ def list_scratch(sizes, n_rows, dtype):
 def first_layer_buffers(plan, sizes, n_rows, dtype, moments=0):
     """``kernels.arguments.CpuFirstLayer`` for ``plan`` (fastbp.first_layer):
     the first layer's transposed weights (p, U_1); where the plan runs on
-    panels, its weights and dZ packed in panels of units, the lists of the
-    zero-skipping tiles (sized for batches of ``n_rows``) and panels for the
-    first ``moments`` of the update rule's state arrays (m, v: 0 for plain
-    SGD, 1 for momentum, 2 for Adam), else empty arrays; the plan's row
-    masks and compressed rows."""
+    panels, its weights and dZ packed in panels of units and the lists of the
+    zero-skipping tiles (sized for batches of ``n_rows``); the first
+    ``moments`` of the update rule's state arrays (m, v: 0 for plain SGD, 1
+    for momentum, 2 for Adam) in each layout the plan moves the weights to,
+    and where it updates W^T over compressed rows, a scratch row per thread;
+    else empty arrays; the plan's row masks and compressed rows."""
     dtype = np.dtype(dtype)
-    WT = np.zeros((sizes[0], sizes[1]), dtype)
+    p, U = sizes[0], sizes[1]
+    WT = np.zeros((p, U), dtype)
     none = np.zeros((0, 0, 0), dtype)
     if plan.on_panels:
-        shape = cpu_panels.panel_shape(sizes[1], sizes[0], dtype)
+        shape = cpu_panels.panel_shape(U, p, dtype)
         WP = np.zeros(shape, dtype)
-        dZP = np.zeros(cpu_panels.panel_shape(sizes[1], n_rows, dtype), dtype)
-        lists = cpu_tile_lists.skip_lists(sizes[0], n_rows)
-        state = [np.zeros(shape, dtype) if i < moments else none for i in range(2)]
+        dZP = np.zeros(cpu_panels.panel_shape(U, n_rows, dtype), dtype)
+        lists = cpu_tile_lists.skip_lists(p, n_rows)
+        state_panels = [np.zeros(shape, dtype) if i < moments else none for i in range(2)]
     else:
-        WP, dZP, state = none, none, [none, none]
+        WP, dZP, state_panels = none, none, [none, none]
         lists = cpu_tile_lists.skip_lists(0, 0)
-    return CpuFirstLayer(plan.code, WT, WP, dZP, *lists, *plan.masks, *plan.rows_csr, *state)
+    on_wt = plan.code in (codes.FIRST_W_OR_CSR, codes.FIRST_PANELS_OR_CSR)
+    state_wt = [np.zeros((p, U) if on_wt and i < moments else (0, 0), dtype) for i in range(2)]
+    gT = np.zeros((numba.config.NUMBA_NUM_THREADS, U) if on_wt else (0, 0), dtype)
+    return CpuFirstLayer(plan.code, WT, WP, dZP, *lists, *plan.masks, *plan.rows_csr,
+                         *state_wt, gT, *state_panels)

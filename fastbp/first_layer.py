@@ -53,12 +53,6 @@ def panels_worthwhile(sizes, dtype):
     return cpu_panels.worthwhile(sizes, dtype) and not fused_output
 
 
-def purpose(optimizer):
-    """The plan's purpose for training with ``optimizer``: plain SGD skips
-    zeros ("train"); every other rule updates every weight ("dense")."""
-    return "train" if optimizer.plain else "dense"
-
-
 def plan(sizes, dtype, X, batch_rows, purpose="train"):
     """The first layer's plan for a network of layer ``sizes`` in ``dtype``
     on the checked data X (n, p), in batches (or chunks) of ``batch_rows``.
@@ -66,14 +60,11 @@ def plan(sizes, dtype, X, batch_rows, purpose="train"):
     purpose : "train" (the compiled loop: compressed rows where X is sparse,
     and the tiles' masks where the panels run and the non-zeros cluster),
     "repeat" (inference over the same X many times, e.g. validation:
-    compressed once), "once" (one inference pass: sparse X listed chunk by
-    chunk, nothing built) or "dense" (the compiled loop under a rule that
-    updates every weight: panels, their zero-skipping tiles included, whose
-    update applies the rule to every tile, else W; never W^T over
-    compressed rows, whose update touches only the batch's pixels)."""
+    compressed once) or "once" (one inference pass: sparse X listed chunk by
+    chunk, nothing built). Every update rule trains on the same plan: those
+    that change every weight apply the rule to every weight inside each
+    layout's fused gradient (kernels.cpu.train_steps)."""
     panels = panels_worthwhile(sizes, dtype)
-    if purpose == "dense":
-        return _every_weight(sizes, dtype, X, batch_rows, panels)
     if purpose == "once":
         sparse = cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size
         if sizes[1] >= config.SPARSE_MIN_UNITS and sparse:
@@ -95,13 +86,3 @@ def plan(sizes, dtype, X, batch_rows, purpose="train"):
         return Plan(codes.FIRST_PANELS_OR_TILES, rows, masks)
     return Plan(codes.FIRST_PANELS_OR_CSR, rows, masks)
 
-
-def _every_weight(sizes, dtype, X, batch_rows, panels):
-    """The "dense" purpose's plan: the "train" plan's panels or tiles where
-    it has them (their rule updates visit every tile), else W."""
-    if not panels:
-        return Plan(codes.FIRST_W, _no_rows(X.dtype), _no_masks())
-    rows, masks = compressed_rows_and_masks(X, sizes[1], batch_rows)
-    if rows[0].shape[0] == X.shape[0] + 1 and masks[0].shape[0] == X.shape[0]:
-        return Plan(codes.FIRST_PANELS_OR_TILES, rows, masks)
-    return Plan(codes.FIRST_PANELS, _no_rows(X.dtype), _no_masks())

@@ -409,8 +409,7 @@ class Trainer:
             return self._run
         rows = self.settings["batch_size"]
         if self._plan is None and self.device == "cpu":
-            self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows,
-                                          first_layer.purpose(self.optimizer))
+            self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows)
         if self._val_plan is None and self.val is not None and (
                 self.eval_every or self.watch is not None):  # evaluated repeatedly
             # Validation runs every eval_every iterations: plan its first layer once.

@@ -53,6 +53,7 @@ from .cpu_common import (
     adam_rate,
     derivative,
     mean,
+    rule_row,
     sgd,
     step,
 )
@@ -72,6 +73,7 @@ from .cpu_sparse import (
     _active_threads,
     count_nonzero,
     csr_forward,
+    csr_rule_update,
     csr_sgd_update,
     nonzero_cols,
     nonzero_rows,
@@ -624,46 +626,43 @@ squared_norm = njit(**SERIAL)(optim.squared_norm)  # the body cuda.py compiles t
 
 @njit(**SERIAL)
 def bias_rule_update(b, mb, vb, db, dZ, rule, lr, hyper):
-    """``db = sum_i dZ_i / n_b`` (6.27d), then the update ``rule`` on b (the
-    biases of a layer whose weights ``panel_rule_update`` updates): what
-    ``dense_backward_weights`` and ``optimizer_update`` do to b.
+    """``db = sum_i dZ_i`` (6.27d without its 1 / n_b), then the update
+    ``rule`` on b (``rule_row``; no penalty on biases): what
+    ``dense_backward_weights`` and ``optimizer_update`` do to b, for a layer
+    whose weights a fused rule update changes.
 
-    b, mb, vb : (U,) updated in place (vb empty unless Adam); db : (U,) output.
+    b, mb, vb : (U,) updated in place (mb, vb empty where the rule keeps
+    none); db : (U,) output.
     """
     n, U = dZ.shape
-    inv_n = db.dtype.type(1 / n)
     for j in range(U):
         db[j] = 0
     for i in range(n):  # the sum over samples in order, as dense_backward_weights
         for j in range(U):
             db[j] += dZ[i, j]
-    zero = b.dtype.type(0)
-    for j in range(U):
-        g = db[j] * inv_n
-        if rule == RULE_SGD:
-            b[j] = sgd(b[j], g, lr)
-        elif rule == RULE_ADAM:
-            b[j], mb[j], vb[j] = step(b[j], g, mb[j], vb[j], rule, lr, hyper)
-        else:
-            b[j], mb[j], _ = step(b[j], g, mb[j], zero, rule, lr, hyper)
+    rule_row(b, mb if mb.size else b, vb if vb.size else b, db, db.dtype.type(1 / n),
+             db.dtype.type(0), rule, lr, hyper)
 
 
 @njit(**SERIAL)
-def penalty_norm(Ws, WP, held):
+def penalty_norm(Ws, WT, WP, held):
     """squared_norm(Ws) with the first layer read where train_steps holds it
-    (panels: their padding is zeros)."""
-    if held != ON_PANELS:
+    (``held``: Ws[0], W^T or panels, whose padding is zeros)."""
+    if held == ON_W:
         return squared_norm(Ws)
-    total = Ws[0].dtype.type(0)
-    for t in range(WP.shape[0]):
-        for k in range(WP.shape[1]):
-            for c in range(WP.shape[2]):
-                total += WP[t, k, c] * WP[t, k, c]
+    total = _sum_squares(WT) if held == ON_WT else _sum_squares(WP)
     for l in range(1, len(Ws)):
-        W = Ws[l]
-        for j in range(W.shape[0]):
-            for k in range(W.shape[1]):
-                total += W[j, k] * W[j, k]
+        total += _sum_squares(Ws[l])
+    return total
+
+
+@njit(inline="always")
+def _sum_squares(A):
+    """The sum of a contiguous array's squares, in memory order."""
+    flat = A.reshape(A.size)
+    total = A.dtype.type(0)
+    for k in range(flat.shape[0]):
+        total += flat[k] * flat[k]
     return total
 
 
@@ -703,10 +702,10 @@ def train_steps(params, model, work, first, data, steps, out):
     weight gradient is applied as it is computed (no dW is stored), after
     dQ_prev has used the old weights; every other rule (``steps.rule``,
     ``steps.alpha``) gets each layer's complete gradient in work.dWs, dbs
-    (``optimizer_update``), and its cost the L2 penalty; its first layer on
-    panels applies the rule inside the gradient's tiles, to every weight
-    (``panel_rule_update``, with the state in first.mP, vP), and otherwise
-    runs on W (the zero-skipping updates on W^T touch only some weights).
+    (``optimizer_update``), and its cost the L2 penalty; off W, its first
+    layer's gradient applies the rule to every weight as it completes
+    (``panel_rule_update``, ``csr_rule_update``; the state moves between
+    layouts with the weights, into first.mP, vP or mT, vT).
     The first layer runs as ``first.plan`` says: dense batches on W
     (register-blocked) or on W^T in panels (``cpu_panels``); sparse batches
     (where the plan has compressed rows and a batch is at most
@@ -729,7 +728,8 @@ def train_steps(params, model, work, first, data, steps, out):
     hyper = (dtype(momentum), dtype(beta1), dtype(1.0 - beta1), dtype(beta2), dtype(1.0 - beta2),
              dtype(eps))
     indptr, indices, values, colcum = first.indptr, first.indices, first.values, first.colcum
-    WT, WP, dZP, mP, vP = first.WT, first.WP, first.dZP, first.mP, first.vP
+    WT, WP, dZP = first.WT, first.WP, first.dZP
+    mT, vT, gT, mP, vP = first.mT, first.vT, first.gT, first.mP, first.vP
     pixels, pixel_counts = first.pixels, first.pixel_counts
     samples, sample_counts = first.samples, first.sample_counts
     L = len(Ws)
@@ -739,13 +739,6 @@ def train_steps(params, model, work, first, data, steps, out):
     listed = plan == FIRST_W_OR_CSR or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
     on_panels = plan == FIRST_PANELS or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
     masked = plan == FIRST_PANELS_OR_TILES
-    if general:  # every weight's update: on panels (over tiles, sparse or not), else on W
-        listed = masked
-        if on_panels:  # the first layer's state follows its weights into panels
-            if mP.size:
-                pack_panels(mP, mWs[0])
-            if vP.size:
-                pack_panels(vP, vWs[0])
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
     held = ON_W  # which array holds the first layer now: Ws[0], WT or WP
     done = n_steps
@@ -771,7 +764,7 @@ def train_steps(params, model, work, first, data, steps, out):
         else:
             wanted = ON_PANELS if on_panels else ON_W
         if wanted != held:
-            _hold(Ws[0], WT, WP, held, wanted)
+            _hold_with_state(Ws[0], WT, WP, mWs[0], mT, mP, vWs[0], vT, vP, held, wanted)
             held = wanted
         # Forward (6.24), up to the output layer if that runs fused.
         for l in range(L - 1 if fused else L):
@@ -808,7 +801,7 @@ def train_steps(params, model, work, first, data, steps, out):
             else:
                 wrong = count_label_misses(Z, Tb[:nb])
         if alpha != 0:  # the L2 penalty on the weights the forward pass used
-            J += alpha / (2 * n_eff) * penalty_norm(Ws, WP, held)
+            J += alpha / (2 * n_eff) * penalty_norm(Ws, WT, WP, held)
         batch_error[s] = wrong / nb if loss != SQUARED_ERROR else math.nan
         batch_cost[s] = J
         if not math.isfinite(J):
@@ -833,8 +826,12 @@ def train_steps(params, model, work, first, data, steps, out):
                 rate = dtype(adam_rate(lr, beta1, beta2, t0 + s + 1) if rule == RULE_ADAM
                              else lr)
                 decay = dtype(alpha / n_eff)
-                if l == 0 and held == ON_PANELS:  # the rule inside the gradient's tiles
-                    if sparse:
+                if l == 0 and held != ON_W:  # the rule fused with the gradient, every weight
+                    if held == ON_WT:
+                        ci, cv = _lists(idx, val, p, nb)
+                        csr_rule_update(WT, mT, vT, gT, ci, cv, count, indptr, indices, values,
+                                        rows, dZ, nb, rule, rate, hyper, decay)
+                    elif sparse:
                         panel_rule_update_listed(WP, mP, vP, dZP, dZ, Xs, nb, rule, rate, hyper,
                                                  decay, samples, sample_counts)
                     else:
@@ -864,12 +861,7 @@ def train_steps(params, model, work, first, data, steps, out):
                     nonzero_cols(ci, cv, count, dZ)
                     sparse_sgd_update(Ws[l], ci, cv, count, Q_prev, lr, nb)
             bias_sgd_update(bs[l], dZ, lr)
-    _hold(Ws[0], WT, WP, held, ON_W)
-    if general and on_panels:
-        if mP.size:
-            unpack_panels(mWs[0], mP)
-        if vP.size:
-            unpack_panels(vWs[0], vP)
+    _hold_with_state(Ws[0], WT, WP, mWs[0], mT, mP, vWs[0], vT, vP, held, ON_W)
     return done
 
 
@@ -923,6 +915,17 @@ def _hold(W, WT, WP, held, wanted):
         transpose(WT, W)
     elif wanted == ON_PANELS:
         pack_panels(WP, W)
+
+
+@njit(**SERIAL)
+def _hold_with_state(W, WT, WP, mW, mT, mP, vW, vT, vP, held, wanted):
+    """_hold for the first layer's weights and the update rule's state
+    beside them (mW, vW: empty where the rule keeps no such state)."""
+    _hold(W, WT, WP, held, wanted)
+    if mW.size:
+        _hold(mW, mT, mP, held, wanted)
+    if vW.size:
+        _hold(vW, vT, vP, held, wanted)
 
 
 @njit(**SERIAL)

@@ -3,6 +3,7 @@
 from numba import njit
 
 from . import activations, numba_cache, optim, vector_width
+from .codes import RULE_ADAM, RULE_SGD
 
 # Before this module's first @njit, which fixes the process's target features
 # and, for each cached kernel, where its cache lives.
@@ -31,3 +32,24 @@ def mean(values):
     for i in range(values.shape[0]):
         s += values[i]
     return s / values.shape[0]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def rule_row(w, m, v, g, scale, decay, rule, lr, hyper):
+    """``w, m, v = step(w, g scale + decay w, m, v)`` along a row: the update
+    ``rule`` (plain SGD with a penalty, momentum, Nesterov or Adam) of
+    weights w from their gradient's sums g (scale: 1 / n_b) and the L2
+    penalty's decay = alpha / n_b, as ``cpu.optimizer_update`` does on W.
+    m and v are read only by the rules that keep them (another row may stand
+    in for them). One loop per rule, so that each vectorises."""
+    zero = w.dtype.type(0)
+    if rule == RULE_SGD:
+        for c in range(w.shape[0]):
+            w[c] = sgd(w[c], g[c] * scale + decay * w[c], lr)
+    elif rule == RULE_ADAM:
+        for c in range(w.shape[0]):
+            w[c], m[c], v[c] = step(w[c], g[c] * scale + decay * w[c], m[c], v[c], rule, lr,
+                                    hyper)
+    else:
+        for c in range(w.shape[0]):
+            w[c], m[c], _ = step(w[c], g[c] * scale + decay * w[c], m[c], zero, rule, lr, hyper)

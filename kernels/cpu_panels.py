@@ -38,9 +38,8 @@ from numba.extending import intrinsic, overload
 from numba.np.numpy_support import carray
 
 from . import vector_width
-from .codes import RULE_ADAM, RULE_SGD
 from .config import MAX_PADDING
-from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, sgd, step
+from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, rule_row
 
 PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
 # Pixels per tile of panel_sgd_update_listed: fewer rows, fewer samples to
@@ -373,8 +372,8 @@ def panel_rule_update(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay):
         k0 = (w % blocks) * PANEL_ROWS
         acc = _tile(WP)
         _update_tile(acc, X, dZP, t, k0, n)
-        _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0,
-                    min(PANEL_ROWS, P - k0))
+        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0,
+                   min(PANEL_ROWS, P - k0))
 
 
 @njit(**PARALLEL)
@@ -395,44 +394,19 @@ def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, 
         k0 = q * SKIP_ROWS
         acc = _tile(WP, SKIP_ROWS)
         _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q])
-        _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0,
-                    min(SKIP_ROWS, P - k0), SKIP_ROWS)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows,
-                tile_rows=PANEL_ROWS):
-    """The rule's step for the first ``rows`` rows of a tile of ``tile_rows``
-    (as _store_update: a whole tile with constant bounds)."""
-    if rows == tile_rows:
-        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, tile_rows)
-    else:
-        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows)
+        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0,
+                   min(SKIP_ROWS, P - k0))
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows):
-    """w, m, v = step(w, acc * scale + decay * w, m, v) for the tile's rows,
-    one loop per rule so that each vectorises without the others' state."""
-    width = _width_of(WP)
-    zero = WP.dtype.type(0)
+    """``cpu_common.rule_row`` on the tile's first ``rows`` rows (WP stands
+    in for state the rule does not keep: it is never read as state)."""
+    m = mP if mP.size else WP
+    v = vP if vP.size else WP
     for r in range(rows):
-        k = k0 + r
-        if rule == RULE_SGD:
-            for c in range(width):
-                w = WP[t, k, c]
-                WP[t, k, c] = sgd(w, acc[r, c] * scale + decay * w, lr)
-        elif rule == RULE_ADAM:
-            for c in range(width):
-                w = WP[t, k, c]
-                WP[t, k, c], mP[t, k, c], vP[t, k, c] = step(
-                    w, acc[r, c] * scale + decay * w, mP[t, k, c], vP[t, k, c], rule, lr,
-                    hyper)
-        else:
-            for c in range(width):
-                w = WP[t, k, c]
-                WP[t, k, c], mP[t, k, c], _ = step(w, acc[r, c] * scale + decay * w,
-                                                   mP[t, k, c], zero, rule, lr, hyper)
+        rule_row(WP[t, k0 + r], m[t, k0 + r], v[t, k0 + r], acc[r], scale, decay, rule, lr,
+                 hyper)
 
 
 @njit(**SERIAL)

@@ -22,7 +22,7 @@ from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate
+from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, rule_row
 from .cpu_panels import SKIP_ROWS
 from .cpu_tile_lists import WORD
 
@@ -373,7 +373,6 @@ def csr_sgd_update(WT, idx, val, count, indptr, indices, values, rows, dZ, lr, n
     """
     step = WT.dtype.type(-lr / n)
     P = WT.shape[0]
-    nb = rows.shape[0]
     chunks = _active_threads()
     total = colcum[P]
     # Race-free: chunk c writes only rows k_lo .. k_hi-1 of WT, idx, val and
@@ -381,18 +380,56 @@ def csr_sgd_update(WT, idx, val, count, indptr, indices, values, rows, dZ, lr, n
     for c in prange(chunks):
         k_lo = _first_at_least(colcum, 0, P, total * c // chunks) if c > 0 else 0
         k_hi = _first_at_least(colcum, 0, P, total * (c + 1) // chunks) if c + 1 < chunks else P
-        for k in range(k_lo, k_hi):
-            count[k] = 0
-        for r in range(nb):
-            s = rows[r]
-            e = indptr[s + 1]
-            m = _first_at_least(indices, indptr[s], e, k_lo)
-            while m < e and indices[m] < k_hi:
-                k = indices[m]
-                j = count[k]
-                idx[k, j] = r
-                val[k, j] = values[m]
-                count[k] = j + 1
-                m += 1
+        _list_columns(idx, val, count, indptr, indices, values, rows, k_lo, k_hi)
         for k in range(k_lo, k_hi):
             _add_scaled_rows(WT[k], dZ, idx[k], val[k], count[k], step)
+
+
+@njit(inline="always")
+def _list_columns(idx, val, count, indptr, indices, values, rows, k_lo, k_hi):
+    """Per column k in [k_lo, k_hi), the batch rows that have it (in batch
+    order, so that each column's sum order is fixed) and their values."""
+    for k in range(k_lo, k_hi):
+        count[k] = 0
+    for r in range(rows.shape[0]):
+        s = rows[r]
+        e = indptr[s + 1]
+        m = _first_at_least(indices, indptr[s], e, k_lo)
+        while m < e and indices[m] < k_hi:
+            k = indices[m]
+            j = count[k]
+            idx[k, j] = r
+            val[k, j] = values[m]
+            count[k] = j + 1
+            m += 1
+
+
+@njit(**PARALLEL)
+def csr_rule_update(WT, mT, vT, gT, idx, val, count, indptr, indices, values, rows, dZ, n,
+                    rule, lr, hyper, decay):
+    """The first layer's weight gradient fused with the update ``rule``, on
+    W^T, from the batch's compressed rows: per column k, g = sum_r
+    X[rows[r], k] dZ[r] / n + decay WT[k], then ``cpu_common.rule_row`` on
+    WT[k] and its state mT[k], vT[k] (W^T's layout; empty where the rule
+    keeps none), for every column, those no row of the batch has included.
+
+    gT : (>= threads, U) scratch, a column's gradient sum per chunk; the
+    rest as csr_sgd_update. The chunks split the columns evenly: each pays
+    the rule's pass over its columns, whatever their non-zeros.
+    """
+    P = WT.shape[0]
+    scale = WT.dtype.type(1 / n)
+    one = WT.dtype.type(1)
+    chunks = min(_active_threads(), gT.shape[0])
+    m = mT if mT.size else WT  # stand-ins for state the rule does not keep
+    v = vT if vT.size else WT
+    # Race-free: chunk c writes only rows k_lo .. k_hi-1 of WT, mT, vT, idx,
+    # val, those entries of count and row c of gT.
+    for c in prange(chunks):
+        k_lo, k_hi = P * c // chunks, P * (c + 1) // chunks
+        _list_columns(idx, val, count, indptr, indices, values, rows, k_lo, k_hi)
+        g = gT[c]
+        for k in range(k_lo, k_hi):
+            g[:] = 0
+            _add_scaled_rows(g, dZ, idx[k], val[k], count[k], one)
+            rule_row(WT[k], m[k], v[k], g, scale, decay, rule, lr, hyper)

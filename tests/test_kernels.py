@@ -462,6 +462,68 @@ def test_csr_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
     assert np.array_equal(results[0], results[1])
 
 
+RULES = {"sgd+alpha": codes.RULE_SGD, "momentum": codes.RULE_MOMENTUM,
+         "nesterov": codes.RULE_NESTEROV, "adam": codes.RULE_ADAM}
+RULE_T, RULE_DECAY = 3, 0.25  # Adam's update number; alpha / n_b
+
+
+def rule_args(rule, dtype):
+    """(rule code, the step's rate, hyper, decay) for the fused rule kernels."""
+    one = np.dtype(dtype).type
+    name = rule.split("+")[0]
+    lr = 0.05 * np.sqrt(1 - 0.99 ** RULE_T) / (1 - 0.8 ** RULE_T) if name == "adam" else 0.05
+    hyper = tuple(one(h) for h in (0.9, 0.8, 1 - 0.8, 0.99, 1 - 0.99, 1e-6))
+    return RULES[rule], one(lr), hyper, one(RULE_DECAY)
+
+
+def reference_rule(rule, W, m, v, gradient_sum, n):
+    """The reference's optimizer_step on W with g = gradient_sum / n +
+    RULE_DECAY W, from state m, v: [W, m, v] after it, float64, as many as
+    the rule keeps."""
+    name = rule.split("+")[0]
+    W = W.astype(np.float64)
+    state = reference.new_state([(W, np.zeros(1))], name)
+    for index, value in enumerate((m, v)[:len(state)]):
+        state[index][0][0][...] = value
+    g = gradient_sum / n + RULE_DECAY * W
+    reference.optimizer_step([(W, np.zeros(1))], [(g, np.zeros(1))], state, name, 0.05,
+                             momentum=0.9, beta1=0.8, beta2=0.99, eps=1e-6, t=RULE_T)
+    return [W] + [s[0][0] for s in state]
+
+
+@pytest.mark.parametrize("rule", list(RULES))
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P,U", [(1, 1), (7, 33), (129, 7), (33, 129)])
+def test_csr_rule_update_is_the_reference_rule_on_every_column(P, U, n, dtype, rule):
+    """W^T's fused rule update from the batch's compressed rows changes every
+    column as the reference's optimizer_step, those of pixels no batch row
+    has included (their state decays, the penalty moves them), bitwise the
+    same for 1 thread or more."""
+    X = sparse_input(n + 3 * P, n + 5, P, dtype)
+    X[:, 0] = 0
+    rows = batch_of(P, X.shape[0], n)
+    dZ = sparse_input(n + 5 * U, n, U, dtype, density=0.5)
+    W, m, v = data(P + U, (U, P), (U, P), (U, P), dtype=dtype)
+    v = np.abs(v)
+    expected = reference_rule(rule, W, m, v, dZ.T.astype(np.float64) @ X[rows], n)
+    results = []
+    for threads in (1, numba.config.NUMBA_NUM_THREADS):
+        WT, mT, vT = (A.T.copy() for A in (W, m, v))
+        kept = [WT, mT, vT][:len(expected)]
+        none = np.zeros((0, 0), dtype)
+        gT = np.full((numba.config.NUMBA_NUM_THREADS, U), np.nan, dtype)
+        idx, val = np.full((P, n), -1, np.int32), np.full((P, n), np.nan, dtype)
+        at_threads(threads, cpu_sparse.csr_rule_update, WT, mT if len(kept) > 1 else none,
+                   vT if len(kept) > 2 else none, gT, idx, val, np.full(P, -1, np.int64),
+                   *compressed(X), rows, dZ, n, *rule_args(rule, dtype))
+        for got, before, want in zip(kept, (W, m, v), expected):
+            assert rel_err(got.T, want) <= RTOL[dtype]
+            assert not np.array_equal(got[0], before[:, 0])  # pixel 0: no sample, yet it moved
+        results.append(kept)
+    assert all(np.array_equal(a, b) for a, b in zip(*results))
+
+
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("loss", LOSSES)

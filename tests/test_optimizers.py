@@ -10,7 +10,6 @@ from conftest import RTOL, rel_err
 
 import fastbp
 from fastbp import optimizers, reference
-from fastbp.kernels import codes
 
 OPTIMIZERS = {
     "momentum": fastbp.SGD(lr=0.1, momentum=0.9),
@@ -71,58 +70,40 @@ def test_the_compiled_loop_matches_the_reference(name, sizes, dtype):
     assert rel_err(hists[0].batch_cost, hists[1].batch_cost) <= RTOL[dtype]
 
 
+PLANS = {  # each first-layer plan: (panels worthwhile, tiles' MAX_UNION_RATIO, sparse data)
+    "W": (False, np.inf, False), "W or CSR": (False, np.inf, True),
+    "panels": (True, np.inf, False), "panels or CSR": (True, -np.inf, True),
+    "panels or tiles": (True, np.inf, True)}
+
+
 @pytest.mark.parametrize("name", ["momentum", "adam", "sgd+alpha"])
-def test_a_rule_touching_every_weight_updates_every_weight_on_every_plan(name, panels):
-    """Sparse data whose plan, under plain SGD, updates W^T or panels over the
-    non-zeros only: a rule with state (or a penalty) changes every weight, so
-    the loop must take the panels' rule update, which visits every tile (the
-    zero-skipping tiles included), or keep the first layer on W, never the
-    update on W^T over compressed rows; otherwise this run departs from the
-    reference at once."""
-    X, y = data(sparse=True, p=64)
-    plan = fastbp.first_layer.plan([64, 48, 4], np.float64, X, 32)
-    assert plan.code != codes.FIRST_W  # plain SGD would skip zeros here
+@pytest.mark.parametrize("plan", list(PLANS))
+def test_a_rule_touching_every_weight_updates_every_weight_on_every_plan(plan, name,
+                                                                         monkeypatch):
+    """Every first-layer plan, whose zero-skipping updates (under plain SGD)
+    change only the weights of the batch's non-zero pixels: a rule with
+    state (or a penalty) changes every weight, so each layout's fused update
+    must apply it to every weight, and the state must follow the weights
+    between layouts (the first batch here is dense, the others sparse, so
+    the CSR plans move them every epoch); otherwise this run departs from
+    the reference at once."""
+    panels, ratio, sparse = PLANS[plan]
+    monkeypatch.setattr(fastbp.kernels.cpu_panels, "worthwhile", lambda sizes, dtype: panels)
+    monkeypatch.setattr(fastbp.sparse_rows, "MAX_UNION_RATIO", ratio)
+    X, y = data(sparse=sparse, p=64)
+    if sparse:
+        X[:32] = np.abs(np.random.default_rng(3).normal(size=(32, 64)))
     nets = []
     for device in ("cpu", "numpy"):
         net = fastbp.Network([64, 48, 4], dtype="float64", seed=2)
         trainer = fastbp.Trainer(net, X, y, optimizer=OPTIMIZERS[name], batch_size=32,
-                                 device=device, eval_every=0)
+                                 device=device, eval_every=0, shuffle=False)
         trainer.fit(2)
         nets.append(net)
         if device == "cpu":
-            assert trainer._plan.code == (codes.FIRST_PANELS_OR_TILES if panels
-                                          else codes.FIRST_W)
+            assert trainer._plan.name == plan
     for (W, b), (W_ref, b_ref) in zip(nets[0].layers, nets[1].layers):
         assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
-
-
-@pytest.mark.parametrize("name", ["momentum", "adam", "sgd+alpha"])
-def test_a_rule_touching_every_weight_compresses_rows_only_for_the_tiles(name, panels):
-    """Without panels its first layer runs on W whatever the data:
-    compressing the rows (the set-up of each fit and partial_fit) would be
-    work thrown away. On panels, the zero-skipping tiles need them."""
-    X, y = data(sparse=True, p=64)
-    trainer = fastbp.Trainer(fastbp.Network([64, 48, 4]), X, y, optimizer=OPTIMIZERS[name],
-                             batch_size=32, device="cpu")
-    trainer.fit(1)
-    compressed = trainer._plan.rows_csr[0].shape[0]
-    if panels:
-        assert trainer._plan.code == codes.FIRST_PANELS_OR_TILES and compressed == X.shape[0] + 1
-    else:
-        assert trainer._plan.code == codes.FIRST_W and compressed == 0
-    plain = fastbp.Trainer(fastbp.Network([64, 48, 4]), X, y, lr=0.1, batch_size=32,
-                           device="cpu")
-    plain.fit(1)
-    assert plain._plan.code != codes.FIRST_W
-
-
-def test_a_rule_on_dense_panels_keeps_no_compressed_rows(monkeypatch):
-    """Data too dense for the tiles: the rule runs on dense panels, and the
-    plan keeps no compressed rows."""
-    monkeypatch.setattr(fastbp.kernels.cpu_panels, "worthwhile", lambda sizes, dtype: True)
-    X, y = data()
-    plan = fastbp.first_layer.plan([40, 48, 4], np.float64, X, 32, "dense")
-    assert plan.code == codes.FIRST_PANELS and plan.rows_csr[0].shape[0] == 0
 
 
 def test_plain_sgd_given_as_an_optimizer_is_the_lr_argument_bit_for_bit():

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp import reference
 from fastbp.kernels import codes, config, cpu_panels, cpu_sparse, cpu_tile_lists, vector_width
 from fastbp.kernels.cpu_common import PARALLEL
 
 from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err
-from test_kernels import assert_dense_layer, at_threads, sparse_input
+from test_kernels import (RULES, assert_dense_layer, at_threads, reference_rule, rule_args,
+                          sparse_input)
 
 DTYPES = ("float64", "float32")
 MAX_UNION_RATIO = fastbp.sparse_rows.MAX_UNION_RATIO  # before the panels fixture lifts it
@@ -191,10 +191,6 @@ def test_zero_skipping_panel_kernels_give_the_bits_of_the_dense_ones(P, U, n, dt
     assert rel_err(W2, W_ref) <= RTOL[dtype]
 
 
-RULES = {"sgd+alpha": codes.RULE_SGD, "momentum": codes.RULE_MOMENTUM,
-         "nesterov": codes.RULE_NESTEROV, "adam": codes.RULE_ADAM}
-
-
 @pytest.mark.parametrize("rule", list(RULES))
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n", BATCHES)
@@ -202,42 +198,28 @@ RULES = {"sgd+alpha": codes.RULE_SGD, "momentum": codes.RULE_MOMENTUM,
 def test_panel_rule_update_is_the_reference_rule_on_every_weight(P, U, n, dtype, rule):
     """The gradient's tiles applying momentum, Nesterov, Adam or an L2
     penalty change every weight and its state as the reference's
-    optimizer_step does with g = dZ^T X / n + decay W, those of pixels that
-    no sample has included (sparse X, so some tiles list no sample); the
-    zero-skipping tiles agree with the dense tiles (the same sums, but LLVM
-    may contract the rule's arithmetic differently in each: Nesterov's does)."""
+    optimizer_step does, those of pixels that no sample has included (sparse
+    X, so some tiles list no sample); the zero-skipping tiles agree with the
+    dense tiles (the same sums, but LLVM may contract the rule's arithmetic
+    differently in each: Nesterov's does)."""
     X = sparse_input(n + P + U, n, P, dtype, density=0.15)
     X[:, :cpu_panels.SKIP_ROWS] = 0  # a tile no sample has: its weights still move
     W, m, v, dZ = data(n + U + 1, (U, P), (U, P), (U, P), (n, U), dtype=dtype)
     v = np.abs(v)
-    name, t, decay = rule.split("+")[0], 3, 0.25
-    lr = 0.05 * np.sqrt(1 - 0.99 ** t) / (1 - 0.8 ** t) if name == "adam" else 0.05
-    hyper = tuple(np.dtype(dtype).type(h) for h in (0.9, 0.8, 1 - 0.8, 0.99, 1 - 0.99, 1e-6))
-    sets = reference.new_state([(W, np.zeros(U))], name)
-    if name != "sgd":
-        sets[0][0][0][...] = m
-    if name == "adam":
-        sets[1][0][0][...] = v
-    layers = [(W.astype(np.float64), np.zeros(U))]
-    grad = dZ.T.astype(np.float64) @ X / n + decay * layers[0][0]
-    reference.optimizer_step(layers, [(grad, np.zeros(U))], sets, name, 0.05, momentum=0.9,
-                             beta1=0.8, beta2=0.99, eps=1e-6, t=t)
-    none = np.zeros((0, 0, 0), dtype)
-    mP = packed(m) if name != "sgd" else none
-    vP = packed(v) if name == "adam" else none
-    WP = packed(W)
-    dZP = np.full((WP.shape[0], n, WP.shape[2]), np.nan, dtype)
-    args = (RULES[rule], np.dtype(dtype).type(lr), hyper, np.dtype(dtype).type(decay))
-    cpu_panels.panel_rule_update(WP, mP, vP, dZP, dZ, X, n, *args)
-    pixels, pixel_counts, samples, sample_counts, Xb = listed(X)
+    expected = reference_rule(rule, W, m, v, dZ.T.astype(np.float64) @ X, n)
+    _, _, samples, sample_counts, Xb = listed(X)
     assert sample_counts[0] == 0
-    WP2, mP2, vP2 = packed(W), mP.copy() if name == "sgd" else packed(m), (
-        packed(v) if name == "adam" else none)
-    cpu_panels.panel_rule_update_listed(WP2, mP2, vP2, dZP, dZ, Xb, n, *args, samples,
-                                        sample_counts)
-    expected = [layers[0][0]] + [state[0][0] for state in sets]
-    for got, before, want in zip(((WP, WP2), (mP, mP2), (vP, vP2)), (W, m, v), expected):
-        for panels in got:
+    dZP = np.full(cpu_panels.panel_shape(U, n, dtype), np.nan, dtype)
+    none = np.zeros((0, 0, 0), dtype)
+    for run in ("dense", "listed"):
+        kept = [packed(A) for A in (W, m, v)[:len(expected)]]
+        WP, mP, vP = kept + [none] * (3 - len(kept))
+        if run == "dense":
+            cpu_panels.panel_rule_update(WP, mP, vP, dZP, dZ, X, n, *rule_args(rule, dtype))
+        else:
+            cpu_panels.panel_rule_update_listed(WP, mP, vP, dZP, dZ, Xb, n,
+                                                *rule_args(rule, dtype), samples, sample_counts)
+        for panels, before, want in zip(kept, (W, m, v), expected):
             unpacked = np.empty((U, P), dtype)
             cpu_panels.unpack_panels(unpacked, panels)
             assert rel_err(unpacked, want) <= RTOL[dtype]

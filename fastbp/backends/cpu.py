@@ -40,8 +40,7 @@ class CpuStepper:
 
     def __init__(self, net, Ws, bs, X, y, batch_size, plan, optimizer, state, weights=None):
         rows = min(batch_size, X.shape[0])
-        self.plan = plan if plan is not None else first_layer.plan(
-            net.sizes, net.dtype, X, rows, first_layer.purpose(optimizer))
+        self.plan = plan if plan is not None else first_layer.plan(net.sizes, net.dtype, X, rows)
         self.params = Params(Ws, bs, *state)
         self.rule = kernel_settings(optimizer)
         self.model = Model(codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
