@@ -111,3 +111,28 @@ def test_what_a_trainer_refuses(tmp_path):
                            checkpoint=tmp_path / "run.npz")
     with pytest.raises(ValueError, match="set_data: a run with a checkpoint"):
         saved.set_data(X, y)
+
+
+@pytest.mark.parametrize("bad", [lambda e, n: np.arange(n - 1), lambda e, n: np.zeros(n, int),
+                                 lambda e, n: np.arange(1, n + 1),
+                                 lambda e, n: np.arange(n) - 1,
+                                 lambda e, n: np.arange(n, dtype=float)],
+                         ids=["short", "repeats", "past the end", "negative", "floats"])
+def test_a_shuffle_callable_must_return_a_permutation(bad):
+    X, y = sparse_data()
+    trainer = fastbp.Trainer(fastbp.Network([40, 48, 4], seed=1), X, y, lr=0.2,
+                             batch_size=32, shuffle=bad)
+    with pytest.raises(ValueError, match=r"shuffle\(0, 210\) must return a permutation"):
+        trainer.fit(1)
+
+
+def test_a_shuffle_callable_s_order_is_the_order_trained():
+    """Reversed order by the callable is the reversed data in order, bit for bit."""
+    X, y = sparse_data()
+    nets = [fastbp.Network([40, 48, 4], seed=1) for _ in range(2)]
+    fastbp.Trainer(nets[0], X, y, lr=0.2, batch_size=32,
+                   shuffle=lambda epoch, n: np.arange(n)[::-1]).fit(2)
+    fastbp.Trainer(nets[1], X[::-1].copy(), y[::-1].copy(), lr=0.2, batch_size=32,
+                   shuffle=False).fit(2)
+    assert all(np.array_equal(a, b) for (W, c), (V, d) in zip(*(n.layers for n in nets))
+               for a, b in ((W, V), (c, d)))
