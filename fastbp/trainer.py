@@ -227,7 +227,8 @@ class Trainer:
             self._mark_stop()
         self.X, self.y, self.weights = X, y, self._kernel_weights(w)
         self._plan = self._stepper = self._run = self._state = None
-        self._val_plan = self._diverged = None
+        self._val_plan = self._diverged = self._earlier_plan = None
+        self._plan_rows = None
 
     def _order(self, n):
         """This epoch's order of the n samples: seeded by (seed, epoch), in
@@ -301,6 +302,8 @@ class Trainer:
             check.sgd_step(self.lr, settings["batch_size"], self.net.dtype)
         self.X, self.y, self.weights, self.settings = X, y, self._kernel_weights(w), settings
         self.history.steps_per_epoch = math.ceil(X.shape[0] / settings["batch_size"])
+        if self._plan is not None:  # partial_fit often passes the same X again
+            self._earlier_plan = self._plan, self._plan_rows
         self._plan = self._stepper = self._run = None
 
     def _saved_state(self):
@@ -421,7 +424,10 @@ class Trainer:
             return self._run
         rows = self.settings["batch_size"]
         if self._plan is None and self.device == "cpu":
-            self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows)
+            earlier, self._earlier_plan = self._earlier_plan, None
+            reuse = earlier[0] if earlier is not None and earlier[1] == rows else None
+            self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows, reuse=reuse)
+            self._plan_rows = rows
         if self._val_plan is None and self.val is not None and (
                 self.eval_every or self.watch is not None):  # evaluated repeatedly
             # Validation runs every eval_every iterations: plan its first layer once.

@@ -187,6 +187,33 @@ def row_nonzeros(counts, X):
 
 
 @njit(**PARALLEL)
+def rows_differ(X, indptr, indices, values):
+    """How many rows of X its compressed rows (``compress_rows``, made
+    earlier) no longer hold exactly: 0 where every non-zero is listed, with
+    its value, and nothing else is. X : (n, p); indptr : (n + 1,)."""
+    total = 0
+    # Race-free: the only shared value is an integer prange reduction.
+    for i in prange(X.shape[0]):
+        total += _row_differs(X[i], indices, values, indptr[i], indptr[i + 1])
+    return total
+
+
+@njit(inline="never")
+def _row_differs(row, indices, values, a, e):
+    """1 where row's non-zeros are not exactly indices[a:e], values[a:e],
+    else 0 (its own function: see _row_nonzero_count). As many non-zeros as
+    listed, each listed column holding its value: then there is no other
+    (the listed columns are distinct). Counting, then gathering, has no
+    branch per element (docs/speed-log.md)."""
+    if _row_nonzero_count(row) != e - a:
+        return 1
+    same = True
+    for m in range(a, e):
+        same &= row[indices[m]] == values[m]
+    return 0 if same else 1
+
+
+@njit(**PARALLEL)
 def compress_rows(indices, values, pixel_words, block_words, indptr, X):
     """X in compressed sparse rows: row i's non-zeros are
     ``values[indptr[i]:indptr[i+1]]`` at columns ``indices[...]``, ascending;

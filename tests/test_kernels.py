@@ -402,6 +402,30 @@ def test_compress_rows_writes_nothing_past_a_row_s_last_slot(threads):
         assert indices[indptr[i]:indptr[i + 1]].tolist() == np.flatnonzero(X[i]).tolist()
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+def test_rows_differ_counts_the_rows_their_compression_no_longer_holds(dtype):
+    """0 for the rows compressed; each kind of change counts its row once:
+    a value changed, a zero made non-zero, a non-zero made zero, a value
+    moved to another column, a NaN (never equal to itself)."""
+    X = sparse_input(3, 40, 33, dtype)
+    X[5] = 0  # an empty row
+    rows = compressed(X)
+    assert cpu_sparse.rows_differ(X, *rows) == 0
+    changed = X.copy()
+    i, k = np.argwhere(X != 0)[0]
+    changed[i, k] *= 2
+    first_zero = np.argwhere(X[7] == 0)[0, 0]
+    changed[7, first_zero] = 1
+    changed[9, np.flatnonzero(X[9])[-1]] = 0
+    nonzero = np.flatnonzero(X[11])[0]
+    changed[11, nonzero + 1 if nonzero + 1 < 33 and X[11, nonzero + 1] == 0 else 0] = X[11,
+                                                                                       nonzero]
+    changed[11, nonzero] = 0
+    changed[5, 32] = np.nan
+    assert i not in (5, 7, 9, 11)
+    assert cpu_sparse.rows_differ(changed, *rows) == 5
+
+
 def test_prefetch_rows_runs_on_any_batch_and_writes_nothing():
     """A hint to the cache, so nothing to compare but that it runs on every
     shape of batch (empty rows, the last row, an empty batch) and changes

@@ -136,3 +136,30 @@ def test_a_shuffle_callable_s_order_is_the_order_trained():
                    shuffle=False).fit(2)
     assert all(np.array_equal(a, b) for (W, c), (V, d) in zip(*(n.layers for n in nets))
                for a, b in ((W, V), (c, d)))
+
+
+def test_set_data_keeps_the_plan_while_its_compressed_rows_are_the_data_s():
+    """partial_fit's pattern: the same X again (here a copy) keeps the first
+    layer's plan, with no compression; X changed in one pixel gets a new
+    plan. Either way the run is bitwise a run planned afresh."""
+    X, y = sparse_data()
+    changed = X.copy()
+    changed[3, np.flatnonzero(X[3] == 0)[0]] = 0.5
+    runs = {}
+    for name, second in (("same", X.copy()), ("changed", changed)):
+        for fresh in (False, True):
+            net = fastbp.Network([40, 48, 4], seed=1)
+            trainer = fastbp.Trainer(net, X, y, optimizer=fastbp.Adam(lr=0.01), batch_size=32)
+            trainer.fit(1)
+            first = trainer._plan
+            assert first.rows_csr[0].shape[0] == X.shape[0] + 1  # compressed: worth keeping
+            if fresh:
+                trainer._plan = None  # nothing to reuse: planned afresh
+            trainer.set_data(second, y)
+            trainer.fit(2)
+            runs[name, fresh] = [a.tobytes() for W, b in net.layers for a in (W, b)]
+            if not fresh:
+                assert (trainer._plan is first) == (name == "same")
+    assert runs["same", False] == runs["same", True]
+    assert runs["changed", False] == runs["changed", True]
+    assert runs["same", False] != runs["changed", False]
