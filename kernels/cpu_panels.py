@@ -381,8 +381,10 @@ def panel_rule_update(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay):
 def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, samples,
                              sample_counts):
     """panel_rule_update skipping the samples that have none of a tile's
-    pixels (``list_blocks``): bitwise the same WP, mP, vP. Every tile applies
-    the rule, those with no sample at all with a zero gradient sum."""
+    pixels (``list_blocks``): the same sums, and WP, mP, vP equal to
+    rounding (LLVM may contract the rule's arithmetic differently in each
+    kernel: Nesterov's is seen to). Every tile applies the rule, those with
+    no sample at all with a zero gradient sum."""
     T, P = WP.shape[0], WP.shape[1]
     scale = WP.dtype.type(1 / n)
     pack_dz(dZP, dZ, n)
