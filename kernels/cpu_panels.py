@@ -47,6 +47,12 @@ PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
 # visit (any of 4 MNIST pixels: 28 % of the samples; of 8: 39 %).
 SKIP_ROWS = 4
 PANEL_BYTES = 128  # a panel row: two 512-bit vectors
+# The tile kernels sum in the order they are written, without "reassoc":
+# given it, LLVM split a half-wide float64 tile's sum over the samples into
+# interleaved partial sums, so the zero-skipping tiles stopped giving the
+# dense tiles' bits (the tiles hold their accumulators in registers
+# already; reassociation buys them nothing).
+TILES = dict(PARALLEL, fastmath=FASTMATH - {"reassoc"})
 _CELLS = PANEL_ROWS * PANEL_BYTES // 4  # a tile's elements at float32, the narrowest dtype
 
 
@@ -61,12 +67,19 @@ def worthwhile(sizes, dtype):
     fastbp/sparse_rows.py makes the rows' masks): where Numba may use 512-bit
     vectors (``vector_width.available``: the tiles ask for them per function,
     ``_wide_vectors``), when the net has a hidden layer (the first layer is
-    not the output layer), and when padding its units to whole panels adds
-    at most MAX_PADDING - 1 of them."""
-    dtype = np.dtype(dtype)
-    padded = panel_count(sizes[1], dtype) * panel_width(dtype) if len(sizes) > 1 else 0
+    not the output layer), and when padding its units to the tiles'
+    columns (``padded_units``) adds at most MAX_PADDING - 1 of them."""
+    padded = padded_units(sizes[1], dtype) if len(sizes) > 1 else 0
     return (vector_width.available() and len(sizes) > 2
             and padded <= MAX_PADDING * sizes[1])
+
+
+def padded_units(units, dtype):
+    """The units that the tiles compute for ``units`` real ones: whole panels,
+    the last one half wide where its units fit in half (``_columns``)."""
+    width = panel_width(np.dtype(dtype))
+    whole, rest = divmod(units, width)
+    return whole * width + (0 if rest == 0 else width // 2 if rest <= width // 2 else width)
 
 
 def panel_count(units, dtype):
@@ -133,9 +146,9 @@ def _tile(dtype_of, rows=PANEL_ROWS):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _add_outer4(acc, x0, x1, x2, x3, V, t, row):
+def _add_outer4(acc, x0, x1, x2, x3, V, t, row, cols):
     """_add_outer for a tile of 4 rows: one load per 4 multiply-adds."""
-    for c in range(_width_of(V)):
+    for c in range(cols):
         v = V[t, row, c]
         acc[0, c] += x0 * v
         acc[1, c] += x1 * v
@@ -144,10 +157,10 @@ def _add_outer4(acc, x0, x1, x2, x3, V, t, row):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _add_outer(acc, x0, x1, x2, x3, x4, x5, x6, x7, V, t, row):
-    """acc[r] += x_r * V[t, row] for the tile's 8 rows: one load of the panel
-    row per 8 multiply-adds (a row of W^T's panel, or of dZ's)."""
-    for c in range(_width_of(V)):
+def _add_outer(acc, x0, x1, x2, x3, x4, x5, x6, x7, V, t, row, cols):
+    """acc[r, :cols] += x_r * V[t, row, :cols] for the tile's 8 rows: one load
+    of the panel row per 8 multiply-adds (a row of W^T's panel, or of dZ's)."""
+    for c in range(cols):
         v = V[t, row, c]
         acc[0, c] += x0 * v
         acc[1, c] += x1 * v
@@ -160,6 +173,18 @@ def _add_outer(acc, x0, x1, x2, x3, x4, x5, x6, x7, V, t, row):
 
 
 @njit(inline="always")
+def _columns(A, t, units):
+    """The columns that panel t's tiles compute, each a compile-time constant
+    in its branch of the caller's ``if``: half the panel width where the
+    panel's real units (``units - t * PW``; only the last panel can have
+    fewer than PW) fit in half, else all of it. Returns (half, PW / 2, PW).
+    A 100-unit float32 layer then computes 112 columns, not 128: its last
+    panel's rows are one 512-bit vector instead of two."""
+    width = _width_of(A)
+    return units - t * width <= width // 2, width // 2, width
+
+
+@njit(inline="always")
 def _clamped(i0, last):
     """Eight row indices from i0, those past ``last`` repeating it: a tile at
     the edge computes padding rows from real data, and its epilogue drops them."""
@@ -168,16 +193,16 @@ def _clamped(i0, last):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _forward_tile(acc, X, WP, t, i0, pixels):
-    """acc[r] = sum_k X[i0 + r, k] WP[t, k] for the 8 samples from i0, over
-    ``pixels``: range(P), or a tile's list (panel_forward_listed)."""
+def _forward_tile(acc, X, WP, t, i0, pixels, cols):
+    """acc[r, :cols] = sum_k X[i0 + r, k] WP[t, k, :cols] for the 8 samples
+    from i0, over ``pixels``: range(P), or a tile's list (panel_forward_listed)."""
     i_0, i_1, i_2, i_3, i_4, i_5, i_6, i_7 = _clamped(i0, X.shape[0] - 1)
     for k in pixels:
         _add_outer(acc, X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k], X[i_4, k], X[i_5, k],
-                   X[i_6, k], X[i_7, k], WP, t, k)
+                   X[i_6, k], X[i_7, k], WP, t, k, cols)
 
 
-@njit(**PARALLEL)
+@njit(**TILES)
 def panel_forward(Z, Q, X, WP, b, act):
     """The dense first layer on panels: ``Z = X W^T + b``, ``Q = h(Z)`` (6.11).
 
@@ -200,7 +225,11 @@ def _forward_item(Z, Q, X, WP, b, act, t, i0, pixels):
     width = _width_of(WP)
     j0 = t * width
     acc = _tile(WP)
-    _forward_tile(acc, X, WP, t, i0, pixels)
+    half, narrow, wide = _columns(WP, t, U)
+    if half:
+        _forward_tile(acc, X, WP, t, i0, pixels, narrow)
+    else:
+        _forward_tile(acc, X, WP, t, i0, pixels, wide)
     _store_forward(Z, Q, acc, b, act, i0, min(PANEL_ROWS, n - i0), j0, min(width, U - j0))
 
 
@@ -227,15 +256,15 @@ def _store_rows(Z, Q, acc, b, act, i0, rows, j0, units):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _update_tile(acc, X, dZP, t, k0, n):
-    """acc[r] = sum_{i < n} X[i, k0 + r] dZP[t, i] for the 8 pixels from k0."""
+def _update_tile(acc, X, dZP, t, k0, n, cols):
+    """acc[r, :cols] = sum_{i < n} X[i, k0 + r] dZP[t, i, :cols] for the 8 pixels from k0."""
     k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7 = _clamped(k0, X.shape[1] - 1)
     for i in range(n):
         _add_outer(acc, X[i, k_0], X[i, k_1], X[i, k_2], X[i, k_3], X[i, k_4], X[i, k_5],
-                   X[i, k_6], X[i, k_7], dZP, t, i)
+                   X[i, k_6], X[i, k_7], dZP, t, i, cols)
 
 
-@njit(**PARALLEL)
+@njit(**TILES)
 def panel_sgd_update(WP, dZP, dZ, X, lr, n):
     """The first layer's weight gradient fused with its SGD step, on panels:
     ``W -= lr / n dZ^T X`` (6.27c, 6.23a), no dW stored.
@@ -253,9 +282,15 @@ def panel_sgd_update(WP, dZP, dZ, X, lr, n):
         _wide_vectors()
         t = w // blocks
         k0 = (w % blocks) * PANEL_ROWS
+        rows = min(PANEL_ROWS, P - k0)
         acc = _tile(WP)
-        _update_tile(acc, X, dZP, t, k0, n)
-        _store_update(WP, acc, step, t, k0, min(PANEL_ROWS, P - k0))
+        half, narrow, wide = _columns(WP, t, dZ.shape[1])
+        if half:
+            _update_tile(acc, X, dZP, t, k0, n, narrow)
+            _store_update(WP, acc, step, t, k0, rows, narrow)
+        else:
+            _update_tile(acc, X, dZP, t, k0, n, wide)
+            _store_update(WP, acc, step, t, k0, rows, wide)
 
 
 @njit(**PARALLEL)
@@ -272,20 +307,20 @@ def pack_dz(dZP, dZ, n):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _store_update(WP, acc, step, t, k0, rows, tile_rows=PANEL_ROWS):
-    """The SGD step: WP[t, k0 + r] += step * acc[r] for the first ``rows``
-    rows of a tile of ``tile_rows``; a whole tile with constant bounds, which
-    LLVM vectorises."""
+def _store_update(WP, acc, step, t, k0, rows, cols, tile_rows=PANEL_ROWS):
+    """The SGD step: WP[t, k0 + r, :cols] += step * acc[r, :cols] for the
+    first ``rows`` rows of a tile of ``tile_rows``; a whole tile with
+    constant bounds, which LLVM vectorises."""
     if rows == tile_rows:
-        _step_rows(WP, acc, step, t, k0, tile_rows)
+        _step_rows(WP, acc, step, t, k0, tile_rows, cols)
     else:
-        _step_rows(WP, acc, step, t, k0, rows)
+        _step_rows(WP, acc, step, t, k0, rows, cols)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _step_rows(WP, acc, step, t, k0, rows):
+def _step_rows(WP, acc, step, t, k0, rows, cols):
     for r in range(rows):
-        for c in range(_width_of(WP)):
+        for c in range(cols):
             WP[t, k0 + r, c] += step * acc[r, c]
 
 
@@ -297,7 +332,7 @@ def _step_rows(WP, acc, step, t, k0, rows):
 # exactly zero, so the results are bitwise those of panel_forward and
 # panel_sgd_update (for finite weights and dZ: a skipped 0 x inf would be NaN).
 
-@njit(**PARALLEL)
+@njit(**TILES)
 def panel_forward_listed(Z, Q, X, WP, b, act, pixels, pixel_counts):
     """panel_forward skipping the pixels that none of a tile's samples has
     (``list_blocks``): bitwise the same Z and Q."""
@@ -311,16 +346,16 @@ def panel_forward_listed(Z, Q, X, WP, b, act, pixels, pixel_counts):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _update_tile_listed(acc, X, dZP, t, k0, samples, count):
+def _update_tile_listed(acc, X, dZP, t, k0, samples, count, cols):
     """_update_tile for the SKIP_ROWS pixels from k0, over the listed samples only."""
     last = X.shape[1] - 1
     k_0, k_1, k_2, k_3 = min(k0, last), min(k0 + 1, last), min(k0 + 2, last), min(k0 + 3, last)
     for m in range(count):
         i = samples[m]
-        _add_outer4(acc, X[i, k_0], X[i, k_1], X[i, k_2], X[i, k_3], dZP, t, i)
+        _add_outer4(acc, X[i, k_0], X[i, k_1], X[i, k_2], X[i, k_3], dZP, t, i, cols)
 
 
-@njit(**PARALLEL)
+@njit(**TILES)
 def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
     """panel_sgd_update skipping the samples that have none of a tile's
     pixels (``list_blocks``), and tiles with none at all: bitwise the same WP.
@@ -338,9 +373,15 @@ def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
         if sample_counts[q] == 0:
             continue
         k0 = q * SKIP_ROWS
+        rows = min(SKIP_ROWS, P - k0)
         acc = _tile(WP, SKIP_ROWS)
-        _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q])
-        _store_update(WP, acc, step, t, k0, min(SKIP_ROWS, P - k0), SKIP_ROWS)
+        half, narrow, wide = _columns(WP, t, dZ.shape[1])
+        if half:
+            _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], narrow)
+            _store_update(WP, acc, step, t, k0, rows, narrow, SKIP_ROWS)
+        else:
+            _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], wide)
+            _store_update(WP, acc, step, t, k0, rows, wide, SKIP_ROWS)
 
 
 # The same tiles under a rule that changes every weight (momentum, Nesterov,
@@ -351,7 +392,7 @@ def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
 # pass of its own. Tiles with no listed sample still apply the rule, with a
 # zero gradient: their state decays and their weights move.
 
-@njit(**PARALLEL)
+@njit(**TILES)
 def panel_rule_update(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay):
     """The first layer's weight gradient fused with the update ``rule``, on
     panels: g = dZ^T X / n + decay W (6.27c and the L2 penalty), then
@@ -371,13 +412,18 @@ def panel_rule_update(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay):
         _wide_vectors()
         t = w // blocks
         k0 = (w % blocks) * PANEL_ROWS
+        rows = min(PANEL_ROWS, P - k0)
         acc = _tile(WP)
-        _update_tile(acc, X, dZP, t, k0, n)
-        _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0,
-                    min(PANEL_ROWS, P - k0))
+        half, narrow, wide = _columns(WP, t, dZ.shape[1])
+        if half:
+            _update_tile(acc, X, dZP, t, k0, n, narrow)
+            _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow)
+        else:
+            _update_tile(acc, X, dZP, t, k0, n, wide)
+            _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, wide)
 
 
-@njit(**PARALLEL)
+@njit(**TILES)
 def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, samples,
                              sample_counts):
     """panel_rule_update skipping the samples that have none of a tile's
@@ -395,46 +441,53 @@ def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, 
         t = w // blocks
         q = w % blocks
         k0 = q * SKIP_ROWS
+        rows = min(SKIP_ROWS, P - k0)
         acc = _tile(WP, SKIP_ROWS)
-        _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q])
-        _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0,
-                    min(SKIP_ROWS, P - k0), SKIP_ROWS)
+        half, narrow, wide = _columns(WP, t, dZ.shape[1])
+        if half:
+            _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], narrow)
+            _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow,
+                        SKIP_ROWS)
+        else:
+            _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], wide)
+            _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, wide,
+                        SKIP_ROWS)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows,
+def _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, cols,
                 tile_rows=PANEL_ROWS):
-    """The rule's step for the first ``rows`` rows of a tile of ``tile_rows``
-    (as _store_update: a whole tile with constant bounds)."""
+    """The rule's step for the first ``rows`` rows and ``cols`` columns of a
+    tile of ``tile_rows`` (as _store_update: a whole tile with constant
+    bounds). Columns past ``cols`` are padding, and stay zero."""
     if rows == tile_rows:
-        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, tile_rows)
+        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, tile_rows, cols)
     else:
-        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows)
+        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, cols)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows):
+def _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, cols):
     """w, m, v = step(w, acc * scale + decay * w, m, v) for the tile's rows:
     ``cpu_common.rule_row`` over the tile's 3-d indices with the panel width
     a constant, one loop per rule so that each vectorises without the
     others' state (through rule_row's 1-d row views, the Adam update over
     MNIST's tiles took 190 instead of 149 us: docs/speed-log.md)."""
-    width = _width_of(WP)
     zero = WP.dtype.type(0)
     for r in range(rows):
         k = k0 + r
         if rule == RULE_SGD:
-            for c in range(width):
+            for c in range(cols):
                 w = WP[t, k, c]
                 WP[t, k, c] = sgd(w, acc[r, c] * scale + decay * w, lr)
         elif rule == RULE_ADAM:
-            for c in range(width):
+            for c in range(cols):
                 w = WP[t, k, c]
                 WP[t, k, c], mP[t, k, c], vP[t, k, c] = step(
                     w, acc[r, c] * scale + decay * w, mP[t, k, c], vP[t, k, c], rule, lr,
                     hyper)
         else:
-            for c in range(width):
+            for c in range(cols):
                 w = WP[t, k, c]
                 WP[t, k, c], mP[t, k, c], _ = step(w, acc[r, c] * scale + decay * w,
                                                    mP[t, k, c], zero, rule, lr, hyper)

@@ -19,8 +19,11 @@ DTYPES = ("float64", "float32")
 MAX_UNION_RATIO = fastbp.sparse_rows.MAX_UNION_RATIO  # before the panels fixture lifts it
 PARALLEL_UNCACHED = dict(PARALLEL, cache=False)
 # Units and inputs that leave partial panels and partial 8-row tiles (and
-# whole ones: 32 units fill one float32 panel, 16 one float64 panel).
-SHAPES = [(1, 1), (7, 33), (129, 7), (33, 129), (16, 32), (9, 17)]
+# whole ones: 32 units fill one float32 panel, 16 one float64 panel). Last
+# panels that the tiles compute half wide (cpu_panels._columns): 1, 7, 33,
+# 129 and 40 units (8 in the last panel: exactly half of a float64 one); and
+# one just past half, computed whole: 25 (25 of 32 at float32, 9 of 16 at float64).
+SHAPES = [(1, 1), (7, 33), (129, 7), (33, 129), (16, 32), (9, 25), (5, 40)]
 
 
 def packed(W):
@@ -224,6 +227,7 @@ def test_panel_rule_update_is_the_reference_rule_on_every_weight(P, U, n, dtype,
             cpu_panels.unpack_panels(unpacked, panels)
             assert rel_err(unpacked, want) <= RTOL[dtype]
             assert not np.array_equal(unpacked[:, 0], before[:, 0])  # no sample, yet it moved
+            assert np.all(panels.transpose(0, 2, 1).reshape(-1, P)[U:] == 0)  # padding
 
 
 def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monkeypatch):
@@ -233,11 +237,20 @@ def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monk
         assert cpu_panels.worthwhile([784, 50, 10], dtype)  # to 64: 1.28x
         assert not cpu_panels.worthwhile([784, 10], dtype)  # first layer = fused output layer
     assert not cpu_panels.worthwhile([784, 24, 10], "float32")  # to 32: 1.33x
-    assert not cpu_panels.worthwhile([784, 40, 10], "float32")  # to 64: 1.6x, but at 16
-    assert cpu_panels.worthwhile([784, 40, 10], "float64")  # float64s per panel to 48: 1.2x
-    assert not cpu_panels.worthwhile([784, 33, 10], "float32")  # to 64
+    assert cpu_panels.worthwhile([784, 40, 10], "float32")  # to 48, a half panel last: 1.2x
+    assert not cpu_panels.worthwhile([784, 33, 10], "float32")  # to 48: 1.45x
+    assert cpu_panels.worthwhile([784, 98, 10], "float32")  # to 112 (whole panels: 128, 1.31x)
     monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: False)
     assert not cpu_panels.worthwhile([784, 200, 10], "float32")
+
+
+def test_the_tiles_compute_the_last_panel_half_wide_where_its_units_fit():
+    """The columns computed (whole panels of 32 float32s or 16 float64s, the
+    last one half wide where it can be): what the padding costs."""
+    for units, float32, float64 in [(1, 16, 8), (16, 16, 16), (17, 32, 24), (32, 32, 32),
+                                    (40, 48, 40), (100, 112, 104), (200, 208, 200)]:
+        assert cpu_panels.padded_units(units, "float32") == float32, units
+        assert cpu_panels.padded_units(units, "float64") == float64, units
 
 
 @pytest.mark.skipif(not vector_width.available(), reason="the CPU has no AVX-512")
