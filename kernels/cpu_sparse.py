@@ -203,14 +203,16 @@ def _row_differs(row, indices, values, a, e):
     """1 where row's non-zeros are not exactly indices[a:e], values[a:e],
     else 0 (its own function: see _row_nonzero_count). As many non-zeros as
     listed, each listed column holding its value: then there is no other
-    (the listed columns are distinct). Counting, then gathering, has no
-    branch per element (docs/speed-log.md)."""
+    (the listed columns are distinct). Counting is vectorised; the listed
+    columns are then read one at a time, stopping at the first that differs
+    (an ``&=`` over them became gathers: slower on AMD Zen 4,
+    docs/speed-log.md)."""
     if _row_nonzero_count(row) != e - a:
         return 1
-    same = True
     for m in range(a, e):
-        same &= row[indices[m]] == values[m]
-    return 0 if same else 1
+        if row[indices[m]] != values[m]:
+            return 1
+    return 0
 
 
 @njit(**PARALLEL)
