@@ -97,11 +97,15 @@ def sgd_step(lr, batch_size, dtype, names=API):
                          "never change the weights")
 
 
-def features(name, X, n_features, dtype):
+def features(name, X, n_features, dtype, unchanged=None):
     """Inputs as a C-contiguous (n, n_features) array of ``dtype``.
 
     Integer, Fortran-order and strided arrays are accepted and converted, so
     they give exactly the result of the equivalent contiguous float array.
+    unchanged : None, or a test of the converted array that is True where it
+    holds exactly values checked before (Trainer.set_data: a plan's
+    compressed rows, made from finite data); then the scan for non-finite
+    values is skipped.
     """
     try:
         A = np.asarray(X)
@@ -121,6 +125,8 @@ def features(name, X, n_features, dtype):
         )
     with np.errstate(over="ignore", invalid="ignore"):  # reported below, by position
         converted = np.ascontiguousarray(A, dtype=dtype)
+    if unchanged is not None and unchanged(converted):
+        return converted
     return _finite(name, A, converted)
 
 
@@ -232,6 +238,6 @@ def _finite(name, original, converted):
     value = original[index].item()
     where = f"{name}[{', '.join(map(str, index))}]"
     if isinstance(value, float) and not math.isfinite(value):
-        raise ValueError(f"{name} contains a non-finite value: {where} = {value}")
+        raise ValueError(f"{name} contains a non-finite value (NaN or inf): {where} = {value}")
     raise ValueError(f"{where} = {value!r} does not fit in {converted.dtype.name} "
                      "(it overflows to inf)")

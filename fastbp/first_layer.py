@@ -53,7 +53,7 @@ def panels_worthwhile(sizes, dtype):
     return cpu_panels.worthwhile(sizes, dtype) and not fused_output
 
 
-def plan(sizes, dtype, X, batch_rows, purpose="train", reuse=None):
+def plan(sizes, dtype, X, batch_rows, purpose="train"):
     """The first layer's plan for a network of layer ``sizes`` in ``dtype``
     on the checked data X (n, p), in batches (or chunks) of ``batch_rows``.
 
@@ -63,14 +63,7 @@ def plan(sizes, dtype, X, batch_rows, purpose="train", reuse=None):
     compressed once) or "once" (one inference pass: sparse X listed chunk by
     chunk, nothing built). Every update rule trains on the same plan: those
     that change every weight apply the rule to every weight inside each
-    layout's fused gradient (kernels.cpu.train_steps).
-
-    reuse : a plan made earlier with the same sizes, dtype, batch_rows and
-    purpose, on data that may be X again (partial_fit once per epoch): kept
-    where its compressed rows are still exactly X's, a check of one pass
-    over X instead of compressing it again (about 50 ms on MNIST)."""
-    if reuse is not None and _holds(reuse, X):
-        return reuse
+    layout's fused gradient (kernels.cpu.train_steps)."""
     panels = panels_worthwhile(sizes, dtype)
     if purpose == "once":
         sparse = cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size
@@ -95,9 +88,13 @@ def plan(sizes, dtype, X, batch_rows, purpose="train", reuse=None):
 
 
 
-def _holds(plan, X):
+def holds(plan, X):
     """Whether ``plan``'s compressed rows (and so its masks, made from the
-    same non-zeros) are exactly X's. Plans without them are cheap to make
+    same non-zeros) are exactly X's: one pass over X (partial_fit passes the
+    same X each epoch) instead of compressing it again (about 50 ms on
+    MNIST), and X is then known finite (the rows were made from checked
+    data; NaN or inf where they list a value, or any non-zero where they
+    do not, differs). Plans without compressed rows are cheap to make
     again: False."""
     indptr, indices, values, _ = plan.rows_csr
     return (indptr.shape[0] == X.shape[0] + 1 and values.dtype == X.dtype

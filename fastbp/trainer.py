@@ -227,7 +227,7 @@ class Trainer:
             self._mark_stop()
         self.X, self.y, self.weights = X, y, self._kernel_weights(w)
         self._plan = self._stepper = self._run = self._state = None
-        self._val_plan = self._diverged = self._earlier_plan = None
+        self._val_plan = self._diverged = None
         self._plan_rows = None
 
     def _order(self, n):
@@ -281,7 +281,8 @@ class Trainer:
     def set_data(self, X, y, sample_weight=None):
         """Train the next epochs on (X, y), of the network's width, keeping the
         network, its device copy's buffers where they fit, the thread tuner and
-        the History; the first layer's plan is made for the new data. Epoch e
+        the History; the first layer's plan is made for the new data (or kept,
+        where its compressed rows are exactly the new X: partial_fit). Epoch e
         still shuffles with (seed, e). sample_weight : the new data's, or None;
         the class_weight given at the start applies to it. Not for a
         checkpointed run, whose checkpoint records one data set."""
@@ -291,7 +292,14 @@ class Trainer:
         if self.step:
             raise ValueError(f"set_data: the run stands inside epoch {self.epoch + 1} (step "
                              f"{self.step}); change the data between epochs")
-        X = check.features("X", X, self.net.n_inputs, self.net.dtype)
+        earlier, kept = self._plan, []
+
+        def unchanged(converted):  # partial_fit's X again: keep the plan, skip the scan
+            if earlier is not None and first_layer.holds(earlier, converted):
+                kept.append(earlier)
+            return bool(kept)
+
+        X = check.features("X", X, self.net.n_inputs, self.net.dtype, unchanged)
         y = self.net.check_targets("y", y, X.shape[0])
         w = sample_weights(self.net, y, sample_weight, self.class_weight)
         if self._held_out:  # early stopping watches a held-out part of this data too
@@ -302,9 +310,10 @@ class Trainer:
             check.sgd_step(self.lr, settings["batch_size"], self.net.dtype)
         self.X, self.y, self.weights, self.settings = X, y, self._kernel_weights(w), settings
         self.history.steps_per_epoch = math.ceil(X.shape[0] / settings["batch_size"])
-        if self._plan is not None:  # partial_fit often passes the same X again
-            self._earlier_plan = self._plan, self._plan_rows
-        self._plan = self._stepper = self._run = None
+        # A held-out split makes X another array than the one checked against the plan.
+        if not (kept and self._plan_rows == settings["batch_size"] and not self._held_out):
+            self._plan = None
+        self._stepper = self._run = None
 
     def _saved_state(self):
         """The optimizer's state for a checkpoint: its arrays (never in saved
@@ -424,9 +433,7 @@ class Trainer:
             return self._run
         rows = self.settings["batch_size"]
         if self._plan is None and self.device == "cpu":
-            earlier, self._earlier_plan = self._earlier_plan, None
-            reuse = earlier[0] if earlier is not None and earlier[1] == rows else None
-            self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows, reuse=reuse)
+            self._plan = first_layer.plan(net.sizes, net.dtype, self.X, rows)
             self._plan_rows = rows
         if self._val_plan is None and self.val is not None and (
                 self.eval_every or self.watch is not None):  # evaluated repeatedly

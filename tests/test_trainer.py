@@ -163,3 +163,32 @@ def test_set_data_keeps_the_plan_while_its_compressed_rows_are_the_data_s():
     assert runs["same", False] == runs["same", True]
     assert runs["changed", False] == runs["changed", True]
     assert runs["same", False] != runs["changed", False]
+
+
+def test_set_data_skips_the_non_finite_scan_only_for_data_its_plan_holds(monkeypatch):
+    """The same X again needs no scan for NaN and inf (the plan's rows were
+    made from checked data); NaN or inf anywhere else is still named, and
+    the run keeps its plan and weights."""
+    X, y = sparse_data()
+    net = fastbp.Network([40, 48, 4], seed=1)
+    trainer = fastbp.Trainer(net, X, y, optimizer=fastbp.Adam(lr=0.01), batch_size=32)
+    trainer.fit(1)
+    plan, weights = trainer._plan, [W.copy() for W, _ in net.layers]
+    scans = []
+    count = fastbp.checks.cpu_sparse.count_nonfinite
+    monkeypatch.setattr(fastbp.checks.cpu_sparse, "count_nonfinite",
+                        lambda A: scans.append(A.shape) or count(A))
+    trainer.set_data(X.copy(), y)
+    assert scans == [] and trainer._plan is plan
+    listed, unlisted = np.flatnonzero(X[5])[0], np.flatnonzero(X[5] == 0)[0]
+    for column in (listed, unlisted):
+        for bad in (np.nan, np.inf, -np.inf):
+            changed = X.copy()
+            changed[5, column] = bad
+            with pytest.raises(ValueError, match=rf"X\[5, {column}\] = -?(nan|inf)"):
+                trainer.set_data(changed, y)
+    assert len(scans) == 6
+    assert trainer._plan is plan
+    assert all(np.array_equal(W, old) for (W, _), old in zip(net.layers, weights))
+    trainer.set_data(X[:-1], y[:-1])  # other data: scanned, planned afresh
+    assert len(scans) == 7 and trainer._plan is None
