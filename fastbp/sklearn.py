@@ -148,9 +148,15 @@ class _BaseMLP(BaseEstimator):
     def _fit_here(self, X, y, sample_weight, incremental, classes):
         self._check_params(incremental)
         first = not hasattr(self, "coefs_") or (not self.warm_start and not incremental)
+        # partial_fit on a run under way: Trainer.set_data scans X for NaN and
+        # inf before anything changes (or skips the scan where X is the data
+        # its plan was made from), so scikit-learn's scan would only repeat it.
+        again = (incremental and getattr(self, "_trainer", None) is not None
+                 and not self.early_stopping)
         X, y = validate_data(self, X, y, accept_sparse=["csr", "csc"], multi_output=True,
                              dtype=(np.float64, np.float32), reset=first,
-                             y_numeric=not isinstance(self, ClassifierMixin))
+                             y_numeric=not isinstance(self, ClassifierMixin),
+                             ensure_all_finite=not again)
         if sparse.issparse(X):  # densified: the kernels read dense rows
             X = X.toarray()
         if y.ndim == 2 and y.shape[1] == 1:
@@ -512,6 +518,9 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
             self._label_binarizer.fit(y if classes is None or multilabel else classes)
             self.classes_ = self._label_binarizer.classes_
         else:
+            labels = self._known_labels(y) if incremental else None
+            if labels is not None:
+                return labels, "cross_entropy", len(self.classes_)
             seen = unique_labels(y)
             if self.warm_start and not incremental and set(seen) != set(self.classes_):
                 raise ValueError("warm_start can only be used where `y` has the same classes "
@@ -525,6 +534,20 @@ class MLPClassifier(ClassifierMixin, _BaseMLP):
         if kind == "multiclass":
             return np.ascontiguousarray(Y.argmax(axis=1)), "cross_entropy", Y.shape[1]
         return Y.astype(np.float64), "binary_cross_entropy", Y.shape[1]
+
+    def _known_labels(self, y):
+        """partial_fit's integer labels as class indices, found by search,
+        where each is a class of a multi-class model: what the binarizer and
+        argmax give, without an (n, classes) matrix each call; else None
+        (the general path checks and names what is wrong)."""
+        classes = self.classes_
+        if not (self._label_binarizer.y_type_ == "multiclass" and y.ndim == 1
+                and y.dtype.kind in "iu" and classes.dtype.kind in "iu"):
+            return None
+        labels = np.searchsorted(classes, y)
+        known = labels < len(classes)
+        known[known] = classes[labels[known]] == y[known]
+        return labels if known.all() else None
 
     def _class_weighted(self, y, sample_weight):
         if self.class_weight is None:

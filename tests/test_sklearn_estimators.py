@@ -256,6 +256,40 @@ def test_bad_parameters_are_value_errors_naming_them(params, words):
     assert all(word in str(info.value) for word in words), str(info.value)
 
 
+def test_partial_fit_on_integer_labels_is_scikit_learn_s():
+    """Later partial_fit calls find integer labels' classes by search (no
+    binarizer): non-contiguous labels, a class never seen, the same weights
+    as scikit-learn; an unknown label is still named."""
+    X, y = problem("multiclass")
+    y = np.array([9, 2, 5, 40])[np.unique(y, return_inverse=True)[1]]
+    theirs, ours = pair("multiclass", hidden_layer_sizes=(11, 6), shuffle=False,
+                        random_state=3, batch_size=20, **SOLVERS["adam"])
+    for est in (theirs, ours):
+        est.partial_fit(X, y, classes=[2, 5, 9, 40, 41])
+        est.partial_fit(X[::-1][:90], y[::-1][:90])
+    assert_same_weights(theirs, ours)
+    before = [c.copy() for c in ours.coefs_]
+    with pytest.raises(ValueError, match="classes not in"):
+        ours.partial_fit(X[:5], np.array([2, 5, 9, 40, 3]))
+    assert all(np.array_equal(a, b) for a, b in zip(before, ours.coefs_))
+
+
+def test_partial_fit_names_nan_and_inf_in_later_calls_and_keeps_the_weights():
+    """After the first call, X is scanned once (by the Trainer, or not at
+    all where it is the X of the run's plan); NaN and inf are still named."""
+    X, y = problem("multiclass")
+    est = fastbp.MLPClassifier(hidden_layer_sizes=(40,), random_state=0, device="cpu")
+    est.partial_fit(X, y, classes=np.unique(y))
+    est.partial_fit(X, y)
+    before = [c.copy() for c in est.coefs_]
+    for bad in (np.nan, np.inf):
+        changed = X.copy()
+        changed[7, 3] = bad
+        with pytest.raises(ValueError, match=r"\(NaN or inf\): X\[7, 3\]"):
+            est.partial_fit(changed, y)
+    assert all(np.array_equal(a, b) for a, b in zip(before, est.coefs_))
+
+
 def test_partial_fit_rules_of_scikit_learn():
     X, y = problem("multiclass", n=30)
     est = fastbp.MLPClassifier(hidden_layer_sizes=(3,), device="cpu")
