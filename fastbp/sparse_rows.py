@@ -57,13 +57,13 @@ def compressed_rows_and_masks(X, first_units, batch_rows=None):
 
 def union_ratio(X, batch_rows):
     """How much more than X's non-zeros the zero-skipping tiles would work
-    on: the mean share of pixels that any of a forward tile's 8 samples has
+    on: the mean share of pixels that any of a forward tile's 4 samples has
     and of samples that have any of an update tile's 4 pixels, over the density, in
     RATIO_BATCHES batches of ``batch_rows`` random rows (a fixed seed: the
     same X always gets the same answer)."""
     n, p = X.shape
     rng = np.random.default_rng(0)
-    rows, cols = cpu_tile_lists.PANEL_ROWS, cpu_tile_lists.SKIP_ROWS
+    rows = cols = cpu_tile_lists.SKIP_ROWS
     shares, density = 0.0, 0.0
     for _ in range(RATIO_BATCHES):
         nonzero = X[rng.choice(n, min(batch_rows, n), replace=False)] != 0

@@ -17,10 +17,10 @@ of units is contiguous:
 * update: ``WP[t, k, :] -= lr / n sum_i X[i, k] dZP[t, i, :]`` for 8 pixels k,
   with dZ first packed the same way (dZP) so that its rows are whole vectors.
 
-A sparse batch (MNIST) takes the same tiles over lists of what each tile
-needs (``cpu_tile_lists.list_blocks``): 46 % of the pixels for a tile of 8 MNIST
-samples; the update's tiles there are 4 pixels x 2 vectors (8 accumulators),
-whose pixels 28 % of the samples have (39 % for 8 pixels).
+A sparse batch (MNIST) takes tiles of 4 rows x 2 vectors (8 accumulators)
+over lists of what each tile needs (``cpu_tile_lists.list_blocks``): 39 % of
+the pixels for a forward tile of 4 MNIST samples (47 % for 8), 28 % of the
+samples for an update tile of 4 pixels (39 % for 8).
 
 Work items are (panel, block of 8 rows), panel-major, so each thread works on
 about the same panels in both products and finds them in its own cache. Each
@@ -43,8 +43,11 @@ from .config import MAX_PADDING
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, sgd, step
 
 PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
-# Pixels per tile of panel_sgd_update_listed: fewer rows, fewer samples to
-# visit (any of 4 MNIST pixels: 28 % of the samples; of 8: 39 %).
+# Rows of the zero-skipping tiles: fewer rows, less to visit. An update tile
+# of 4 pixels visits the samples that have any of them (MNIST: 28 %; of 8
+# pixels: 39 %), a forward tile of 4 samples the pixels that any of them has
+# (39 %; of 8 samples: 47 %). Still 8 multiply-adds per load (4 rows x 2
+# vectors).
 SKIP_ROWS = 4
 PANEL_BYTES = 128  # a panel row: two 512-bit vectors
 # The tile kernels sum in the order they are written, without "reassoc":
@@ -202,6 +205,15 @@ def _forward_tile(acc, X, WP, t, i0, pixels, cols):
                    X[i_6, k], X[i_7, k], WP, t, k, cols)
 
 
+@njit(inline="always", fastmath=FASTMATH)
+def _forward_tile4(acc, X, WP, t, i0, pixels, cols):
+    """_forward_tile for the SKIP_ROWS (4) samples from i0 (panel_forward_listed)."""
+    last = X.shape[0] - 1
+    i_0, i_1, i_2, i_3 = min(i0, last), min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last)
+    for k in pixels:
+        _add_outer4(acc, X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k], WP, t, k, cols)
+
+
 @njit(**TILES)
 def panel_forward(Z, Q, X, WP, b, act):
     """The dense first layer on panels: ``Z = X W^T + b``, ``Q = h(Z)`` (6.11).
@@ -218,29 +230,37 @@ def panel_forward(Z, Q, X, WP, b, act):
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _forward_item(Z, Q, X, WP, b, act, t, i0, pixels):
-    """A forward work item: the tile of the 8 samples from i0 in panel t
-    over ``pixels`` (every pixel, or the block's list), then its epilogue."""
+def _forward_item(Z, Q, X, WP, b, act, t, i0, pixels, tile_rows=PANEL_ROWS):
+    """A forward work item: the tile of the ``tile_rows`` (a constant: 8, or
+    SKIP_ROWS for a listed tile) samples from i0 in panel t over ``pixels``
+    (every pixel, or the block's list), then its epilogue."""
     n, U = Z.shape
     width = _width_of(WP)
     j0 = t * width
-    acc = _tile(WP)
+    acc = _tile(WP, tile_rows)
     half, narrow, wide = _columns(WP, t, U)
-    if half:
+    if tile_rows == SKIP_ROWS:
+        if half:
+            _forward_tile4(acc, X, WP, t, i0, pixels, narrow)
+        else:
+            _forward_tile4(acc, X, WP, t, i0, pixels, wide)
+    elif half:
         _forward_tile(acc, X, WP, t, i0, pixels, narrow)
     else:
         _forward_tile(acc, X, WP, t, i0, pixels, wide)
-    _store_forward(Z, Q, acc, b, act, i0, min(PANEL_ROWS, n - i0), j0, min(width, U - j0))
+    _store_forward(Z, Q, acc, b, act, i0, min(tile_rows, n - i0), j0, min(width, U - j0),
+                   tile_rows)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _store_forward(Z, Q, acc, b, act, i0, rows, j0, units):
-    """The epilogue: Z = acc + b and Q = h(Z) for the tile's first ``rows``
-    rows and ``units`` columns (the rest are padding). A whole tile takes a
-    copy with constant bounds, which LLVM unrolls and vectorises."""
+def _store_forward(Z, Q, acc, b, act, i0, rows, j0, units, tile_rows=PANEL_ROWS):
+    """The epilogue: Z = acc + b and Q = h(Z) for the first ``rows`` rows of
+    a tile of ``tile_rows`` and its first ``units`` columns (the rest are
+    padding). A whole tile takes a copy with constant bounds, which LLVM
+    unrolls and vectorises."""
     width = _width_of(Z)
-    if rows == PANEL_ROWS and units == width:
-        _store_rows(Z, Q, acc, b, act, i0, PANEL_ROWS, j0, width)
+    if rows == tile_rows and units == width:
+        _store_rows(Z, Q, acc, b, act, i0, tile_rows, j0, width)
     else:
         _store_rows(Z, Q, acc, b, act, i0, rows, j0, units)
 
@@ -325,8 +345,8 @@ def _step_rows(WP, acc, step, t, k0, rows, cols):
 
 
 # Zero-skipping tiles (sparse batches: MNIST pixels are 81 % zeros). A tile
-# of 8 samples needs only the pixels that any of them has (46 % of MNIST's
-# at n_b 100); a tile of 4 pixels only the samples that have any of them
+# of 4 samples needs only the pixels that any of them has (39 % of MNIST's;
+# 47 % for 8); a tile of 4 pixels only the samples that have any of them
 # (28 %; 39 % for 8). Each batch lists both (cpu_tile_lists.list_blocks), then the tiles
 # run over the lists: the same sums in the same order minus terms that are
 # exactly zero, so the results are bitwise those of panel_forward and
@@ -336,13 +356,13 @@ def _step_rows(WP, acc, step, t, k0, rows, cols):
 def panel_forward_listed(Z, Q, X, WP, b, act, pixels, pixel_counts):
     """panel_forward skipping the pixels that none of a tile's samples has
     (``list_blocks``): bitwise the same Z and Q."""
-    blocks = (Z.shape[0] + PANEL_ROWS - 1) // PANEL_ROWS
+    blocks = (Z.shape[0] + SKIP_ROWS - 1) // SKIP_ROWS
     # Race-free: item w writes only the rows of its block in its panel's columns.
     for w in prange(WP.shape[0] * blocks):
         _wide_vectors()
         blk = w % blocks
-        _forward_item(Z, Q, X, WP, b, act, w // blocks, blk * PANEL_ROWS,
-                      pixels[blk, :pixel_counts[blk]])
+        _forward_item(Z, Q, X, WP, b, act, w // blocks, blk * SKIP_ROWS,
+                      pixels[blk, :pixel_counts[blk]], SKIP_ROWS)
 
 
 @njit(inline="always", fastmath=FASTMATH)

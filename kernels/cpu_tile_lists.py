@@ -1,9 +1,10 @@
 """Lists for the zero-skipping panel tiles (``cpu_panels.panel_forward_listed``,
 ``panel_sgd_update_listed``), made per batch from bit masks of the training
-set's rows that are made once per run: a forward tile of 8 samples needs
-only the pixels that any of them has, an update tile of SKIP_ROWS (4) pixels
-only the samples that have any of them. CPU-only pieces of ``train_steps``; the conventions of
-``kernels/cpu.py`` hold (outputs first, no allocation).
+set's rows that are made once per run: a forward tile of SKIP_ROWS (4)
+samples needs only the pixels that any of them has, an update tile of
+SKIP_ROWS pixels only the samples that have any of them. CPU-only pieces
+of ``train_steps``; the conventions of ``kernels/cpu.py`` hold (outputs
+first, no allocation).
 """
 
 import numpy as np
@@ -11,14 +12,14 @@ from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
 from .cpu_common import PARALLEL
-from .cpu_panels import PANEL_ROWS, SKIP_ROWS
+from .cpu_panels import SKIP_ROWS
 
 WORD = 64  # bits per word of the row masks
 
 
 def skip_lists(inputs, batch_rows):
     """Buffers for ``list_blocks``: (pixels, pixel_counts, samples, sample_counts)."""
-    blocks = (batch_rows + PANEL_ROWS - 1) // PANEL_ROWS
+    blocks = (batch_rows + SKIP_ROWS - 1) // SKIP_ROWS
     pblocks = (inputs + SKIP_ROWS - 1) // SKIP_ROWS
     return (np.zeros((blocks, inputs), np.uint32), np.zeros(blocks, np.int64),
             np.zeros((pblocks, batch_rows), np.uint32), np.zeros(pblocks, np.int64))
@@ -38,7 +39,7 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
     its lists for the zero-skipping tiles:
 
     * pixels[b, :pixel_counts[b]]: the pixels (ascending) where any of the
-      samples 8b .. 8b+7 is non-zero;
+      samples 4b .. 4b+3 is non-zero (SKIP_ROWS = 4);
     * samples[q, :sample_counts[q]]: the samples (ascending) non-zero at
       any of the pixels 4q .. 4q+3 (SKIP_ROWS = 4).
 
@@ -47,7 +48,7 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
     ``cpu_sparse.compress_rows``; rows : (n_b,). The lists are unsigned: indexing with them needs no check for
     negative indices in the tiles' inner loops.
 
-    Work items: one per block of 8 samples (its dense rows, then its pixel
+    Work items: one per block of 4 samples (its dense rows, then its pixel
     list), then one per word of block_words (the sample lists of its 64 pixel
     blocks: each sample's set bits append it to their blocks' lists, so the
     work follows the non-zeros, not blocks x samples). One parallel region,
@@ -56,7 +57,7 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
     then one of pixel blocks that tested every sample for every block.
     """
     nb, P = Xb.shape
-    blocks = (nb + PANEL_ROWS - 1) // PANEL_ROWS
+    blocks = (nb + SKIP_ROWS - 1) // SKIP_ROWS
     # Race-free: a block item writes only its rows of Xb and its row of pixels,
     # a word item only the rows of samples (and sample_counts) of its 64 blocks.
     for item in prange(blocks + block_words.shape[1]):
@@ -69,11 +70,11 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
 
 @njit(inline="always")
 def _rows_and_pixels(Xb, pixels, pixel_counts, pixel_words, indptr, indices, values, rows, b):
-    """list_blocks' item for the samples 8b .. 8b+7: their dense rows, and
+    """list_blocks' item for the samples 4b .. 4b+3: their dense rows, and
     the union of their pixels from word ORs of their masks."""
     nb, P = Xb.shape
     one = np.uint64(1)
-    i0, i1 = b * PANEL_ROWS, min(nb, (b + 1) * PANEL_ROWS)
+    i0, i1 = b * SKIP_ROWS, min(nb, (b + 1) * SKIP_ROWS)
     for i in range(i0, i1):
         for k in range(P):
             Xb[i, k] = 0

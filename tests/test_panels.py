@@ -141,7 +141,7 @@ def listed(X, rows=None, buffers=None):
 
 @pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (33, 129), (129, 7), (100, 784)])
 def test_list_blocks_lists_the_pixels_and_samples_each_tile_needs(n, P):
-    """Per 8-sample block, the pixels any of its samples has; per 4-pixel
+    """Per 4-sample block, the pixels any of its samples has; per 4-pixel
     block, the samples that have any of its pixels: both ascending, from
     the whole training set's bit masks, for a shuffled batch, then a shorter
     one (an epoch's last) in the same buffers, so nothing of the first stays;
@@ -156,14 +156,14 @@ def test_list_blocks_lists_the_pixels_and_samples_each_tile_needs(n, P):
                                                                       buffers)
         assert np.array_equal(Xb, X[rows])
         nonzero = X[rows] != 0
-        for b in range(0, m, 8):
-            expected = np.flatnonzero(nonzero[b:b + 8].any(axis=0))
-            assert np.array_equal(pixels[b // 8, :pixel_counts[b // 8]], expected)
-        step = cpu_panels.SKIP_ROWS  # the update's tiles
+        step = cpu_panels.SKIP_ROWS  # the zero-skipping tiles' rows
+        for b in range(0, m, step):
+            expected = np.flatnonzero(nonzero[b:b + step].any(axis=0))
+            assert np.array_equal(pixels[b // step, :pixel_counts[b // step]], expected)
         for k in range(0, P, step):
             expected = np.flatnonzero(nonzero[:, k:k + step].any(axis=1))
             assert np.array_equal(samples[k // step, :sample_counts[k // step]], expected)
-        assert np.all(sample_counts <= m) and pixel_counts.shape == ((n + 7) // 8,)
+        assert np.all(sample_counts <= m) and pixel_counts.shape == ((n + step - 1) // step,)
     assert sample_counts.shape == ((P + step - 1) // step,)
 
 
@@ -395,8 +395,8 @@ def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels, 
     assert sparse_rows.union_ratio(X_shared, 100) == pytest.approx(1.0)
     X_random = sparse_input(3, 2000, 784, "float32", density=0.1)
     ratio = sparse_rows.union_ratio(X_random, 100)
-    # a tile's union of 8 independent samples (forward) or of 4 pixels (update)
-    expected = ((1 - 0.9 ** 8) + (1 - 0.9 ** cpu_panels.SKIP_ROWS)) / 2 / 0.1
+    # a tile's union of 4 independent samples (forward) or of 4 pixels (update)
+    expected = (1 - 0.9 ** cpu_panels.SKIP_ROWS) / 0.1
     assert ratio == pytest.approx(expected, rel=0.05)
     assert ratio == sparse_rows.union_ratio(X_random, 100)  # a fixed sample
     X = clustered_rows(300, 40)
