@@ -2,9 +2,12 @@
 compiled from kernels/cpu.py's own source with one phase's calls removed.
 
     python scripts/cpu_profile.py [--rounds 5] [--threads 2,1] [--dense] [--only list,output]
+                                  [--hidden 200] [--batch 100] [--optimizer sgd|adam]
 
-Example 6.2's shapes (784-200-10 ReLU, batch 100, 600 steps in chunks of 50,
-as fastbp.train runs them) on MNIST from $FASTBP_DATA_DIR (else random data
+Example 6.2's shapes (784-200-10 ReLU, batch 100, an epoch in chunks of 50
+steps, as fastbp.train runs them; or another hidden width and batch, and
+Adam at lr 0.001 with scikit-learn's alpha 1e-4: ``--hidden 100 --batch
+200 --optimizer adam`` is scikit-learn's default MLPClassifier) on MNIST from $FASTBP_DATA_DIR (else random data
 with MNIST's share of zeros; --dense adds N(0, 0.1^2) noise to every pixel),
 through fastbp.backends.cpu.CpuStepper with the variant module in place of
 kernels.cpu, at each fixed thread count. Every round runs one epoch of every
@@ -30,6 +33,7 @@ import numba
 import numpy as np
 
 import fastbp
+from fastbp import optimizers
 from fastbp.backends import cpu as cpu_backend
 from fastbp.kernels import cpu as kernels
 from fastbp.trainer import epoch_order
@@ -37,7 +41,7 @@ from kernel_variants import fresh_weights, module_from, variant_source  # script
 
 with open(kernels.__file__) as source_file:
     SOURCE = source_file.read()
-SIZES, BATCH, STEPS, CHUNK = [784, 200, 10], 100, 600, 50
+CHUNK = 50
 
 # (name, call prefixes dropped from train_steps); the sparse first layer's
 # calls on panels (where AVX-512 is), then on W^T, then the dense path's
@@ -47,6 +51,13 @@ VARIANTS = [
     ("batch rows and tile lists (list_blocks)", ["list_blocks("]),
     ("first-layer forward (panel_forward_listed)", ["panel_forward_listed("]),
     ("first-layer update (panel_sgd_update_listed)", ["panel_sgd_update_listed("]),
+    ("first-layer rule (panel_rule_update_listed)", ["panel_rule_update_listed("]),
+    ("first-layer rule, dense batch (panel_rule_update)", ["panel_rule_update("]),
+    ("first-layer rule on W^T (csr_rule_update)", ["csr_rule_update("]),
+    ("output layer's gradient (dense_backward_weights)", ["dense_backward_weights("]),
+    ("output layer's rule (optimizer_update)", ["optimizer_update("]),
+    ("first layer's bias rule (bias_rule_update)", ["bias_rule_update("]),
+    ("L2 penalty's cost (penalty_norm)", ["penalty_norm("]),
     ("first-layer forward (csr_forward)", ["csr_forward("]),
     ("output layer (output_layer_rows)", ["output_layer_rows("]),
     ("next rows' prefetch", ["prefetch_rows("]),
@@ -60,7 +71,8 @@ VARIANTS = [
 ]
 # Rebinds the compile options right after train_steps' module imports them:
 # a variant compiled with the original's file name must not share its cache.
-OPTIONS = re.compile(r"^from \.cpu_common import .*PARALLEL.*SERIAL.*$", re.MULTILINE)
+OPTIONS = re.compile(r"^from \.cpu_common import \([^)]*\bPARALLEL\b[^)]*\bSERIAL\b[^)]*\)$",
+                     re.MULTILINE)
 UNCACHED = "PARALLEL = dict(PARALLEL, cache=False)\nSERIAL = dict(SERIAL, cache=False)"
 
 
@@ -79,16 +91,16 @@ class FixedThreads:
             numba.set_num_threads(previous)
 
 
-def training_data(dense):
+def training_data(dense, sizes):
     """(X, y): MNIST's training set, or random data of its shape, 81 % zeros."""
     data_dir = os.environ.get("FASTBP_DATA_DIR")
     if data_dir:
         X, y = fastbp.datasets.mnist(data_dir)[:2]
     else:
         rng = np.random.default_rng(0)
-        X = rng.random((60000, SIZES[0]), dtype=np.float32)
+        X = rng.random((60000, sizes[0]), dtype=np.float32)
         X[X < 0.81] = 0
-        y = rng.integers(0, SIZES[-1], X.shape[0])
+        y = rng.integers(0, sizes[-1], X.shape[0])
     if dense:
         X = X + np.random.default_rng(1).normal(0, 0.1, X.shape).astype(X.dtype)
     return X, y
@@ -102,20 +114,30 @@ def variant(index, patterns):
     return module_from(f"profile{index}", variant_source(source, patterns), kernels)
 
 
-def epoch_us_per_step(module, threads, X, y, epoch):
-    """us per step of one epoch of a fresh Example 6.2 net with ``module`` as
-    the CPU kernels, at ``threads`` threads."""
+def rule_of(name):
+    """(optimizer, rate): Example 6.2's plain SGD, or scikit-learn's default Adam."""
+    if name == "adam":
+        return fastbp.Adam(lr=0.001, alpha=1e-4), 0.001
+    return fastbp.SGD(lr=0.5), 0.5
+
+
+def epoch_us_per_step(module, threads, X, y, epoch, args):
+    """us per step of one epoch of a fresh 784-hidden-10 net with ``module``
+    as the CPU kernels, at ``threads`` threads."""
     cpu_backend.kernels = module
     try:
-        net, Ws, bs = fresh_weights(SIZES)
-        stepper = cpu_backend.CpuStepper(net, Ws, bs, X, y, BATCH)
+        net, Ws, bs = fresh_weights([X.shape[1], args.hidden, 10])
+        optimizer, lr = rule_of(args.optimizer)
+        state = optimizers.state_arrays(optimizer, Ws, bs)
+        stepper = cpu_backend.CpuStepper(net, Ws, bs, X, y, args.batch, None, optimizer, state)
         stepper.threads = FixedThreads(threads)
         costs, errors = np.empty(CHUNK), np.empty(CHUNK)
         order = epoch_order(0, epoch, X.shape[0])
+        steps = -(-X.shape[0] // args.batch)
         started = time.perf_counter()
-        for first in range(0, STEPS, CHUNK):
-            stepper.run(order, first, CHUNK, 0.5, costs, errors)
-        return (time.perf_counter() - started) / STEPS * 1e6
+        for first in range(0, steps, CHUNK):
+            stepper.run(order, first, min(CHUNK, steps - first), lr, costs, errors, first)
+        return (time.perf_counter() - started) / steps * 1e6
     finally:
         cpu_backend.kernels = kernels
 
@@ -127,6 +149,9 @@ def main():
     parser.add_argument("--dense", action="store_true", help="every pixel plus N(0, 0.1^2)")
     parser.add_argument("--only", default="", help="variants whose names contain one of "
                         "these words, comma-separated (and full)")
+    parser.add_argument("--hidden", type=int, default=200)
+    parser.add_argument("--batch", type=int, default=100)
+    parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
     args = parser.parse_args()
     words = [w for w in args.only.split(",") if w]
     variants = [(name, patterns) for name, patterns in VARIANTS
@@ -134,20 +159,20 @@ def main():
     threads = [int(t) for t in args.threads.split(",")]
     if args.rounds < 1 or any(t < 1 or t > numba.config.NUMBA_NUM_THREADS for t in threads):
         raise SystemExit(f"need --rounds >= 1 and thread counts in 1..{numba.config.NUMBA_NUM_THREADS}")
-    X, y = training_data(args.dense)
+    X, y = training_data(args.dense, [784, args.hidden, 10])
     modules = []
     for index, (name, patterns) in enumerate(variants):
         started = time.perf_counter()
         module = variant(index, patterns)
         for t in threads:  # compiles, and warms this thread count up
-            epoch_us_per_step(module, t, X, y, epoch=0)
+            epoch_us_per_step(module, t, X, y, 0, args)
         modules.append(module)
         print(f"compiled and warmed: {name} ({time.perf_counter() - started:.0f} s)", flush=True)
     times = {(index, t): [] for index in range(len(variants)) for t in threads}
     for r in range(args.rounds):
         for t in threads:
             for index, module in enumerate(modules):
-                times[index, t].append(epoch_us_per_step(module, t, X, y, epoch=1 + r))
+                times[index, t].append(epoch_us_per_step(module, t, X, y, 1 + r, args))
     print(f"\nus/step (median of {args.rounds} rounds); phase = median over rounds of full - variant")
     print(f"{'variant: without':50s}" + "".join(f"{f'{t} thr':>10s}{'phase':>8s}" for t in threads))
     for index, (name, _) in enumerate(variants):
