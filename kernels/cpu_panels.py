@@ -182,7 +182,10 @@ def _columns(A, t, units):
     panel's real units (``units - t * PW``; only the last panel can have
     fewer than PW) fit in half, else all of it. Returns (half, PW / 2, PW).
     A 100-unit float32 layer then computes 112 columns, not 128: its last
-    panel's rows are one 512-bit vector instead of two."""
+    panel's rows are one 512-bit vector instead of two. The half branch
+    steps its weights with the tile's row count a variable, one copy of the
+    step instead of two: every branch is compiled code of its own, and with
+    whole-tile copies in both the rules' kernels took twice as long to compile."""
     width = _width_of(A)
     return units - t * width <= width // 2, width // 2, width
 
@@ -307,7 +310,7 @@ def panel_sgd_update(WP, dZP, dZ, X, lr, n):
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
             _update_tile(acc, X, dZP, t, k0, n, narrow)
-            _store_update(WP, acc, step, t, k0, rows, narrow)
+            _step_rows(WP, acc, step, t, k0, rows, narrow)  # one copy: see _columns
         else:
             _update_tile(acc, X, dZP, t, k0, n, wide)
             _store_update(WP, acc, step, t, k0, rows, wide)
@@ -398,7 +401,7 @@ def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
             _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], narrow)
-            _store_update(WP, acc, step, t, k0, rows, narrow, SKIP_ROWS)
+            _step_rows(WP, acc, step, t, k0, rows, narrow)
         else:
             _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], wide)
             _store_update(WP, acc, step, t, k0, rows, wide, SKIP_ROWS)
@@ -437,7 +440,7 @@ def panel_rule_update(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay):
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
             _update_tile(acc, X, dZP, t, k0, n, narrow)
-            _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow)
+            _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow)
         else:
             _update_tile(acc, X, dZP, t, k0, n, wide)
             _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, wide)
@@ -466,8 +469,7 @@ def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, 
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
             _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], narrow)
-            _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow,
-                        SKIP_ROWS)
+            _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow)
         else:
             _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], wide)
             _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, wide,
