@@ -2,10 +2,12 @@
 these same bodies (cpu_common.py with @njit, cuda.py as device functions), so
 the CPU and CUDA kernels cannot drift apart in, say, how ReLU treats NaN.
 
-zero and one carry the dtype, so float32 stays float32.
+zero and one carry the dtype, so float32 stays float32. exp and tanh are
+global names so that the CPU can compile these bodies with its vectorisable
+ones (cpu_math.py) in their place.
 """
 
-import math
+from math import exp, tanh
 
 from .codes import RELU, SIGMOID, TANH
 
@@ -15,9 +17,9 @@ def activate(z, act, zero, one):
     if act == RELU:
         return z if z > zero or z != z else zero  # z != z: NaN stays visible
     if act == SIGMOID:
-        return one / (one + math.exp(-z))
+        return one / (one + exp(-z))
     if act == TANH:
-        return math.tanh(z)
+        return tanh(z)
     return z
 
 

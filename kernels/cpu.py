@@ -56,6 +56,7 @@ from .cpu_common import (
     rule_row,
     sgd,
     step,
+    with_vector_math,
 )
 from .cpu_panels import (
     pack_panels,
@@ -264,10 +265,10 @@ def dense_backward_input(dQ_prev, dZ, W):
 # A row's loss and output gradient, and whether it is misclassified: the
 # bodies cuda.py compiles too (kernels/losses.py).
 _softmax_cross_entropy_row = njit(inline="always", fastmath=FASTMATH)(
-    losses.softmax_cross_entropy_row)
+    with_vector_math(losses.softmax_cross_entropy_row))
 _squared_error_row = njit(inline="always", fastmath=FASTMATH)(losses.squared_error_row)
 _binary_cross_entropy_row = njit(inline="always", fastmath=FASTMATH)(
-    losses.binary_cross_entropy_row)
+    with_vector_math(losses.binary_cross_entropy_row))
 _weigh_row = njit(inline="always", fastmath=FASTMATH)(losses.weigh_row)
 # Never inlined into a prange: on Python >= 3.12 Numba's reduction analysis
 # fails ("unexpected cycle in lookup()", numba#10132) when a reduced loop's

@@ -1,24 +1,42 @@
 """What every CPU kernel module shares: compile options and scalar helpers."""
 
+import types
+
 from numba import njit
 
-from . import activations, numba_cache, optim, vector_width
+from . import activations, cpu_math, numba_cache, optim, vector_width
 from .codes import RULE_ADAM, RULE_SGD
 
 # Before this module's first @njit, which fixes the process's target features
-# and, for each cached kernel, where its cache lives.
+# and, for each cached kernel, where its cache lives (done already by
+# cpu_math, imported above; both calls do nothing the second time).
 vector_width.allow_512_bit()
 numba_cache.install()
 
 # fastmath without nnan/ninf: lets LLVM reassociate and vectorise the
 # dot-product reductions, but keeps NaN/inf semantics so divergence is seen.
 FASTMATH = {"reassoc", "contract", "nsz", "arcp"}
-PARALLEL = dict(parallel=True, fastmath=FASTMATH, cache=True, nogil=True)
-SERIAL = dict(fastmath=FASTMATH, cache=True, nogil=True)
+# error_model="numpy": a float division by zero gives inf or NaN instead of
+# raising, as NumPy does. Python's model tests every divisor for zero, and
+# that branch kept LLVM from vectorising any loop that divides (Adam's
+# update, tanh, sigmoid: 8x slower per element; docs/speed-log.md).
+PARALLEL = dict(parallel=True, fastmath=FASTMATH, error_model="numpy", cache=True, nogil=True)
+SERIAL = dict(fastmath=FASTMATH, error_model="numpy", cache=True, nogil=True)
+
+
+
+def with_vector_math(function):
+    """``function`` reading cpu_math's exp and tanh for its globals of those
+    names (vectorisable in float32; math's in float64)."""
+    namespace = dict(function.__globals__, exp=cpu_math.exp, tanh=cpu_math.tanh)
+    clone = types.FunctionType(function.__code__, namespace, function.__name__,
+                               function.__defaults__, function.__closure__)
+    clone.__qualname__, clone.__doc__ = function.__qualname__, function.__doc__
+    return clone
 
 
 # h and h' (6.3) and the update rule (6.23): the bodies cuda.py compiles too.
-activate = njit(inline="always", fastmath=FASTMATH)(activations.activate)
+activate = njit(inline="always", fastmath=FASTMATH)(with_vector_math(activations.activate))
 derivative = njit(inline="always", fastmath=FASTMATH)(activations.derivative)
 sgd = njit(inline="always", fastmath=FASTMATH)(optim.sgd)
 step = njit(inline="always", fastmath=FASTMATH)(optim.step)

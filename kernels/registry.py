@@ -21,7 +21,7 @@ TWINS = ("dense_forward", "activation_backward", "dense_backward_weights",
          "gather_rows", "forward_all",
          "backprop_all", "train_steps")
 
-CPU_MODULES = ("cpu_common", "cpu_panels", "cpu_tile_lists", "cpu_sparse", "cpu", "cpu_serial")
+CPU_MODULES = ("cpu_math", "cpu_common", "cpu_panels", "cpu_tile_lists", "cpu_sparse", "cpu", "cpu_serial")
 
 
 def cpu_dispatchers():
