@@ -4,6 +4,7 @@ rounding everywhere (extremes, signed zeros, inf, NaN), float64 untouched,
 and compiled without calls into the C library."""
 
 import math
+import re
 
 import numpy as np
 import pytest
@@ -128,9 +129,10 @@ def _c_library(act, v):
         return 0.0
 
 
-def test_float32_loop_calls_no_c_library_function():
+def test_float32_loop_calls_no_c_library_function_and_vectorises():
     """The point of cpu_math: a float32 tanh loop holds no call to tanhf or
-    expf (which would run one element at a time), where float64's calls tanh."""
+    expf (which would run one element at a time), where float64's calls tanh,
+    and its float64 arithmetic runs on packed vectors (``...pd``)."""
     fresh = njit(**dict(SERIAL, cache=False))(_activate_all.py_func)  # (cached: no asm)
     for dtype, present, absent in ((np.float64, "$tanh", None), (np.float32, None, "$tanhf")):
         z = np.zeros(8, dtype)
@@ -141,3 +143,4 @@ def test_float32_loop_calls_no_c_library_function():
             assert present in asm
         else:
             assert absent not in asm and "$expf" not in asm and "$tanh" not in asm
+            assert re.search(r"\b(v?fmadd\d*|v?mul|v?div)pd\s", asm)
