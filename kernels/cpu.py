@@ -37,6 +37,7 @@ from .codes import (
     FIRST_PANELS_OR_TILES,
     FIRST_W_OR_CSR,
     IDENTITY,
+    RELU,
 )
 from .config import (
     DENSE_UPDATE_DENSITY,
@@ -168,7 +169,10 @@ def dense_forward(Z, Q, Q_prev, W, b, act):
 
     Z, Q : (n_b, U) outputs; Q may be the same array as Z (last layer,
     ``act = IDENTITY``). Q_prev : (n_b, P), W : (U, P), b : (U,).
-    Register-blocked 4 x 4; bias and activation are applied in the epilogue.
+    Register-blocked 4 x 4; bias and ReLU are applied in the epilogue, a
+    sigmoid or tanh in a pass over whole rows after it, where they vectorise
+    (in the epilogue each was a scalar call per element: 3.5x slower on
+    16 x 13 -> 32, docs/speed-log.md).
     Every element is computed the same way (a 4 x 4 block where one fits,
     else one dot product) however the threads share the work, so results
     do not depend on the split. A mini-batch is split by blocks of units,
@@ -181,26 +185,33 @@ def dense_forward(Z, Q, Q_prev, W, b, act):
     n, P = Q_prev.shape
     U = W.shape[0]
     i_edge, j_edge = n - n % 4, U - U % 4
+    h = act if act == RELU else IDENTITY  # in the epilogue; others after it
     if split_by_units(n * P * Q_prev.itemsize, U, _active_threads()):
         # Race-free: iteration t writes only columns 4t .. 4t+3 of Z and Q.
         for t in prange((U + 3) // 4):
             j0 = 4 * t
             if j0 < j_edge:
                 for i0 in range(0, i_edge, 4):
-                    _forward_block(Z, Q, Q_prev, W, b, act, i0, j0)
-                _forward_edges(Z, Q, Q_prev, W, b, act, i_edge, n, j0, j0 + 4)
+                    _forward_block(Z, Q, Q_prev, W, b, h, i0, j0)
+                _forward_edges(Z, Q, Q_prev, W, b, h, i_edge, n, j0, j0 + 4)
             else:
-                _forward_edges(Z, Q, Q_prev, W, b, act, 0, n, j0, U)
+                _forward_edges(Z, Q, Q_prev, W, b, h, 0, n, j0, U)
     else:
         # Race-free: iteration t writes only rows 4t .. 4t+3 of Z and Q.
         for t in prange((n + 3) // 4):
             i0 = 4 * t
             if i0 < i_edge:
                 for j0 in range(0, j_edge, 4):
-                    _forward_block(Z, Q, Q_prev, W, b, act, i0, j0)
-                _forward_edges(Z, Q, Q_prev, W, b, act, i0, i0 + 4, j_edge, U)
+                    _forward_block(Z, Q, Q_prev, W, b, h, i0, j0)
+                _forward_edges(Z, Q, Q_prev, W, b, h, i0, i0 + 4, j_edge, U)
             else:
-                _forward_edges(Z, Q, Q_prev, W, b, act, i0, n, 0, U)
+                _forward_edges(Z, Q, Q_prev, W, b, h, i0, n, 0, U)
+    if h != act:
+        zero, one = Z.dtype.type(0), Z.dtype.type(1)
+        # Race-free: iteration i writes only row i of Q.
+        for i in prange(n):
+            for j in range(U):
+                Q[i, j] = activate(Z[i, j], act, zero, one)
 
 
 @njit(**PARALLEL)

@@ -42,9 +42,10 @@ def test_dense_forward_splits_a_batch_by_units_and_inference_by_samples():
     assert not cpu.split_by_units(100 * 784 * 4, 33, 2)
 
 
+@pytest.mark.parametrize("act", ["relu", "tanh", "sigmoid"])  # tanh, sigmoid: a pass of their own
 @pytest.mark.parametrize("threads", [1, 2])
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_dense_forward_same_bits_either_split(threads, dtype):
+def test_dense_forward_same_bits_either_split(threads, dtype, act):
     """33 rows split by units, and the same rows at the end of an input too
     large for that (split by samples), with the 4 x 4 blocks aligned: the
     same bits, edges (row 32, unit 128) included."""
@@ -55,10 +56,10 @@ def test_dense_forward_same_bits_either_split(threads, dtype):
     Q_big, W, b = data(threads, (big, P), (U, P), (U,), dtype=dtype)
     Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
     Z_big, Q_out = np.full((big, U), np.nan, dtype), np.full((big, U), np.nan, dtype)
-    at_threads(threads, cpu.dense_forward, Z, Q, Q_big[-n:], W, b, codes.RELU)
-    at_threads(threads, cpu.dense_forward, Z_big, Q_out, Q_big, W, b, codes.RELU)
+    at_threads(threads, cpu.dense_forward, Z, Q, Q_big[-n:], W, b, codes.ACTIVATIONS[act])
+    at_threads(threads, cpu.dense_forward, Z_big, Q_out, Q_big, W, b, codes.ACTIVATIONS[act])
     assert np.array_equal(Z, Z_big[-n:]) and np.array_equal(Q, Q_out[-n:])
-    assert_dense_layer(Z, Q, Q_big[-n:], W, b, "relu", dtype)
+    assert_dense_layer(Z, Q, Q_big[-n:], W, b, act, dtype)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
