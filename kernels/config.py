@@ -15,6 +15,11 @@ in a fresh process (as the tests do), or edit it here.
 # and Ctrl-C are seen, at a cost of one call (tens of microseconds) per chunk.
 MAX_CHUNK = 50
 
+# ... or, where steps are small, as many as make this many multiply-adds of
+# the forward pass (a few ms): 13-32-1 on batches of 16 runs 585 steps per
+# call, 8-10 % faster than in chunks of 50 (docs/speed-log.md).
+CHUNK_MACS = 1 << 22
+
 # A step of at most this many multiply-adds of its forward pass (batch rows
 # times the sum of the layers' U_l U_{l-1}) runs in kernels/cpu_serial.py's
 # build, on the calling thread without parallel regions: 13-32-1 at batch 16

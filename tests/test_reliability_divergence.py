@@ -60,6 +60,7 @@ def test_the_devices_diverge_at_the_same_iteration_with_the_same_weights(dtype):
 @pytest.mark.parametrize("device", ["cpu", "numpy"])
 def test_the_history_records_up_to_the_bad_iteration(device, monkeypatch):
     monkeypatch.setattr(TRAIN, "MAX_CHUNK", 3)  # the bad step falls inside a chunk
+    monkeypatch.setattr(TRAIN, "CHUNK_MACS", 0)  # ... for any step size
     net = fastbp.Network([20, 16, 2], activation="tanh", loss="squared_error",
                          dtype="float64", seed=0)
     captured = {}
@@ -105,8 +106,13 @@ def test_weights_that_turn_non_finite_behind_a_finite_cost_are_caught():
         assert np.array_equal(W0, W1) and np.array_equal(b0, b1)
 
 
-def test_the_check_runs_inside_the_compiled_loop(monkeypatch):
-    """One compiled call per chunk of MAX_CHUNK steps, not a Python pass per batch."""
+@pytest.mark.parametrize("chunk_macs, calls_per_epoch", [(0, [50, 50]), (1 << 22, [100])],
+                         ids=["MAX_CHUNK", "small-steps"])
+def test_the_check_runs_inside_the_compiled_loop(monkeypatch, chunk_macs, calls_per_epoch):
+    """One compiled call per chunk of MAX_CHUNK steps, or more where steps are
+    small (20-16-2 on batches of 5: 1 760 multiply-adds, so the whole epoch
+    fits CHUNK_MACS), not a Python pass per batch."""
+    monkeypatch.setattr(TRAIN, "CHUNK_MACS", chunk_macs)
     calls = []
     real = fastbp.backends.cpu.CpuStepper.run
 
@@ -116,7 +122,13 @@ def test_the_check_runs_inside_the_compiled_loop(monkeypatch):
     monkeypatch.setattr(fastbp.backends.cpu.CpuStepper, "run", counting)
     net = fastbp.Network([20, 16, 2], activation="tanh", loss="squared_error", seed=0)
     fastbp.train(net, PIXELS / 255, TARGETS, lr=0.01, batch_size=5, epochs=2, eval_every=0)
-    assert calls == [50, 50] * 2  # 100 steps per epoch, two chunks of 50
+    assert calls == calls_per_epoch * 2  # 100 steps per epoch
+
+
+def test_chunks_hold_a_few_milliseconds_of_work():
+    assert TRAIN.chunk_steps((784, 200, 10), 100) == TRAIN.MAX_CHUNK  # Example 6.2
+    assert TRAIN.chunk_steps((13, 32, 1), 16) == (1 << 22) // (16 * 13 * 32 + 16 * 32)
+    assert TRAIN.chunk_steps((2, 1), 1) == (1 << 22) // 2
 
 
 def test_divergence_keeps_the_last_checkpoint(tmp_path):

@@ -84,6 +84,7 @@ def saved_position(path):
                          ids=["epoch0-mid", "epoch1-mid", "epoch-end", "last-step"])
 def test_resume_after_ctrl_c_mid_epoch_equals_one_run(tmp_path, monkeypatch, device, at):
     monkeypatch.setattr(TRAIN, "MAX_CHUNK", 4)  # chunk ends at 4, 8, ...
+    monkeypatch.setattr(TRAIN, "CHUNK_MACS", 0)  # ... for any step size
     whole = run(4, device)
     path = tmp_path / "ckpt.npz"
     progress, sent = interrupt_at(*at)
@@ -262,6 +263,7 @@ def test_resuming_past_the_checkpoint_s_epochs_is_refused(tmp_path):
 
 def test_a_checkpoint_is_written_after_every_epoch(tmp_path, monkeypatch):
     monkeypatch.setattr(TRAIN, "MAX_CHUNK", 1)  # a progress call after every step
+    monkeypatch.setattr(TRAIN, "CHUNK_MACS", 0)  # ... for any step size
     path = tmp_path / "ckpt.npz"
     positions = []
 
