@@ -1,6 +1,7 @@
 """Mini-batch SGD (6.21/6.23) around Algorithm 6.1, with Example 6.2's schedule."""
 
 import contextlib
+import itertools
 import math
 import os
 import signal
@@ -460,7 +461,7 @@ def chunk_steps(sizes, batch_size):
     multiply-adds of forward pass where steps are smaller than that allows.
     Each call costs about 20 us in Python (the checks and the history
     between chunks), as much as four steps of 13-32-1 on batches of 16."""
-    macs = batch_size * sum(a * b for a, b in zip(sizes[:-1], sizes[1:]))
+    macs = batch_size * sum(a * b for a, b in itertools.pairwise(sizes))
     return max(MAX_CHUNK, CHUNK_MACS // macs)
 
 

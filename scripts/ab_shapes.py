@@ -68,8 +68,8 @@ def main():
             if r == 0:
                 print(f"{side}: {result['file']}")
             got[side] = result["seconds"]
-        for side in times:
-            times[side].append(got[side])
+        for side, seconds in times.items():
+            seconds.append(got[side])
         ratios.append(got[args.b] / got[args.a])
     print(f"{args.shape} {args.activation}, batch {args.batch}, {args.rounds} rounds: "
           f"A {statistics.median(times[args.a]):.4f} s/epoch, "
