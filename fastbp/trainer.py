@@ -79,8 +79,8 @@ def train(net, X, y, lr=None, batch_size=100, epochs=15, validation=None, eval_e
         returns its History at once.
     progress : callable(epoch, step, steps_per_epoch, history) or None, called
         after every chunk of iterations (epoch 0-based, step = iterations done
-        in that epoch): MAX_CHUNK of them, more where each is small
-        (``chunk_steps``), a few milliseconds' work at most.
+        in that epoch): MAX_CHUNK of them, or more where each is small
+        (``chunk_steps``: a few milliseconds' work).
 
     Raises
     ------
