@@ -1,5 +1,6 @@
 """Network: the L-layer fully connected model of (6.11) and (6.16)."""
 
+import itertools
 import math
 import numbers
 
@@ -228,6 +229,13 @@ def evaluate_prepared(net, Ws, bs, X, y, plan=None):
         total_cost += float(J) * m
     error = wrong / n if net.is_classifier else math.nan
     return total_cost / n, error
+
+
+def forward_macs(sizes, rows):
+    """Multiply-adds of a forward pass of ``rows`` samples through layers of
+    these ``sizes``: rows times the sum of the layers' U_l U_{l-1} (what
+    decides a step's build and its chunk's length)."""
+    return rows * sum(a * b for a, b in itertools.pairwise(sizes))
 
 
 def split_targets(net, y):

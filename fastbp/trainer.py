@@ -1,7 +1,6 @@
 """Mini-batch SGD (6.21/6.23) around Algorithm 6.1, with Example 6.2's schedule."""
 
 import contextlib
-import itertools
 import math
 import os
 import signal
@@ -20,7 +19,7 @@ from .history import History
 from .kernels.config import CHUNK_MACS, MAX_CHUNK
 from .stopping import EarlyStopping, Watch, split
 from .weights import sample_weights
-from .network import Network, evaluate_prepared
+from .network import Network, evaluate_prepared, forward_macs
 from .storage import file_identity, reworded
 
 
@@ -461,8 +460,7 @@ def chunk_steps(sizes, batch_size):
     multiply-adds of forward pass where steps are smaller than that allows.
     Each call costs about 20 us in Python (the checks and the history
     between chunks), as much as four steps of 13-32-1 on batches of 16."""
-    macs = batch_size * sum(a * b for a, b in itertools.pairwise(sizes))
-    return max(MAX_CHUNK, CHUNK_MACS // macs)
+    return max(MAX_CHUNK, CHUNK_MACS // forward_macs(sizes, batch_size))
 
 
 class _Run:

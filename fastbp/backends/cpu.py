@@ -11,7 +11,7 @@ from ..kernels import cpu as kernels
 from ..kernels import cpu_serial
 from ..kernels.config import SERIAL_STEP_MACS
 from ..kernels.arguments import CpuWork, Data, Model, Out, Params, Steps
-from ..network import split_targets
+from ..network import forward_macs, split_targets
 from ..weights import row_factors
 from ..optimizers import kernel_settings, state_sets
 from ..threads import ThreadTuner
@@ -68,8 +68,7 @@ class CpuStepper:
         # (kernels/cpu_serial.py). Decided by the shape alone, so a run's bits
         # never depend on the thread count or on timing: the two builds round
         # differently (fastmath may reorder a sum), each the same every time.
-        macs = rows * sum(a * b for a, b in zip(net.sizes[:-1], net.sizes[1:]))
-        self.small = macs <= SERIAL_STEP_MACS
+        self.small = forward_macs(net.sizes, rows) <= SERIAL_STEP_MACS
 
     def run(self, order, first_step, n_steps, lr, costs, errors, t0=0):
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
