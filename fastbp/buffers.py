@@ -41,6 +41,23 @@ def list_scratch(sizes, n_rows, dtype):
             np.zeros(max(n_rows, widest), np.int64))
 
 
+def hidden_panel_buffers(held, sizes, n_rows, dtype):
+    """(WPs, dZPs, dZSs): for each layer l that ``held[l]`` says runs in
+    panels (``kernels.cpu_panels.hidden_layers``), its W in panels and its
+    dZ for batches of ``n_rows`` in panels of units and of samples; (0, 0, 0)
+    arrays for the others."""
+    dtype = np.dtype(dtype)
+    none = np.zeros((0, 0, 0), dtype)
+    WPs, dZPs, dZSs = [], [], []
+    for l, on in enumerate(held):
+        P, U = sizes[l], sizes[l + 1]
+        WPs.append(np.zeros(cpu_panels.panel_shape(U, P, dtype), dtype) if on else none)
+        dZPs.append(np.zeros(cpu_panels.panel_shape(U, n_rows, dtype), dtype) if on else none)
+        dZSs.append(np.zeros(cpu_panels.sample_panel_shape(U, n_rows, dtype), dtype) if on
+                    else none)
+    return tuple(WPs), tuple(dZPs), tuple(dZSs)
+
+
 def first_layer_buffers(plan, sizes, n_rows, dtype, moments=0):
     """``kernels.arguments.CpuFirstLayer`` for ``plan`` (fastbp.first_layer):
     the first layer's transposed weights (p, U_1); where the plan runs on

@@ -60,7 +60,9 @@ from .cpu_common import (
     with_vector_math,
 )
 from .cpu_panels import (
+    pack_dz_by_samples,
     pack_panels,
+    panel_backward_input,
     panel_forward,
     panel_forward_listed,
     panel_rule_update,
@@ -722,7 +724,10 @@ def train_steps(params, model, work, first, data, steps, out):
     (register-blocked) or on W^T in panels (``cpu_panels``); sparse batches
     (where the plan has compressed rows and a batch is at most
     SPARSE_DENSITY dense) on W^T over the compressed rows, or on panel tiles
-    that skip their zeros, listed from the rows' bit masks. Other layers
+    that skip their zeros, listed from the rows' bit masks. Wide layers past
+    the first, under plain SGD, are held in panels for the whole call
+    (``work.WPs``, as ``cpu_panels.hidden_layers`` chose): all three of
+    their products run as register tiles there. Other layers
     skip the zeros that ReLU leaves in dZ, except in weight gradients whose
     dZ is dense enough for a blocked product (the output layer's always); a
     narrow output layer runs fused with its loss and backward
@@ -731,7 +736,7 @@ def train_steps(params, model, work, first, data, steps, out):
     """
     Ws, bs, mWs, mbs, vWs, vbs = params
     act, loss = model
-    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs, idx, val, count = work
+    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs, idx, val, count, WPs, dZPs, dZSs = work
     X, labels, targets, weights = data
     order, first_step, n_steps, batch_size, lr, rule, momentum, beta1, beta2, eps, alpha, t0 = steps
     batch_cost, batch_error = out
@@ -753,6 +758,11 @@ def train_steps(params, model, work, first, data, steps, out):
     masked = plan == FIRST_PANELS_OR_TILES
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
     held = ON_W  # which array holds the first layer now: Ws[0], WT or WP
+    # Wide hidden layers in panels (cpu_panels.hidden_layers) for the whole
+    # chunk, under plain SGD only: nothing else reads their W meanwhile.
+    for l in range(1, L):
+        if WPs[l].shape[0] > 0 and not general:
+            pack_panels(WPs[l], Ws[l])
     done = n_steps
     for s in range(n_steps):
         start = (first_step + s) * batch_size
@@ -789,6 +799,8 @@ def train_steps(params, model, work, first, data, steps, out):
             elif l == 0 and sparse:
                 csr_forward(Zs[0][:nb], Qs[0][:nb], indptr, indices, values, rows, WT,
                             bs[0], h)
+            elif l > 0 and WPs[l].shape[0] > 0 and not general:
+                panel_forward(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], WPs[l], bs[l], h)
             else:
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 dense_forward(Zs[l][:nb], Qs[l][:nb], Q_prev, Ws[l], bs[l], h)
@@ -830,7 +842,11 @@ def train_steps(params, model, work, first, data, steps, out):
             U = dZ.shape[1]
             if l < L - 1 and not (fused and l == L - 2):
                 activation_backward(dZ, dQs[l][:nb], Zs[l][:nb], Qs[l][:nb], act)
-            if l > 0 and not (fused and l == L - 1):  # dQ_prev with this step's old weights
+            on_panels_l = l > 0 and WPs[l].shape[0] > 0 and not general
+            if on_panels_l:  # dQ_prev with this step's old weights
+                pack_dz_by_samples(dZSs[l], dZ, nb)
+                panel_backward_input(dQs[l - 1][:nb], dZSs[l], WPs[l], nb)
+            elif l > 0 and not (fused and l == L - 1):
                 ri, rv = _lists(idx, val, nb, U)
                 nonzero_rows(ri, rv, count, dZ)
                 sparse_backward_input(dQs[l - 1][:nb], ri, rv, count, Ws[l])
@@ -859,6 +875,8 @@ def train_steps(params, model, work, first, data, steps, out):
                 panel_sgd_update_listed(WP, dZP, dZ, Xs, lr, nb, samples, sample_counts)
             elif l == 0 and held == ON_PANELS:
                 panel_sgd_update(WP, dZP, dZ, Xs, lr, nb)
+            elif on_panels_l:
+                panel_sgd_update(WPs[l], dZPs[l], dZ, Qs[l - 1][:nb], lr, nb)
             elif l == 0 and sparse:
                 ci, cv = _lists(idx, val, p, nb)
                 csr_sgd_update(WT, ci, cv, count, indptr, indices, values, rows, dZ, lr, nb,
@@ -874,6 +892,9 @@ def train_steps(params, model, work, first, data, steps, out):
                     sparse_sgd_update(Ws[l], ci, cv, count, Q_prev, lr, nb)
             bias_sgd_update(bs[l], dZ, lr)
     _hold_with_state(Ws[0], WT, WP, mWs[0], mT, mP, vWs[0], vT, vP, held, ON_W)
+    for l in range(1, L):
+        if WPs[l].shape[0] > 0 and not general:
+            unpack_panels(Ws[l], WPs[l])
     return done
 
 

@@ -39,7 +39,7 @@ from numba.np.numpy_support import carray
 
 from . import vector_width
 from .codes import RULE_ADAM, RULE_SGD
-from .config import MAX_PADDING
+from .config import FUSED_OUTPUT_MAX, HIDDEN_PANEL_BYTES, MAX_PADDING
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, sgd, step
 
 PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
@@ -75,6 +75,26 @@ def worthwhile(sizes, dtype):
     padded = padded_units(sizes[1], dtype) if len(sizes) > 1 else 0
     return (vector_width.available() and len(sizes) > 2
             and padded <= MAX_PADDING * sizes[1])
+
+
+def hidden_layers(sizes, dtype, plain):
+    """Which layers past the first train_steps holds in panels: (L,) bools.
+    Where the first layer's panels run (``worthwhile``), under plain SGD
+    (``plain``: no rule state, no penalty), for the layers whose W takes at
+    least HIDDEN_PANEL_BYTES and whose units pad as little as the first
+    layer's must; never the first layer (it has its own layouts) nor a
+    narrow output layer (fused with its loss, on W)."""
+    dtype = np.dtype(dtype)
+    L = len(sizes) - 1
+    on = [False] * L
+    if not (plain and worthwhile(sizes, dtype)):
+        return tuple(on)
+    for l in range(1, L):
+        U, P = sizes[l + 1], sizes[l]
+        fused = l == L - 1 and U <= FUSED_OUTPUT_MAX
+        on[l] = (not fused and U * P * dtype.itemsize >= HIDDEN_PANEL_BYTES
+                 and padded_units(U, dtype) <= MAX_PADDING * U)
+    return tuple(on)
 
 
 def padded_units(units, dtype):
@@ -327,6 +347,66 @@ def pack_dz(dZP, dZ, n):
             for c in range(width):
                 j = t * width + c
                 dZP[t, i, c] = dZ[i, j] if j < U else 0
+
+
+@njit(**PARALLEL)
+def pack_dz_by_samples(dZS, dZ, n):
+    """``dZS[s, j, c] = dZ[s * PW + c, j]`` for the first n rows, zero past n
+    and past the last unit: dZ in panels of samples, so that one unit's
+    gradient for a panel of samples is one vector row. dZS : (S, T * PW, PW)
+    output (``sample_panel_shape``); dZ : (>= n, U). Copied in PW x PW blocks,
+    each read and written within L1."""
+    U = dZ.shape[1]
+    width = _width_of(dZS)
+    # Race-free: iteration s writes only panel s.
+    for s in prange(dZS.shape[0]):
+        for j0 in range(0, dZS.shape[1], width):
+            for c in range(width):
+                i = s * width + c
+                for jj in range(width):
+                    j = j0 + jj
+                    dZS[s, j, c] = dZ[i, j] if i < n and j < U else 0
+
+
+def sample_panel_shape(units, rows, dtype):
+    """The shape of dZ (``rows`` x ``units``) in panels of samples: (S, T * PW, PW)."""
+    width = panel_width(np.dtype(dtype))
+    return ((rows + width - 1) // width, panel_count(units, dtype) * width, width)
+
+
+@njit(**TILES)
+def panel_backward_input(dQ, dZS, WP, n):
+    """``dQ = dZ W`` (6.27b) on panels, for a hidden layer held in panels:
+    tiles of 8 inputs k x one panel of samples, each the BLAS form (per unit
+    j, 8 broadcast weights ``WP[t, k, c]`` and one row ``dZS[s, j, :]``), the
+    sum over units in order, so the result does not depend on the threads.
+
+    dQ : (>= n, P) output, its first n rows written; dZS : (S, T * PW, PW),
+    dZ in panels of samples (``pack_dz_by_samples``); WP : (T, P, PW).
+    """
+    T, P = WP.shape[0], WP.shape[1]
+    width = _width_of(WP)
+    S = dZS.shape[0]
+    blocks = (P + PANEL_ROWS - 1) // PANEL_ROWS
+    # Race-free: item w writes only its block's inputs for its panel's samples.
+    for w in prange(blocks * S):
+        _wide_vectors()
+        k0 = (w // S) * PANEL_ROWS
+        s = w % S
+        k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7 = _clamped(k0, P - 1)
+        acc = _tile(WP)
+        for t in range(T):
+            for c in range(width):
+                _add_outer(acc, WP[t, k_0, c], WP[t, k_1, c], WP[t, k_2, c], WP[t, k_3, c],
+                           WP[t, k_4, c], WP[t, k_5, c], WP[t, k_6, c], WP[t, k_7, c], dZS, s,
+                           t * width + c, width)
+        # Constant indices into the tile (its loops unroll), so it stays in registers.
+        for c in range(width):
+            i = s * width + c
+            if i < n:
+                for r in range(PANEL_ROWS):
+                    if k0 + r < P:
+                        dQ[i, k0 + r] = acc[r, c]
 
 
 @njit(inline="always", fastmath=FASTMATH)

@@ -88,9 +88,11 @@ def mnist():
 @pytest.fixture(params=[False, True], ids=["blocks", "panels"])
 def panels(request, monkeypatch):
     """Train (and infer) with the first layer on panels (kernels/cpu_panels.py),
-    sparse batches too however their non-zeros spread, or on W and W^T,
-    whatever the vector width in effect."""
+    sparse batches too however their non-zeros spread, and under plain SGD
+    every hidden layer that pads little (``hidden_layers``) however small;
+    or every layer on W and W^T; whatever the vector width in effect."""
     from fastbp.kernels import cpu_panels
     monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: request.param)
+    monkeypatch.setattr(cpu_panels, "HIDDEN_PANEL_BYTES", 0)
     monkeypatch.setattr(fastbp.sparse_rows, "MAX_UNION_RATIO", np.inf)
     return request.param

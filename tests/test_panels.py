@@ -93,6 +93,39 @@ def test_panel_sgd_update_is_6_23(P, U, n, dtype):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", (1, 7, 33))
+@pytest.mark.parametrize("U", (1, 7, 33))
+def test_pack_dz_by_samples_lays_out_panels_of_samples(U, n, dtype):
+    """dZS[s, j, c] = dZ[s * PW + c, j]: only the first n rows count, and
+    everything past them and past the last unit is zero."""
+    (dZ,) = data(U + n, (n + 2, U), dtype=dtype)
+    dZ[n:] = np.nan
+    dZS = np.full(cpu_panels.sample_panel_shape(U, n, dtype), np.nan, dtype)
+    width = cpu_panels.panel_width(np.dtype(dtype))
+    assert dZS.shape == (-(-n // width), -(-U // width) * width, width)
+    cpu_panels.pack_dz_by_samples(dZS, dZ, n)
+    flat = dZS.transpose(0, 2, 1).reshape(-1, dZS.shape[1])  # (S * PW, T * PW): dZ padded
+    assert np.array_equal(flat[:n, :U], dZ[:n])
+    assert np.all(flat[n:] == 0) and np.all(flat[:, U:] == 0)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES + (33,))
+@pytest.mark.parametrize("P,U", SHAPES)
+def test_panel_backward_input_is_6_27b(P, U, n, dtype):
+    """dQ = dZ W from W in panels and dZ in panels of samples: only the
+    first n rows of dQ are written."""
+    dZ, W = data(n + P + 2 * U, (n, U), (U, P), dtype=dtype)
+    dZ *= np.random.default_rng(n).random((n, U)) < 0.6  # ReLU's zeros change nothing
+    dZS = np.full(cpu_panels.sample_panel_shape(U, n, dtype), np.nan, dtype)
+    cpu_panels.pack_dz_by_samples(dZS, dZ, n)
+    dQ = np.full((n + 3, P), np.nan, dtype)
+    cpu_panels.panel_backward_input(dQ, dZS, packed(W), n)
+    assert rel_err(dQ[:n], dZ.astype(np.float64) @ W.astype(np.float64)) <= RTOL[dtype]
+    assert np.all(np.isnan(dQ[n:]))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
     if numba.config.NUMBA_NUM_THREADS < 2:
         pytest.skip("one thread only: nothing to compare")
@@ -107,13 +140,17 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
         dZP = np.empty((WP.shape[0], n, WP.shape[2]), dtype)
         Z, Q = np.empty((n, U), dtype), np.empty((n, U), dtype)
         at_threads(threads, cpu_panels.panel_forward, Z, Q, X, WP, b, codes.RELU)
+        dQ = np.empty((n, P), dtype)
+        dZS = np.empty(cpu_panels.sample_panel_shape(U, n, dtype), dtype)
+        at_threads(threads, cpu_panels.pack_dz_by_samples, dZS, dZ, n)
+        at_threads(threads, cpu_panels.panel_backward_input, dQ, dZS, WP, n)
         at_threads(threads, cpu_panels.panel_sgd_update, WP, dZP, dZ, X, 0.1, n)
         Z2, Q2 = np.empty((n, U), dtype), np.empty((n, U), dtype)
         at_threads(threads, cpu_panels.panel_forward_listed, Z2, Q2, X, WP, b, codes.RELU,
                    pixels, pixel_counts)
         at_threads(threads, cpu_panels.panel_sgd_update_listed, WP, dZP, dZ, X, 0.1, n, samples,
                    sample_counts)
-        results.append((Z, Q, Z2, Q2, WP))
+        results.append((Z, Q, dQ, Z2, Q2, WP))
     for result in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(result, results[0]))
 
@@ -244,6 +281,25 @@ def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monk
     assert not cpu_panels.worthwhile([784, 200, 10], "float32")
 
 
+def test_hidden_layers_go_on_panels_where_wide_under_plain_sgd(monkeypatch):
+    monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: True)
+    f32 = "float32"
+    assert cpu_panels.hidden_layers([784, 1024, 1024, 10], f32, True) == (False, True, False)
+    assert cpu_panels.hidden_layers([784, 1024, 1024, 10], f32, False) == (False,) * 3  # a rule
+    assert cpu_panels.hidden_layers([784, 1024, 10], f32, True) == (False, False)
+    # 512 x 512 float32 is 1 MiB: held; 256 x 512 float32 is not, float64 is.
+    assert cpu_panels.hidden_layers([64, 512, 512, 512, 10], f32, True) == (False, True, True,
+                                                                           False)
+    assert cpu_panels.hidden_layers([64, 256, 512, 10], f32, True) == (False, False, False)
+    assert cpu_panels.hidden_layers([64, 256, 512, 10], "float64", True) == (False, True, False)
+    # A wide output layer that is not fused goes on panels too, unless it pads too much.
+    assert cpu_panels.hidden_layers([64, 1024, 1024], f32, True) == (False, True)
+    assert cpu_panels.hidden_layers([64, 1024, 1057], f32, True) == (False, True)  # 1072
+    assert cpu_panels.hidden_layers([64, 9000, 33], f32, True) == (False, False)  # 48: 1.45x
+    monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: False)
+    assert cpu_panels.hidden_layers([784, 1024, 1024, 10], f32, True) == (False,) * 3
+
+
 def test_the_tiles_compute_the_last_panel_half_wide_where_its_units_fit():
     """The columns computed (whole panels of 32 float32s or 16 float64s, the
     last one half wide where it can be): what the padding costs."""
@@ -317,11 +373,13 @@ def test_the_first_layer_moves_between_w_transposed_and_panels(panels, masks):
 
 
 def test_float32_training_on_panels_is_reproducible_bit_for_bit(panels):
+    """The first layer and, with panels, the hidden layer of 48 units on them."""
     rng = np.random.default_rng(8)
     X, y = rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 5, 300)
+    assert cpu_panels.hidden_layers([40, 50, 48, 5], "float32", True) == (False, panels, False)
     weights = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
-        net = fastbp.Network([40, 50, 5], seed=4)
+        net = fastbp.Network([40, 50, 48, 5], seed=4)
         at_threads(threads, fastbp.train, net, X, y, 0.2, 32, 2)
         weights.append([W.copy() for W, _ in net.layers])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))

@@ -94,14 +94,16 @@ def test_cpu_training_matches_the_numpy_reference(act):
 @pytest.mark.parametrize("density", [0.1, 1.0], ids=["sparse-input", "dense-input"])
 @pytest.mark.parametrize("loss", LOSSES)
 @pytest.mark.parametrize("sizes", [[20, 3], [20, 17], [20, 6, 3], [20, 6, 5, 3], [20, 6, 17],
-                                   [20, 40, 3], [20, 40, 5, 3], [20, 40, 17]],
+                                   [20, 40, 3], [20, 40, 5, 3], [20, 40, 17], [20, 40, 32, 3],
+                                   [20, 40, 40, 32]],
                          ids=lambda s: "-".join(map(str, s)))
 def test_every_path_of_the_compiled_loop_follows_the_reference(sizes, loss, density, panels):
     """One, two and three layers; output layers narrow enough to run fused
     (<= 16) and wider; first layers that skip zero inputs (>= 32 units on
     sparse data) and dense ones, on W or on panels (even where panels are
-    not worthwhile: the first layer is the output layer); both losses: the
-    trajectory is the reference's."""
+    not worthwhile: the first layer is the output layer); hidden layers on
+    panels (the last two nets: a hidden layer of 32 or 40 units, and a wide
+    output layer); every loss: the trajectory is the reference's."""
     rng = np.random.default_rng(len(sizes) + sizes[-1])
     X = rng.normal(size=(97, 20)) * (rng.random((97, 20)) < density)
     y = targets_for(loss, rng, 97, sizes[-1])
@@ -112,6 +114,8 @@ def test_every_path_of_the_compiled_loop_follows_the_reference(sizes, loss, dens
         assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
     assert rel_err(hists[0].batch_cost, hists[1].batch_cost) <= 1e-10
     np.testing.assert_array_equal(hists[0].batch_error, hists[1].batch_error)
+    held = fastbp.kernels.cpu_panels.hidden_layers(sizes, "float64", True)
+    assert any(held) == (panels and sizes in ([20, 40, 32, 3], [20, 40, 40, 32])), held
 
 
 def test_each_epoch_runs_over_its_own_shuffle_as_in_6_21():

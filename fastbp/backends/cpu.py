@@ -5,10 +5,11 @@ import numba
 import numpy as np
 
 from .. import first_layer
-from ..buffers import batch_buffers, first_layer_buffers, gradient_buffers, list_scratch
+from ..buffers import (batch_buffers, first_layer_buffers, gradient_buffers, hidden_panel_buffers,
+                       list_scratch)
 from ..kernels import codes
 from ..kernels import cpu as kernels
-from ..kernels import cpu_serial
+from ..kernels import cpu_panels, cpu_serial
 from ..kernels.config import SERIAL_STEP_MACS
 from ..kernels.arguments import CpuWork, Data, Model, Out, Params, Steps
 from ..network import forward_macs, split_targets
@@ -52,7 +53,10 @@ class CpuStepper:
                             np.zeros(rows, np.int64),
                             np.zeros((rows, targets.shape[1]), net.dtype),
                             np.zeros(rows if weights is not None else 0, net.dtype), dWs, dbs,
-                            *list_scratch(net.sizes, rows, net.dtype))
+                            *list_scratch(net.sizes, rows, net.dtype),
+                            *hidden_panel_buffers(
+                                cpu_panels.hidden_layers(net.sizes, net.dtype, optimizer.plain),
+                                net.sizes, rows, net.dtype))
         self.first = first_layer_buffers(self.plan, net.sizes, rows, net.dtype,
                                          state_sets(optimizer))
         self.data = Data(X, labels, targets,
