@@ -17,6 +17,11 @@ each time), and a choice measured much slower waits longer for its look,
 up to MAX_WAIT chunks: two threads measured 80 x slower while other
 processes started up (seen: two benchmark workers warming up at once) get
 another chance after 16 chunks, not after hundreds.
+
+A look need not take a whole chunk: where a step is long (a chunk of 50
+steps of 784-1024-1024-10 at batch 256 takes 0.8 s, 1.5 s on one thread) it
+runs about PROBE_SECONDS' worth of steps, and the rest of the chunk goes on
+with the leader. The steps are the same either way; only their threads differ.
 """
 
 import collections
@@ -29,6 +34,7 @@ LOOK_AFTER = 2  # chunks after the lead changes before the other choice is measu
 SAMPLES = 2  # measurements kept per choice; its estimate is their minimum
 EXPLORE_SHARE = 0.25  # the most time that looks at the slower choice may add ...
 MAX_WAIT = 16  # ... unless that means waiting longer than this many chunks
+PROBE_SECONDS = 0.05  # a look runs about this long (at least one step), if the chunk is longer
 
 
 class ThreadTuner:
@@ -87,13 +93,27 @@ class ThreadTuner:
         return min(self.choices, key=self.estimate)
 
     def run(self, fn, steps):
-        """Call ``fn()`` with the chosen thread count; return its result."""
+        """Run a chunk of ``steps`` steps, ``fn(first, count)`` running steps
+        first .. first + count - 1 of it and returning how many completed
+        (fewer stop the chunk): all with the chosen thread count, or for a
+        look at the slower choice, PROBE_SECONDS' worth with it and the rest
+        with the leader. Returns the steps completed."""
         threads = self.pick()
+        count = steps
+        if self.best is not None and threads != self.best:  # a look
+            count = min(steps, max(1, math.ceil(PROBE_SECONDS / self.estimate(threads))))
+        done = self._timed(fn, threads, 0, count)
+        if done < count or count == steps:
+            return done
+        return done + self._timed(fn, self.best, count, steps - count)
+
+    def _timed(self, fn, threads, first, count):
+        """fn(first, count) on ``threads`` threads, recorded."""
         previous = numba.get_num_threads()
         numba.set_num_threads(threads)
         start = time.perf_counter()
         try:
-            return fn()
+            return fn(first, count)
         finally:
-            self.record(threads, time.perf_counter() - start, steps)
+            self.record(threads, time.perf_counter() - start, count)
             numba.set_num_threads(previous)

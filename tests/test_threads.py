@@ -150,3 +150,73 @@ def test_tuner_gives_threads_another_chance_after_a_busy_start(monkeypatch):
     back = quiet.index(2)
     assert back <= threads.MAX_WAIT
     assert tuner.best == 2 and quiet[back:].count(1) <= 3
+
+
+def test_a_look_at_the_slower_choice_runs_a_few_steps_then_the_leader(monkeypatch):
+    """Long steps: a look runs PROBE_SECONDS' worth of steps with the slower
+    choice and the rest of its chunk with the leader; every step runs once,
+    in order."""
+    clock, now = [0.0], [2]
+    monkeypatch.setattr(threads, "time", type("Clock", (), {"perf_counter": lambda: clock[0]}))
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: now[0])
+    monkeypatch.setattr(threads.numba, "set_num_threads", lambda t: now.__setitem__(0, t))
+    tuner = threads.ThreadTuner()
+    speed = {2: 0.016, 1: 0.030}  # seconds per step
+    calls = []
+
+    def fn(first, count):
+        calls.append((len(chunks), now[0], first, count))
+        clock[0] += speed[now[0]] * count
+        return count
+
+    chunks = []
+    for _ in range(40):
+        chunks.append(tuner.run(fn, 50))
+    assert chunks == [50] * 40
+    for k in range(40):
+        parts = [(t, first, count) for c, t, first, count in calls if c == k]
+        assert sum(count for _, _, count in parts) == 50
+        assert [first for _, first, _ in parts] == [0, 50 - parts[-1][2]][:len(parts)]
+    looks = [(c, first, count) for c, t, first, count in calls if t == 1 and c > 5]
+    assert looks and all(first == 0 and count == 2 for _, first, count in looks)  # 0.05 / 0.03
+    for c, _, _ in looks:  # each look's chunk goes on with two threads
+        assert [(t, first, count) for k, t, first, count in calls if k == c][1] == (2, 2, 48)
+    # A chunk that stops early (a non-finite cost) stops there, on either part.
+    stopped = []
+
+    def fn_stops(first, count):
+        stopped.append((now[0], first, count))
+        clock[0] += speed[now[0]] * count
+        return 0
+
+    tuner.next_look = tuner.chunks + 1  # the next chunk is a look
+    assert tuner.run(fn_stops, 50) == 0 and stopped == [(1, 0, 2)]
+
+
+def test_a_chunk_split_between_thread_counts_trains_the_same_bits():
+    """CpuStepper.run as the tuner splits it: the same weights, costs and
+    errors as one call for the whole chunk."""
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(200, 30)).astype(np.float32)
+    y = rng.integers(0, 4, 200)
+    results = []
+    for split in (None, 3):
+        net = fastbp.Network([30, 300, 4], seed=2)
+        stepper = backends.make_stepper("cpu", net, *net.checked_layers(), X, y, 16)
+        stepper.small = False
+
+        class Split:
+            def run(self, fn, steps):
+                if split is None:
+                    return fn(0, steps)
+                return fn(0, split) + fn(split, steps - split)
+
+        stepper.threads = Split()
+        costs, errors = np.full(12, np.nan), np.full(12, np.nan)
+        assert stepper.run(np.arange(200), 0, 12, 0.2, costs, errors) == 12
+        results.append((net.layers, costs, errors))
+    (layers, costs, errors), (layers2, costs2, errors2) = results
+    assert np.array_equal(costs, costs2) and np.array_equal(errors, errors2)
+    assert not np.isnan(costs).any()
+    for (W1, b1), (W2, b2) in zip(layers, layers2):
+        assert np.array_equal(W1, W2) and np.array_equal(b1, b2)

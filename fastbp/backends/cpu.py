@@ -78,12 +78,16 @@ class CpuStepper:
         """Run steps ``first_step .. first_step + n_steps - 1`` of this epoch's
         ``order`` at rate lr, t0 updates done before; write each step's cost
         and error; return steps completed."""
-        steps = Steps(order, first_step, n_steps, self.batch_size, lr, *self.rule, t0)
-        args = (self.params, self.model, self.work, self.first, self.data, steps,
-                Out(costs, errors))
+        def part(first, count, train_steps=kernels.train_steps):
+            """Steps first .. first + count - 1 of these (the tuner may split them)."""
+            steps = Steps(order, first_step + first, count, self.batch_size, lr, *self.rule,
+                          t0 + first)
+            return train_steps(self.params, self.model, self.work, self.first, self.data, steps,
+                               Out(costs[first:], errors[first:]))
+
         if self.small:
-            return cpu_serial.train_steps(*args)
-        return self.threads.run(lambda: kernels.train_steps(*args), n_steps)
+            return part(0, n_steps, cpu_serial.train_steps)
+        return self.threads.run(part, n_steps)
 
     def sync(self):
         """Nothing to do: the weights are the host arrays themselves."""
