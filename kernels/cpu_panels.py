@@ -360,11 +360,16 @@ def pack_dz_by_samples(dZS, dZ, n):
     width = _width_of(dZS)
     # Race-free: iteration s writes only panel s.
     for s in prange(dZS.shape[0]):
+        i0 = s * width
         for j0 in range(0, dZS.shape[1], width):
+            if i0 + width <= n and j0 + width <= U:  # a whole block: no tests inside
+                for c in range(width):
+                    for jj in range(width):
+                        dZS[s, j0 + jj, c] = dZ[i0 + c, j0 + jj]
+                continue
             for c in range(width):
-                i = s * width + c
                 for jj in range(width):
-                    j = j0 + jj
+                    i, j = i0 + c, j0 + jj
                     dZS[s, j, c] = dZ[i, j] if i < n and j < U else 0
 
 

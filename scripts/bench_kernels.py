@@ -110,6 +110,12 @@ def cases(n, P, U, X, dtype):
         cpu_sparse.nonzero_cols(idx, val, count, dZ)
         cpu_sparse.sparse_sgd_update(W1, idx, val, count, X, 0.0, n)
 
+    dZS = np.zeros(cpu_panels.sample_panel_shape(U, n, dtype), dtype)
+
+    def panel_input():  # a hidden layer held in panels (cpu_panels.hidden_layers)
+        cpu_panels.pack_dz_by_samples(dZS, dZ, n)
+        cpu_panels.panel_backward_input(dQ, dZS, WP, n)
+
     def sparse_input():
         cpu_sparse.nonzero_rows(idx, val, count, dZ)
         cpu_sparse.sparse_backward_input(dQ, idx, val, count, W)
@@ -147,6 +153,8 @@ def cases(n, P, U, X, dtype):
         ("dense_backward_input", mm, lambda: cpu.dense_backward_input(dQ, dZ, W),
          lambda: dZ @ W, lambda: dQ),
         ("nonzero_rows + sparse_backward_input", mm, sparse_input, lambda: dZ @ W,
+         lambda: dQ),
+        ("pack_dz_by_samples + panel_backward_input", mm, panel_input, lambda: dZ @ W,
          lambda: dQ),
         ("activation_backward (relu)", n * U,
          lambda: cpu.activation_backward(Z, dZ, Q, Q, RELU),
@@ -198,7 +206,9 @@ def shapes(data_dir):
     return [(f"n 100, 784 -> 200 ({label})", 100, 784, 200, X_mnist),
             ("n 100, 200 -> 10 (Example 6.2, layer 2)", 100, 200, 10, None),
             ("n 256, 1024 -> 512 (dense)", 256, 1024, 512, None),
-            ("n 100, 2048 -> 1024 (dense)", 100, 2048, 1024, None)]
+            ("n 100, 2048 -> 1024 (dense)", 100, 2048, 1024, None),
+            ("n 256, 1024 -> 1024 (dense; 784-1024-1024-10's hidden layer)", 256, 1024, 1024,
+             None)]
 
 
 def all_cases(args):

@@ -6,7 +6,8 @@ over operands that stay in L1, so nothing but the
 multiply-adds bounds it: the rate a dense kernel could reach at best. Each
 width runs in its own process (Numba fixes its target features per process;
 FASTBP_VECTOR_BITS, see kernels/vector_width.py). Prints GFLOP/s per core
-and which registers the multiply-adds used.
+(a kernel on n threads compares with n times it) and which registers the
+multiply-adds used.
 
     python scripts/fma_peak.py [--reps N]
 """
@@ -91,6 +92,9 @@ def main():
             sys.exit(done.stderr or done.stdout)
         wide, registers, best, median = done.stdout.split()
         print(f"{bits:>18}  {wide:>5}  {registers:>8}  {float(best):12.1f}  {float(median):7.1f}")
+    # The rates above are one core's: a kernel on every core compares with their sum.
+    cores = len(os.sched_getaffinity(0))
+    print(f"one core each; x {cores} cores: compare a {cores}-thread kernel with {cores} x best")
 
 
 if __name__ == "__main__":
