@@ -41,21 +41,24 @@ def list_scratch(sizes, n_rows, dtype):
             np.zeros(max(n_rows, widest), np.int64))
 
 
-def hidden_panel_buffers(held, sizes, n_rows, dtype):
-    """(WPs, dZPs, dZSs): for each layer l that ``held[l]`` says runs in
-    panels (``kernels.cpu_panels.hidden_layers``), its W in panels and its
-    dZ for batches of ``n_rows`` in panels of units and of samples; (0, 0, 0)
+def hidden_panel_buffers(held, sizes, n_rows, dtype, moments=0):
+    """(WPs, mPs, vPs, dZPs, dZSs): for each layer l that ``held[l]`` says
+    runs in panels (``kernels.cpu_panels.hidden_layers``), its W and the
+    first ``moments`` of the rule's state arrays (m, v) in panels, and its dZ
+    for batches of ``n_rows`` in panels of units and of samples; (0, 0, 0)
     arrays for the others."""
     dtype = np.dtype(dtype)
     none = np.zeros((0, 0, 0), dtype)
-    WPs, dZPs, dZSs = [], [], []
+    parts = ([], [], [], [], [])
     for l, on in enumerate(held):
         P, U = sizes[l], sizes[l + 1]
-        WPs.append(np.zeros(cpu_panels.panel_shape(U, P, dtype), dtype) if on else none)
-        dZPs.append(np.zeros(cpu_panels.panel_shape(U, n_rows, dtype), dtype) if on else none)
-        dZSs.append(np.zeros(cpu_panels.sample_panel_shape(U, n_rows, dtype), dtype) if on
-                    else none)
-    return tuple(WPs), tuple(dZPs), tuple(dZSs)
+        weights = cpu_panels.panel_shape(U, P, dtype)
+        shapes = (weights, weights if moments >= 1 else None, weights if moments >= 2 else None,
+                  cpu_panels.panel_shape(U, n_rows, dtype),
+                  cpu_panels.sample_panel_shape(U, n_rows, dtype))
+        for part, shape in zip(parts, shapes):
+            part.append(np.zeros(shape, dtype) if on and shape is not None else none)
+    return tuple(tuple(part) for part in parts)
 
 
 def first_layer_buffers(plan, sizes, n_rows, dtype, moments=0):

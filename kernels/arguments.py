@@ -44,11 +44,12 @@ Out = namedtuple("Out", "batch_cost batch_error")
 # last the penalty's divisor); the gradients dWs, dbs (on the CPU used only by
 # rules other than plain SGD: (0, 0) and (0,) arrays otherwise); on the CPU
 # flat non-zero lists (idx int32, val, count int64); per layer, on the CPU, W
-# in panels while a chunk runs and dZ in panels of units and of samples, for
-# the hidden layers that kernels.cpu_panels.hidden_layers holds there ((0, 0,
-# 0) arrays for the others).
+# and the rule's state (m, v; (0, 0, 0) where the rule has none) in panels
+# while a chunk runs, and dZ in panels of units and of samples, for the
+# hidden layers that kernels.cpu_panels.hidden_layers holds there ((0, 0, 0)
+# arrays for the others).
 CpuWork = namedtuple("CpuWork", "Zs Qs dZs dQs row_loss Xb yb Tb wb dWs dbs idx val count "
-                     "WPs dZPs dZSs")
+                     "WPs mPs vPs dZPs dZSs")
 CudaWork = namedtuple("CudaWork", "Zs Qs dZs dQs row_loss Xb yb Tb wb dWs dbs")
 
 # How the first layer runs (``plan``, a kernels.codes FIRST_* code, chosen once

@@ -659,14 +659,19 @@ def bias_rule_update(b, mb, vb, db, dZ, rule, lr, hyper):
 
 
 @njit(**SERIAL)
-def penalty_norm(Ws, WT, WP, held):
-    """squared_norm(Ws) with the first layer read where train_steps holds it
-    (``held``: Ws[0], W^T or panels, whose padding is zeros)."""
-    if held == ON_W:
-        return squared_norm(Ws)
-    total = _sum_squares(WT) if held == ON_WT else _sum_squares(WP)
+def penalty_norm(Ws, WT, WP, held, WPs):
+    """squared_norm(Ws) with each layer read where train_steps holds it: the
+    first (``held``: Ws[0], W^T or panels) and the hidden layers in panels
+    (``WPs[l]`` not empty); panels' padding is zeros."""
+    hidden = 0
     for l in range(1, len(Ws)):
-        total += _sum_squares(Ws[l])
+        hidden += WPs[l].shape[0]
+    if held == ON_W and hidden == 0:
+        return squared_norm(Ws)
+    total = _sum_squares(Ws[0]) if held == ON_W else (
+        _sum_squares(WT) if held == ON_WT else _sum_squares(WP))
+    for l in range(1, len(Ws)):
+        total += _sum_squares(WPs[l]) if WPs[l].shape[0] > 0 else _sum_squares(Ws[l])
     return total
 
 
@@ -725,9 +730,10 @@ def train_steps(params, model, work, first, data, steps, out):
     (where the plan has compressed rows and a batch is at most
     SPARSE_DENSITY dense) on W^T over the compressed rows, or on panel tiles
     that skip their zeros, listed from the rows' bit masks. Wide layers past
-    the first, under plain SGD, are held in panels for the whole call
-    (``work.WPs``, as ``cpu_panels.hidden_layers`` chose): all three of
-    their products run as register tiles there. Other layers
+    the first are held in panels for the whole call, with their rule's
+    state (``work.WPs``, mPs, vPs, as ``cpu_panels.hidden_layers`` chose):
+    all three of their products run as register tiles there, the update
+    fused with the gradient under every rule. Other layers
     skip the zeros that ReLU leaves in dZ, except in weight gradients whose
     dZ is dense enough for a blocked product (the output layer's always); a
     narrow output layer runs fused with its loss and backward
@@ -736,7 +742,8 @@ def train_steps(params, model, work, first, data, steps, out):
     """
     Ws, bs, mWs, mbs, vWs, vbs = params
     act, loss = model
-    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs, idx, val, count, WPs, dZPs, dZSs = work
+    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs, idx, val, count = work[:14]
+    WPs, mPs, vPs, dZPs, dZSs = work[14:]
     X, labels, targets, weights = data
     order, first_step, n_steps, batch_size, lr, rule, momentum, beta1, beta2, eps, alpha, t0 = steps
     batch_cost, batch_error = out
@@ -758,11 +765,9 @@ def train_steps(params, model, work, first, data, steps, out):
     masked = plan == FIRST_PANELS_OR_TILES
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
     held = ON_W  # which array holds the first layer now: Ws[0], WT or WP
-    # Wide hidden layers in panels (cpu_panels.hidden_layers) for the whole
-    # chunk, under plain SGD only: nothing else reads their W meanwhile.
-    for l in range(1, L):
-        if WPs[l].shape[0] > 0 and not general:
-            pack_panels(WPs[l], Ws[l])
+    # Wide hidden layers and their state in panels (cpu_panels.hidden_layers)
+    # for the whole chunk: nothing else reads their W meanwhile.
+    _hold_hidden(WPs, mPs, vPs, Ws, mWs, vWs, True)
     done = n_steps
     for s in range(n_steps):
         start = (first_step + s) * batch_size
@@ -799,7 +804,7 @@ def train_steps(params, model, work, first, data, steps, out):
             elif l == 0 and sparse:
                 csr_forward(Zs[0][:nb], Qs[0][:nb], indptr, indices, values, rows, WT,
                             bs[0], h)
-            elif l > 0 and WPs[l].shape[0] > 0 and not general:
+            elif l > 0 and WPs[l].shape[0] > 0:
                 panel_forward(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], WPs[l], bs[l], h)
             else:
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
@@ -825,7 +830,7 @@ def train_steps(params, model, work, first, data, steps, out):
             else:
                 wrong = count_label_misses(Z, Tb[:nb])
         if alpha != 0:  # the L2 penalty on the weights the forward pass used
-            J += alpha / (2 * n_eff) * penalty_norm(Ws, WT, WP, held)
+            J += alpha / (2 * n_eff) * penalty_norm(Ws, WT, WP, held, WPs)
         batch_error[s] = wrong / nb if loss != SQUARED_ERROR else math.nan
         batch_cost[s] = J
         if not math.isfinite(J):
@@ -842,7 +847,7 @@ def train_steps(params, model, work, first, data, steps, out):
             U = dZ.shape[1]
             if l < L - 1 and not (fused and l == L - 2):
                 activation_backward(dZ, dQs[l][:nb], Zs[l][:nb], Qs[l][:nb], act)
-            on_panels_l = l > 0 and WPs[l].shape[0] > 0 and not general
+            on_panels_l = l > 0 and WPs[l].shape[0] > 0
             if on_panels_l:  # dQ_prev with this step's old weights
                 pack_dz_by_samples(dZSs[l], dZ, nb)
                 panel_backward_input(dQs[l - 1][:nb], dZSs[l], WPs[l], nb)
@@ -865,6 +870,11 @@ def train_steps(params, model, work, first, data, steps, out):
                     else:
                         panel_rule_update(WP, mP, vP, dZP, dZ, Xs, nb, rule, rate, hyper, decay)
                     bias_rule_update(bs[0], mbs[0], vbs[0], dbs[0], dZ, rule, rate, hyper)
+                    continue
+                if on_panels_l:
+                    panel_rule_update(WPs[l], mPs[l], vPs[l], dZPs[l], dZ, Qs[l - 1][:nb], nb,
+                                      rule, rate, hyper, decay)
+                    bias_rule_update(bs[l], mbs[l], vbs[l], dbs[l], dZ, rule, rate, hyper)
                     continue
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
                 dense_backward_weights(dWs[l], dbs[l], dZ, Q_prev)
@@ -892,9 +902,7 @@ def train_steps(params, model, work, first, data, steps, out):
                     sparse_sgd_update(Ws[l], ci, cv, count, Q_prev, lr, nb)
             bias_sgd_update(bs[l], dZ, lr)
     _hold_with_state(Ws[0], WT, WP, mWs[0], mT, mP, vWs[0], vT, vP, held, ON_W)
-    for l in range(1, L):
-        if WPs[l].shape[0] > 0 and not general:
-            unpack_panels(Ws[l], WPs[l])
+    _hold_hidden(WPs, mPs, vPs, Ws, mWs, vWs, False)
     return done
 
 
@@ -948,6 +956,21 @@ def _hold(W, WT, WP, held, wanted):
         transpose(WT, W)
     elif wanted == ON_PANELS:
         pack_panels(WP, W)
+
+
+@njit(**SERIAL)
+def _hold_hidden(WPs, mPs, vPs, Ws, mWs, vWs, into_panels):
+    """Move the hidden layers that have panels (``WPs[l]`` not empty), and the
+    state their rule keeps, into their panels or back to W."""
+    for l in range(1, len(Ws)):
+        if WPs[l].shape[0] == 0:
+            continue
+        for P, W in ((WPs[l], Ws[l]), (mPs[l], mWs[l]), (vPs[l], vWs[l])):
+            if P.shape[0] > 0:
+                if into_panels:
+                    pack_panels(P, W)
+                else:
+                    unpack_panels(W, P)
 
 
 @njit(**SERIAL)

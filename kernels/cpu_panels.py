@@ -77,17 +77,16 @@ def worthwhile(sizes, dtype):
             and padded <= MAX_PADDING * sizes[1])
 
 
-def hidden_layers(sizes, dtype, plain):
+def hidden_layers(sizes, dtype):
     """Which layers past the first train_steps holds in panels: (L,) bools.
-    Where the first layer's panels run (``worthwhile``), under plain SGD
-    (``plain``: no rule state, no penalty), for the layers whose W takes at
-    least HIDDEN_PANEL_BYTES and whose units pad as little as the first
-    layer's must; never the first layer (it has its own layouts) nor a
+    Where the first layer's panels run (``worthwhile``), for the layers whose
+    W takes at least HIDDEN_PANEL_BYTES and whose units pad as little as the
+    first layer's must; never the first layer (it has its own layouts) nor a
     narrow output layer (fused with its loss, on W)."""
     dtype = np.dtype(dtype)
     L = len(sizes) - 1
     on = [False] * L
-    if not (plain and worthwhile(sizes, dtype)):
+    if not worthwhile(sizes, dtype):
         return tuple(on)
     for l in range(1, L):
         U, P = sizes[l + 1], sizes[l]

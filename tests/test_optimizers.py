@@ -86,24 +86,30 @@ def test_a_rule_touching_every_weight_updates_every_weight_on_every_plan(plan, n
     must apply it to every weight, and the state must follow the weights
     between layouts (the first batch here is dense, the others sparse, so
     the CSR plans move them every epoch); otherwise this run departs from
-    the reference at once."""
+    the reference at once. With panels, the hidden layer runs on them too
+    (``cpu_panels.hidden_layers``), its state in panels beside it, and the
+    penalty's cost reads it there."""
     panels, ratio, sparse = PLANS[plan]
     monkeypatch.setattr(fastbp.kernels.cpu_panels, "worthwhile", lambda sizes, dtype: panels)
+    monkeypatch.setattr(fastbp.kernels.cpu_panels, "HIDDEN_PANEL_BYTES", 0)
     monkeypatch.setattr(fastbp.sparse_rows, "MAX_UNION_RATIO", ratio)
     X, y = data(sparse=sparse, p=64)
     if sparse:
         X[:32] = np.abs(np.random.default_rng(3).normal(size=(32, 64)))
-    nets = []
+    nets, costs = [], []
+    sizes = [64, 48, 40, 4]
+    assert fastbp.kernels.cpu_panels.hidden_layers(sizes, "float64") == (False, panels, False)
     for device in ("cpu", "numpy"):
-        net = fastbp.Network([64, 48, 4], dtype="float64", seed=2)
+        net = fastbp.Network(sizes, dtype="float64", seed=2)
         trainer = fastbp.Trainer(net, X, y, optimizer=OPTIMIZERS[name], batch_size=32,
                                  device=device, eval_every=0, shuffle=False)
-        trainer.fit(2)
+        costs.append(trainer.fit(2).batch_cost)
         nets.append(net)
         if device == "cpu":
             assert trainer._plan.name == plan
     for (W, b), (W_ref, b_ref) in zip(nets[0].layers, nets[1].layers):
         assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
+    assert rel_err(costs[0], costs[1]) <= 1e-10
 
 
 def test_plain_sgd_given_as_an_optimizer_is_the_lr_argument_bit_for_bit():
