@@ -121,17 +121,23 @@ def test_plain_sgd_given_as_an_optimizer_is_the_lr_argument_bit_for_bit():
                for p, q in ((W, V), (c, d)))
 
 
-@pytest.mark.parametrize("device", ["cpu", "numpy"])
+@pytest.mark.parametrize("device, sizes", [("cpu", [40, 48, 4]), ("numpy", [40, 48, 4]),
+                                           ("cpu", [40, 48, 40, 4])])
 @pytest.mark.parametrize("name", ["momentum", "adam+alpha"])
-def test_resume_is_bitwise_an_uninterrupted_run(name, device, tmp_path):
+def test_resume_is_bitwise_an_uninterrupted_run(name, device, sizes, tmp_path, monkeypatch):
+    """Also with the first layer and a hidden layer held in panels with
+    their state, which moves back to W for each checkpoint."""
+    monkeypatch.setattr(fastbp.kernels.cpu_panels, "worthwhile", lambda sizes, dtype: True)
+    monkeypatch.setattr(fastbp.kernels.cpu_panels, "HIDDEN_PANEL_BYTES", 0)
+    assert fastbp.kernels.cpu_panels.hidden_layers([40, 48, 40, 4], "float32")[1]
     X, y = data()
     kwargs = dict(optimizer=OPTIMIZERS[name], batch_size=32, device=device, eval_every=5)
-    whole = fastbp.Network([40, 48, 4], seed=2)
+    whole = fastbp.Network(sizes, seed=2)
     hist = fastbp.train(whole, X, y, epochs=3, **kwargs)
     path = tmp_path / "run.npz"
-    net = fastbp.Network([40, 48, 4], seed=2)
+    net = fastbp.Network(sizes, seed=2)
     fastbp.train(net, X, y, epochs=1, checkpoint=path, **kwargs)
-    again = fastbp.Network([40, 48, 4], seed=7)  # other weights: the checkpoint's are used
+    again = fastbp.Network(sizes, seed=7)  # other weights: the checkpoint's are used
     resumed = fastbp.train(again, X, y, epochs=3, checkpoint=path, resume=True, **kwargs)
     for (W, b), (W_ref, b_ref) in zip(again.layers, whole.layers):
         assert np.array_equal(W, W_ref) and np.array_equal(b, b_ref)
