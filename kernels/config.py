@@ -67,10 +67,10 @@ UNIT_SPLIT_BLOCKS = 8
 MAX_PADDING = 1.3
 
 # Hidden layers (past the first) whose weights take at least this many bytes
-# are held in panels while a chunk of plain SGD steps runs, on the machines
-# where the first layer's panels run: such a W outgrows a core's L2, and the
-# kernels on W read it in rows a page apart, which the panels' register
-# tiles do not (docs/speed-log.md, "Wide hidden layers").
+# are held in panels while a chunk of steps runs, on the machines where the
+# first layer's panels run: such a W outgrows a core's L2, and the kernels on
+# W read it in rows a page apart, which the panels' register tiles do not
+# (docs/speed-log.md, "Wide hidden layers").
 HIDDEN_PANEL_BYTES = 1 << 20
 
 # --- CUDA kernels ------------------------------------------------------------

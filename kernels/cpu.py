@@ -742,8 +742,8 @@ def train_steps(params, model, work, first, data, steps, out):
     """
     Ws, bs, mWs, mbs, vWs, vbs = params
     act, loss = model
-    Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs, idx, val, count = work[:14]
-    WPs, mPs, vPs, dZPs, dZSs = work[14:]
+    (Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs, idx, val, count, WPs, mPs, vPs, dZPs,
+     dZSs) = work
     X, labels, targets, weights = data
     order, first_step, n_steps, batch_size, lr, rule, momentum, beta1, beta2, eps, alpha, t0 = steps
     batch_cost, batch_error = out
