@@ -4,7 +4,9 @@ Prediction and the validation of Example 6.2 (10 000 images every 100
 iterations) run through here: when the inputs are sparse (MNIST: 81 % zero
 pixels) the first layer uses W^T and the non-zeros of each chunk, as the
 training loop does, instead of the dense product; dense inputs take W^T in
-panels where the training loop would (``kernels.cpu_panels``).
+panels where the training loop would (``kernels.cpu_panels``), and so do
+the wide hidden layers that it holds in panels (``hidden_layers``), packed
+once per pass.
 """
 
 import numpy as np
@@ -42,10 +44,16 @@ def forward_chunks(net, Ws, bs, X, chunk_rows, plan=None):
     elif panels:
         WP = np.empty(cpu_panels.panel_shape(net.sizes[1], p, net.dtype), net.dtype)
         cpu_panels.pack_panels(WP, Ws[0])
+    WPs = {}  # the hidden layers on panels
+    for layer, held in enumerate(cpu_panels.hidden_layers(net.sizes, net.dtype)):
+        if held:
+            WPs[layer] = np.empty(cpu_panels.panel_shape(net.sizes[layer + 1], net.sizes[layer],
+                                                         net.dtype), net.dtype)
+            cpu_panels.pack_panels(WPs[layer], Ws[layer])
     for start in range(0, n, rows):
         chunk = X[start:start + rows]
         m = chunk.shape[0]
-        if not (listed or lists or panels):
+        if not (listed or lists or panels or WPs):
             cpu.forward_all(Zs, Qs, chunk, Ws, bs, act)
             yield start, Zs[-1][:m]
             continue
@@ -57,10 +65,13 @@ def forward_chunks(net, Ws, bs, X, chunk_rows, plan=None):
                 indptr, indices, values, _ = plan.rows_csr
                 cpu_sparse.csr_forward(Zs[0][:m], Qs[0][:m], indptr, indices, values,
                                 np.arange(start, start + m), WT, bs[0], h)
-            elif layer == 0:
+            elif layer == 0 and lists:
                 cpu_sparse.nonzero_rows(idx, val, count, chunk)
                 cpu_sparse.sparse_forward(Zs[0][:m], Qs[0][:m], idx, val, count, WT, bs[0], h)
+            elif layer in WPs:
+                cpu_panels.panel_forward(Zs[layer][:m], Qs[layer][:m], Qs[layer - 1][:m],
+                                         WPs[layer], bs[layer], h)
             else:
-                cpu.dense_forward(Zs[layer][:m], Qs[layer][:m], Qs[layer - 1][:m],
-                                  Ws[layer], bs[layer], h)
+                Q_prev = chunk if layer == 0 else Qs[layer - 1][:m]
+                cpu.dense_forward(Zs[layer][:m], Qs[layer][:m], Q_prev, Ws[layer], bs[layer], h)
         yield start, Zs[-1][:m]

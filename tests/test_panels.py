@@ -385,12 +385,15 @@ def test_float32_training_on_panels_is_reproducible_bit_for_bit(panels):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
-def test_inference_on_dense_inputs_takes_panels_and_matches_the_reference(dtype, panels,
-                                                                          monkeypatch):
+@pytest.mark.parametrize("sizes, tiled", [([9, 40, 5, 3], 1), ([9, 40, 32, 3], 2)])
+def test_inference_on_dense_inputs_takes_panels_and_matches_the_reference(dtype, sizes, tiled,
+                                                                          panels, monkeypatch):
     """forward/predict/evaluate over several chunks, the last one partial:
-    the first layer on panels (or the dense product) gives the reference's Z."""
+    the first layer on panels (or the dense product) gives the reference's
+    Z; so does a hidden layer of 32 units on panels (``tiled``: the layers
+    on panels, with the panels fixture)."""
     monkeypatch.setattr(fastbp.network, "CHUNK_ROWS", 13)
-    net = fastbp.Network([9, 40, 7, 3], dtype=dtype, seed=5)
+    net = fastbp.Network(sizes, dtype=dtype, seed=5)
     rng = np.random.default_rng(2)
     for _, b in net.layers:
         b[:] = rng.normal(size=b.shape)  # not zero, so that a dropped bias shows
@@ -400,7 +403,7 @@ def test_inference_on_dense_inputs_takes_panels_and_matches_the_reference(dtype,
     monkeypatch.setattr(cpu_panels, "panel_forward", lambda *args: calls.append(real(*args)))
     Z_ref = fastbp.reference.forward(net.layers, X, "relu")[0][-1]
     assert rel_err(net.forward(X), Z_ref) <= RTOL[dtype]
-    assert len(calls) == (3 if panels else 0)  # one per chunk of 13 rows
+    assert len(calls) == (3 * tiled if panels else 0)  # per chunk of 13 rows
     y = np.arange(33) % 3
     cost, _ = fastbp.network.evaluate_prepared(net, *net.checked_layers(), X.astype(dtype), y)
     J_ref, _ = fastbp.reference.cost_and_output_gradient(Z_ref, y, "cross_entropy")
