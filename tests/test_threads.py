@@ -193,16 +193,19 @@ def test_a_look_at_the_slower_choice_runs_a_few_steps_then_the_leader(monkeypatc
     assert tuner.run(fn_stops, 50) == 0 and stopped == [(1, 0, 2)]
 
 
-def test_a_chunk_split_between_thread_counts_trains_the_same_bits():
+@pytest.mark.parametrize("optimizer", [None, fastbp.Adam(lr=0.01)], ids=["sgd", "adam"])
+def test_a_chunk_split_between_thread_counts_trains_the_same_bits(optimizer):
     """CpuStepper.run as the tuner splits it: the same weights, costs and
-    errors as one call for the whole chunk."""
+    errors as one call for the whole chunk (Adam: the second part's bias
+    correction counts the first part's steps)."""
     rng = np.random.default_rng(3)
     X = rng.normal(size=(200, 30)).astype(np.float32)
     y = rng.integers(0, 4, 200)
     results = []
     for split in (None, 3):
         net = fastbp.Network([30, 300, 4], seed=2)
-        stepper = backends.make_stepper("cpu", net, *net.checked_layers(), X, y, 16)
+        stepper = backends.make_stepper("cpu", net, *net.checked_layers(), X, y, 16,
+                                        optimizer=optimizer)
         stepper.small = False
 
         class Split:
