@@ -1,7 +1,8 @@
-"""The first layer on W^T packed in panels of units: register tiles sized
-for 512-bit vectors, over every pixel of a dense batch or only the
-non-zero blocks of a sparse one (CPU-only pieces of ``train_steps`` and of
-inference, fastbp/inference.py).
+"""The first layer, and wide hidden layers (``hidden_layers``), on W^T
+packed in panels of units: register tiles sized for 512-bit vectors, over
+every pixel of a dense batch or only the non-zero blocks of a sparse one
+(CPU-only pieces of ``train_steps`` and of inference, fastbp/inference.py).
+A hidden layer's third product, dQ = dZ W, is ``panel_backward_input``.
 
 A dense product blocked 4 x 4 along its common axis (``cpu.dense_forward``,
 ``cpu.dense_sgd_update``) loads 8 vectors per 16 multiply-adds, half of them
