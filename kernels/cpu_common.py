@@ -2,7 +2,11 @@
 
 import types
 
+from llvmlite import ir
 from numba import njit
+from numba.core import cgutils
+from numba.core import types as nbtypes
+from numba.extending import intrinsic
 
 from . import activations, cpu_math, numba_cache, optim, vector_width
 from .codes import RULE_ADAM, RULE_SGD
@@ -41,6 +45,22 @@ derivative = njit(inline="always", fastmath=FASTMATH)(activations.derivative)
 sgd = njit(inline="always", fastmath=FASTMATH)(optim.sgd)
 step = njit(inline="always", fastmath=FASTMATH)(optim.step)
 adam_rate = njit(inline="always")(optim.adam_rate)  # float64, as scikit-learn computes it
+
+
+@intrinsic
+def prefetch(typingctx, array, index):
+    """Ask the CPU to start loading ``array[index]``'s cache line into L1
+    (LLVM's prefetch: read, high locality); no result, never faults."""
+    def codegen(context, builder, signature, args):
+        aryty = signature.args[0]
+        ary = context.make_array(aryty)(context, builder, args[0])
+        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
+        fn = builder.module.declare_intrinsic(
+            "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
+        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
+        return context.get_dummy_value()
+    return nbtypes.void(array, index), codegen
 
 
 @njit(**SERIAL)

@@ -22,7 +22,7 @@ from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, rule_row
+from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, prefetch, rule_row
 from .cpu_panels import SKIP_ROWS
 from .cpu_tile_lists import WORD
 
@@ -322,22 +322,6 @@ def _active_threads(typingctx):
     return types.intp(), codegen
 
 
-@intrinsic
-def _prefetch(typingctx, array, index):
-    """Ask the CPU to start loading ``array[index]``'s cache line into L1
-    (LLVM's prefetch: read, high locality); no result, never faults."""
-    def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
-        i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
-        fn = builder.module.declare_intrinsic(
-            "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))
-        builder.call(fn, [builder.bitcast(ptr, i8p), i32(0), i32(3), i32(1)])
-        return context.get_dummy_value()
-    return types.void(array, index), codegen
-
-
 @njit(**SERIAL)
 def prefetch_rows(indptr, indices, values, rows):
     """Start loading the compressed rows ``rows`` (the next batch's) into the
@@ -349,11 +333,11 @@ def prefetch_rows(indptr, indices, values, rows):
         a, e = indptr[rows[r]], indptr[rows[r] + 1]
         if a < e:
             for m in range(a, e, 16):
-                _prefetch(indices, m)
+                prefetch(indices, m)
             for m in range(a, e, per_line):
-                _prefetch(values, m)
-            _prefetch(indices, e - 1)  # the last line, where the row starts mid-line
-            _prefetch(values, e - 1)
+                prefetch(values, m)
+            prefetch(indices, e - 1)  # the last line, where the row starts mid-line
+            prefetch(values, e - 1)
 
 
 @njit(inline="always")

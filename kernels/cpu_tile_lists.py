@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from .cpu_common import PARALLEL
+from .cpu_common import PARALLEL, prefetch
 from .cpu_panels import SKIP_ROWS
 
 WORD = 64  # bits per word of the row masks
@@ -55,6 +55,9 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
     and with 2 threads the word items fill the second thread's share (the
     second half of the sample blocks), which beat a region of sample blocks
     then one of pixel blocks that tested every sample for every block.
+    A batch's rows lie anywhere in the training set, so each block item
+    first asks for the next block's rows (``_prefetch_block``): they arrive
+    while this one is written, instead of each row waiting on memory.
     """
     nb, P = Xb.shape
     blocks = (nb + SKIP_ROWS - 1) // SKIP_ROWS
@@ -62,10 +65,34 @@ def list_blocks(Xb, pixels, pixel_counts, samples, sample_counts, pixel_words, b
     # a word item only the rows of samples (and sample_counts) of its 64 blocks.
     for item in prange(blocks + block_words.shape[1]):
         if item < blocks:
+            if item + 1 < blocks:
+                _prefetch_block(rows, item + 1, indptr, indices, values, pixel_words,
+                                block_words)
             _rows_and_pixels(Xb, pixels, pixel_counts, pixel_words, indptr, indices, values,
                              rows, item)
         else:
             _samples_of_word(samples, sample_counts, block_words, rows, item - blocks)
+
+
+@njit(inline="always")
+def _prefetch_block(rows, b, indptr, indices, values, pixel_words, block_words):
+    """Start loading what list_blocks reads of the samples 4b .. 4b+3: their
+    compressed rows (one request per 64-byte line of indices and of values)
+    and their mask words."""
+    per_line = 64 // values.itemsize  # 16 float32, 8 float64 (and 16 int32 indices)
+    for i in range(b * SKIP_ROWS, min(rows.shape[0], (b + 1) * SKIP_ROWS)):
+        s = rows[i]
+        a, e = indptr[s], indptr[s + 1]
+        if a < e:
+            for m in range(a, e, 16):
+                prefetch(indices, m)
+            for m in range(a, e, per_line):
+                prefetch(values, m)
+            prefetch(indices, e - 1)  # the last line, where the row starts mid-line
+            prefetch(values, e - 1)
+        prefetch(pixel_words[s], 0)
+        prefetch(pixel_words[s], pixel_words.shape[1] - 1)
+        prefetch(block_words[s], 0)
 
 
 @njit(inline="always")

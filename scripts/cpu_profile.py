@@ -86,7 +86,7 @@ class FixedThreads:
         previous = numba.get_num_threads()
         numba.set_num_threads(self.threads)
         try:
-            return fn()
+            return fn(0, steps)
         finally:
             numba.set_num_threads(previous)
 
