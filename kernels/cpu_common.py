@@ -63,6 +63,21 @@ def prefetch(typingctx, array, index):
     return nbtypes.void(array, index), codegen
 
 
+@njit(inline="always")
+def prefetch_row(indptr, indices, values, s):
+    """prefetch every 64-byte line of compressed row s (its ``indices`` and
+    ``values``, ``indptr[s]`` .. ``indptr[s + 1]``)."""
+    a, e = indptr[s], indptr[s + 1]
+    if a < e:
+        per_line = 64 // values.itemsize  # 16 float32, 8 float64 (and 16 int32 indices)
+        for m in range(a, e, 16):
+            prefetch(indices, m)
+        for m in range(a, e, per_line):
+            prefetch(values, m)
+        prefetch(indices, e - 1)  # the last line, where the row starts mid-line
+        prefetch(values, e - 1)
+
+
 @njit(**SERIAL)
 def mean(values):
     """Mean in a fixed order (deterministic, unlike a threaded reduction)."""

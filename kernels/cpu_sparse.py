@@ -22,7 +22,7 @@ from numba.core import cgutils, types
 from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
-from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, prefetch, rule_row
+from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, prefetch_row, rule_row
 from .cpu_panels import SKIP_ROWS
 from .cpu_tile_lists import WORD
 
@@ -328,16 +328,8 @@ def prefetch_rows(indptr, indices, values, rows):
     cache, one request per 64-byte line: issued after a step's forward, they
     arrive while its updates run, and the next forward finds them there
     instead of waiting on memory for each row."""
-    per_line = 64 // values.itemsize  # 16 float32, 8 float64 (and 16 int32 indices)
     for r in range(rows.shape[0]):
-        a, e = indptr[rows[r]], indptr[rows[r] + 1]
-        if a < e:
-            for m in range(a, e, 16):
-                prefetch(indices, m)
-            for m in range(a, e, per_line):
-                prefetch(values, m)
-            prefetch(indices, e - 1)  # the last line, where the row starts mid-line
-            prefetch(values, e - 1)
+        prefetch_row(indptr, indices, values, rows[r])
 
 
 @njit(inline="always")

@@ -11,7 +11,7 @@ import numpy as np
 from numba import njit, prange
 from numba.cpython.unsafe.numbers import trailing_zeros
 
-from .cpu_common import PARALLEL, prefetch
+from .cpu_common import PARALLEL, prefetch, prefetch_row
 from .cpu_panels import SKIP_ROWS
 
 WORD = 64  # bits per word of the row masks
@@ -79,17 +79,9 @@ def _prefetch_block(rows, b, indptr, indices, values, pixel_words, block_words):
     """Start loading what list_blocks reads of the samples 4b .. 4b+3: their
     compressed rows (one request per 64-byte line of indices and of values)
     and their mask words."""
-    per_line = 64 // values.itemsize  # 16 float32, 8 float64 (and 16 int32 indices)
     for i in range(b * SKIP_ROWS, min(rows.shape[0], (b + 1) * SKIP_ROWS)):
         s = rows[i]
-        a, e = indptr[s], indptr[s + 1]
-        if a < e:
-            for m in range(a, e, 16):
-                prefetch(indices, m)
-            for m in range(a, e, per_line):
-                prefetch(values, m)
-            prefetch(indices, e - 1)  # the last line, where the row starts mid-line
-            prefetch(values, e - 1)
+        prefetch_row(indptr, indices, values, s)
         prefetch(pixel_words[s], 0)
         prefetch(pixel_words[s], pixel_words.shape[1] - 1)
         prefetch(block_words[s], 0)
