@@ -45,7 +45,7 @@ def forward_chunks(net, Ws, bs, X, chunk_rows, plan=None):
         WP = np.empty(cpu_panels.panel_shape(net.sizes[1], p, net.dtype), net.dtype)
         cpu_panels.pack_panels(WP, Ws[0])
     WPs = {}  # the hidden layers on panels
-    for layer, held in enumerate(cpu_panels.hidden_layers(net.sizes, net.dtype)):
+    for layer, held in enumerate(cpu_panels.hidden_layers(net.sizes, net.dtype, rows)):
         if held:
             WPs[layer] = np.empty(cpu_panels.panel_shape(net.sizes[layer + 1], net.sizes[layer],
                                                          net.dtype), net.dtype)

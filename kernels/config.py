@@ -72,6 +72,11 @@ MAX_PADDING = 1.3
 # W read it in rows a page apart, which the panels' register tiles do not
 # (docs/speed-log.md, "Wide hidden layers").
 HIDDEN_PANEL_BYTES = 1 << 20
+# ... and so do smaller ones where the batch has at least this many rows: the
+# tiles' 8-row register blocks then beat the 4 x 4 blocks on W (20-64-64-2 at
+# batch 32: 0.95 of the epoch; 64-256-256-10 at 128: 0.86), while at batches
+# of 1-8 the packing and the part-empty tiles cost more (1.2-2x the epoch).
+HIDDEN_PANEL_ROWS = 16
 
 # --- CUDA kernels ------------------------------------------------------------
 

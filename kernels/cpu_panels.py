@@ -40,7 +40,7 @@ from numba.np.numpy_support import carray
 
 from . import vector_width
 from .codes import RULE_ADAM, RULE_SGD
-from .config import FUSED_OUTPUT_MAX, HIDDEN_PANEL_BYTES, MAX_PADDING
+from .config import FUSED_OUTPUT_MAX, HIDDEN_PANEL_BYTES, HIDDEN_PANEL_ROWS, MAX_PADDING
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, sgd, step
 
 PANEL_ROWS = 8  # rows of a register tile: samples (forward) or pixels (update)
@@ -78,12 +78,14 @@ def worthwhile(sizes, dtype):
             and padded <= MAX_PADDING * sizes[1])
 
 
-def hidden_layers(sizes, dtype):
-    """Which layers past the first train_steps holds in panels: (L,) bools.
-    Where the first layer's panels run (``worthwhile``), for the layers whose
-    W takes at least HIDDEN_PANEL_BYTES and whose units pad as little as the
-    first layer's must; never the first layer (it has its own layouts) nor a
-    narrow output layer (fused with its loss, on W)."""
+def hidden_layers(sizes, dtype, rows):
+    """Which layers past the first train_steps holds in panels: (L,) bools,
+    for batches (or inference chunks) of ``rows`` rows. Where the first
+    layer's panels run (``worthwhile``), for the layers whose W takes at
+    least HIDDEN_PANEL_BYTES, or any W where rows is at least
+    HIDDEN_PANEL_ROWS, and whose units pad as little as the first layer's
+    must; never the first layer (it has its own layouts) nor a narrow output
+    layer (fused with its loss, on W)."""
     dtype = np.dtype(dtype)
     L = len(sizes) - 1
     on = [False] * L
@@ -92,8 +94,8 @@ def hidden_layers(sizes, dtype):
     for l in range(1, L):
         U, P = sizes[l + 1], sizes[l]
         fused = l == L - 1 and U <= FUSED_OUTPUT_MAX
-        on[l] = (not fused and U * P * dtype.itemsize >= HIDDEN_PANEL_BYTES
-                 and padded_units(U, dtype) <= MAX_PADDING * U)
+        big = U * P * dtype.itemsize >= HIDDEN_PANEL_BYTES or rows >= HIDDEN_PANEL_ROWS
+        on[l] = not fused and big and padded_units(U, dtype) <= MAX_PADDING * U
     return tuple(on)
 
 

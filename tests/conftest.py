@@ -94,5 +94,6 @@ def panels(request, monkeypatch):
     from fastbp.kernels import cpu_panels
     monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: request.param)
     monkeypatch.setattr(cpu_panels, "HIDDEN_PANEL_BYTES", 0)
+    monkeypatch.setattr(cpu_panels, "HIDDEN_PANEL_ROWS", 0)  # however small the batch
     monkeypatch.setattr(fastbp.sparse_rows, "MAX_UNION_RATIO", np.inf)
     return request.param

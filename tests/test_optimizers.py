@@ -98,7 +98,7 @@ def test_a_rule_touching_every_weight_updates_every_weight_on_every_plan(plan, n
         X[:32] = np.abs(np.random.default_rng(3).normal(size=(32, 64)))
     nets, costs = [], []
     sizes = [64, 48, 40, 4]
-    assert fastbp.kernels.cpu_panels.hidden_layers(sizes, "float64") == (False, panels, False)
+    assert fastbp.kernels.cpu_panels.hidden_layers(sizes, "float64", 32) == (False, panels, False)
     for device in ("cpu", "numpy"):
         net = fastbp.Network(sizes, dtype="float64", seed=2)
         trainer = fastbp.Trainer(net, X, y, optimizer=OPTIMIZERS[name], batch_size=32,
@@ -129,7 +129,7 @@ def test_resume_is_bitwise_an_uninterrupted_run(name, device, sizes, tmp_path, m
     their state, which moves back to W for each checkpoint."""
     monkeypatch.setattr(fastbp.kernels.cpu_panels, "worthwhile", lambda sizes, dtype: True)
     monkeypatch.setattr(fastbp.kernels.cpu_panels, "HIDDEN_PANEL_BYTES", 0)
-    assert fastbp.kernels.cpu_panels.hidden_layers([40, 48, 40, 4], "float32")[1]
+    assert fastbp.kernels.cpu_panels.hidden_layers([40, 48, 40, 4], "float32", 32)[1]
     X, y = data()
     kwargs = dict(optimizer=OPTIMIZERS[name], batch_size=32, device=device, eval_every=5)
     whole = fastbp.Network(sizes, seed=2)

@@ -283,20 +283,37 @@ def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monk
 
 def test_hidden_layers_go_on_panels_where_wide(monkeypatch):
     monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: True)
-    f32 = "float32"
-    assert cpu_panels.hidden_layers([784, 1024, 1024, 10], f32) == (False, True, False)
-    assert cpu_panels.hidden_layers([784, 1024, 10], f32) == (False, False)
-    # 512 x 512 float32 is 1 MiB: held; 256 x 512 float32 is not, float64 is.
-    assert cpu_panels.hidden_layers([64, 512, 512, 512, 10], f32) == (False, True, True,
-                                                                           False)
-    assert cpu_panels.hidden_layers([64, 256, 512, 10], f32) == (False, False, False)
-    assert cpu_panels.hidden_layers([64, 256, 512, 10], "float64") == (False, True, False)
+    f32, few = "float32", cpu_panels.HIDDEN_PANEL_ROWS - 1  # batches too small for a narrow W
+    assert cpu_panels.hidden_layers([784, 1024, 1024, 10], f32, 1) == (False, True, False)
+    assert cpu_panels.hidden_layers([784, 1024, 10], f32, 256) == (False, False)
+    # 512 x 512 float32 is 1 MiB: held at any batch; 256 x 512 float32 is not, float64 is.
+    assert cpu_panels.hidden_layers([64, 512, 512, 512, 10], f32, few) == (False, True, True,
+                                                                                False)
+    assert cpu_panels.hidden_layers([64, 256, 512, 10], f32, few) == (False, False, False)
+    assert cpu_panels.hidden_layers([64, 256, 512, 10], "float64", few) == (False, True, False)
     # A wide output layer that is not fused goes on panels too, unless it pads too much.
-    assert cpu_panels.hidden_layers([64, 1024, 1024], f32) == (False, True)
-    assert cpu_panels.hidden_layers([64, 1024, 1057], f32) == (False, True)  # 1072
-    assert cpu_panels.hidden_layers([64, 9000, 33], f32) == (False, False)  # 48: 1.45x
+    assert cpu_panels.hidden_layers([64, 1024, 1024], f32, few) == (False, True)
+    assert cpu_panels.hidden_layers([64, 1024, 1057], f32, few) == (False, True)  # 1072
+    assert cpu_panels.hidden_layers([64, 9000, 33], f32, few) == (False, False)  # 48: 1.45x
     monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: False)
-    assert cpu_panels.hidden_layers([784, 1024, 1024, 10], f32) == (False,) * 3
+    assert cpu_panels.hidden_layers([784, 1024, 1024, 10], f32, 256) == (False,) * 3
+
+
+def test_narrow_hidden_layers_go_on_panels_where_the_batch_fills_the_tiles(monkeypatch):
+    """Below HIDDEN_PANEL_BYTES a hidden layer is held from HIDDEN_PANEL_ROWS
+    rows on (at batches of 1-8 the part-empty tiles cost more than they
+    give), if it pads little and is not the fused output layer."""
+    monkeypatch.setattr(cpu_panels.vector_width, "available", lambda: True)
+    rows = cpu_panels.HIDDEN_PANEL_ROWS
+    assert 1 < rows <= 32
+    sizes = [20, 64, 64, 2]
+    assert cpu_panels.hidden_layers(sizes, "float32", rows) == (False, True, False)
+    assert cpu_panels.hidden_layers(sizes, "float32", rows - 1) == (False, False, False)
+    assert cpu_panels.hidden_layers(sizes, "float64", 1000) == (False, True, False)
+    # 40 units pad to 48 (1.2x) and are held; 20 pad to 32 (1.6x) and are not.
+    assert cpu_panels.hidden_layers([64, 128, 40, 20, 10], "float32", 64) == (
+        False, True, False, False)
+    assert cpu_panels.hidden_layers([64, 32, 64, 32], "float32", 64) == (False, True, True)
 
 
 def test_the_tiles_compute_the_last_panel_half_wide_where_its_units_fit():
@@ -375,7 +392,7 @@ def test_float32_training_on_panels_is_reproducible_bit_for_bit(panels):
     """The first layer and, with panels, the hidden layer of 48 units on them."""
     rng = np.random.default_rng(8)
     X, y = rng.normal(size=(300, 40)).astype(np.float32), rng.integers(0, 5, 300)
-    assert cpu_panels.hidden_layers([40, 50, 48, 5], "float32") == (False, panels, False)
+    assert cpu_panels.hidden_layers([40, 50, 48, 5], "float32", 32) == (False, panels, False)
     weights = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS):
         net = fastbp.Network([40, 50, 48, 5], seed=4)

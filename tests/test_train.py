@@ -114,7 +114,7 @@ def test_every_path_of_the_compiled_loop_follows_the_reference(sizes, loss, dens
         assert rel_err(W, W_ref) <= 1e-10 and rel_err(b, b_ref) <= 1e-10
     assert rel_err(hists[0].batch_cost, hists[1].batch_cost) <= 1e-10
     np.testing.assert_array_equal(hists[0].batch_error, hists[1].batch_error)
-    held = fastbp.kernels.cpu_panels.hidden_layers(sizes, "float64")
+    held = fastbp.kernels.cpu_panels.hidden_layers(sizes, "float64", 10)
     assert any(held) == (panels and sizes in ([20, 40, 32, 3], [20, 40, 40, 32])), held
 
 

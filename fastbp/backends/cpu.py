@@ -54,9 +54,9 @@ class CpuStepper:
                             np.zeros((rows, targets.shape[1]), net.dtype),
                             np.zeros(rows if weights is not None else 0, net.dtype), dWs, dbs,
                             *list_scratch(net.sizes, rows, net.dtype),
-                            *hidden_panel_buffers(cpu_panels.hidden_layers(net.sizes, net.dtype),
-                                                  net.sizes, rows, net.dtype,
-                                                  state_sets(optimizer)))
+                            *hidden_panel_buffers(
+                                cpu_panels.hidden_layers(net.sizes, net.dtype, rows),
+                                net.sizes, rows, net.dtype, state_sets(optimizer)))
         self.first = first_layer_buffers(self.plan, net.sizes, rows, net.dtype,
                                          state_sets(optimizer))
         self.data = Data(X, labels, targets,
