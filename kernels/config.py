@@ -86,3 +86,11 @@ THREADS = 128
 # Registers per thread allowed to train_steps (None: as many as ptxas likes);
 # fixed when kernels/cuda.py is imported. A cap lets more blocks in (docs/gpu.md).
 TRAIN_STEPS_REGISTERS = 96
+
+# Layers at least this wide run their forward pass in train_steps as
+# shared-memory tiles (kernels/cuda.py, _forward_smem: each
+# block a tile of outputs, each thread 4 x 2 of them in registers) where the
+# block size is a multiple of 16 up to 256; narrower ones (the output layer)
+# spread each dot product over a group of threads. 0 would tile every
+# layer; a number above every width turns the tiles off (for an A/B on a GPU).
+CUDA_TILE_MIN_UNITS = 32

@@ -49,7 +49,8 @@ from numba import config, cuda, float64, int64
 from . import activations, losses, optim
 from .codes import (BINARY_CROSS_ENTROPY, CROSS_ENTROPY, IDENTITY, RULE_ADAM, RULE_SGD,
                     SQUARED_ERROR)
-from .config import THREADS, TRAIN_STEPS_REGISTERS  # noqa: F401 - THREADS: the host reads it here
+from .config import (CUDA_TILE_MIN_UNITS, THREADS,  # noqa: F401 - THREADS: the host reads it
+                     TRAIN_STEPS_REGISTERS)
 from .registry import TWINS
 
 __all__ = list(TWINS)
@@ -137,6 +138,116 @@ def _forward_tiles(Z, Q, Q_prev, W, b, act, part):
             z = acc + b[j]
             Z[i, j] = z
             Q[i, j] = _activate(z, act, zero, one)
+
+
+# _forward_smem's tile: 16 threads across its columns, each with 2 of them
+# (TILE_COLS), and blockDim / 16 threads down its rows, each with 4
+# (TILE_ROWS_PER_THREAD); the common axis staged TILE_K at a time.
+TILE_COLS = 32
+TILE_ROWS_PER_THREAD = 4
+TILE_K = 16
+TILE_MAX_THREADS = 256  # a block of 256 threads: a tile of 64 rows
+# The shared arrays' shapes, as constants (+1 column: no bank conflicts).
+_TILE_A = (TILE_ROWS_PER_THREAD * TILE_MAX_THREADS // 16, TILE_K + 1)
+_TILE_W = (TILE_COLS, TILE_K + 1)
+
+
+@cuda.jit(device=True)
+def _tiles_fit(units):
+    """Whether a layer of ``units`` outputs takes _forward_smem in this launch
+    (the same answer for every thread of the grid)."""
+    width = cuda.blockDim.x
+    return (units >= CUDA_TILE_MIN_UNITS and width % 16 == 0
+            and width <= TILE_MAX_THREADS)
+
+
+@cuda.jit(device=True)
+def _forward_smem(Z, Q, Q_prev, W, b, act):
+    """``Z = Q_prev W^T + b``, ``Q = h(Z)`` as block tiles of (4 blockDim / 16)
+    rows x TILE_COLS units: each k-chunk of Q_prev's and W's tile rows is
+    staged in shared memory by the whole block (loads along k, coalesced),
+    then each thread adds the chunk to its 4 x 2 outputs in registers, 6
+    shared loads per 8 multiply-adds instead of 2 global loads per one. Each
+    output is one thread's sum over k in order, plus b: the same for any
+    grid. Every thread of the block must call it (block-wide barriers).
+    The eight sums are scalars, not a local array, which ptxas kept in
+    memory (the stack frame grew by them)."""
+    n = Q_prev.shape[0]
+    P = Q_prev.shape[1]
+    U = W.shape[0]
+    width = cuda.blockDim.x
+    tid = cuda.threadIdx.x
+    down = width // 16  # threads down the rows
+    rows = TILE_ROWS_PER_THREAD * down
+    tx = tid % 16
+    ty = tid // 16
+    sA = cuda.shared.array(_TILE_A, Z.dtype)
+    sW = cuda.shared.array(_TILE_W, Z.dtype)
+    zero = Z.dtype.type(0)
+    col_tiles = (U + TILE_COLS - 1) // TILE_COLS
+    n_tiles = ((n + rows - 1) // rows) * col_tiles
+    for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):  # uniform per block
+        i0 = (tile // col_tiles) * rows
+        j0 = (tile % col_tiles) * TILE_COLS
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+        for k0 in range(0, P, TILE_K):
+            for e in range(tid, rows * TILE_K, width):
+                r = e // TILE_K
+                c = e - r * TILE_K
+                inside = i0 + r < n and k0 + c < P
+                sA[r, c] = Q_prev[i0 + r, k0 + c] if inside else zero
+            for e in range(tid, TILE_COLS * TILE_K, width):
+                r = e // TILE_K
+                c = e - r * TILE_K
+                inside = j0 + r < U and k0 + c < P
+                sW[r, c] = W[j0 + r, k0 + c] if inside else zero
+            cuda.syncthreads()
+            for c in range(TILE_K):  # past P: zeros times zeros
+                w0 = sW[tx, c]
+                w1 = sW[tx + 16, c]
+                a = sA[ty, c]
+                c00 += a * w0
+                c01 += a * w1
+                a = sA[ty + down, c]
+                c10 += a * w0
+                c11 += a * w1
+                a = sA[ty + 2 * down, c]
+                c20 += a * w0
+                c21 += a * w1
+                a = sA[ty + 3 * down, c]
+                c30 += a * w0
+                c31 += a * w1
+            cuda.syncthreads()  # the chunk is overwritten next
+        i = i0 + ty
+        j = j0 + tx
+        _store_output(Z, Q, b, act, i, j, c00)
+        _store_output(Z, Q, b, act, i, j + 16, c01)
+        _store_output(Z, Q, b, act, i + down, j, c10)
+        _store_output(Z, Q, b, act, i + down, j + 16, c11)
+        _store_output(Z, Q, b, act, i + 2 * down, j, c20)
+        _store_output(Z, Q, b, act, i + 2 * down, j + 16, c21)
+        _store_output(Z, Q, b, act, i + 3 * down, j, c30)
+        _store_output(Z, Q, b, act, i + 3 * down, j + 16, c31)
+
+
+@cuda.jit(device=True)
+def _store_output(Z, Q, b, act, i, j, acc):
+    """The forward epilogue of one output, where (i, j) is inside Z."""
+    if i < Z.shape[0] and j < Z.shape[1]:
+        z = acc + b[j]
+        Z[i, j] = z
+        Q[i, j] = _activate(z, act, Z.dtype.type(0), Z.dtype.type(1))
+
+
+@cuda.jit(device=True)
+def _forward_layer(Z, Q, Q_prev, W, b, act, part):
+    """One layer's forward pass by the whole grid: _forward_smem where the
+    layer is wide enough and the block's shape suits it, else
+    _forward_tiles. Every thread must call it."""
+    if _tiles_fit(W.shape[0]):
+        _forward_smem(Z, Q, Q_prev, W, b, act)
+    else:
+        _forward_tiles(Z, Q, Q_prev, W, b, act, part)
 
 
 @cuda.jit(device=True)
@@ -597,9 +708,9 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
         for l in range(L):
             h = act if l < L - 1 else IDENTITY
             if l == 0:
-                _forward_tiles(Zs[0][:nb], Qs[0][:nb], Xb[:nb], Ws[0], bs[0], h, part_cost)
+                _forward_layer(Zs[0][:nb], Qs[0][:nb], Xb[:nb], Ws[0], bs[0], h, part_cost)
             else:
-                _forward_tiles(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], Ws[l], bs[l], h,
+                _forward_layer(Zs[l][:nb], Qs[l][:nb], Qs[l - 1][:nb], Ws[l], bs[l], h,
                                part_cost)
             grid.sync()
         wts = wb[:nb] if weighted else wb[:0]

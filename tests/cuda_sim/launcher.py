@@ -11,7 +11,7 @@ import subprocess
 import sys
 
 ROOT = pathlib.Path(__file__).resolve().parents[2]
-TIMEOUT_S = 300
+TIMEOUT_S = 480  # sim_train.py alone took 245-275 s on this 2-core VM
 
 
 def run_simulated(test_file):

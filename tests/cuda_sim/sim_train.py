@@ -3,6 +3,7 @@ NumPy reference, on blocks of 4 threads. Run in a subprocess by
 ``tests/test_cuda_train.py`` (simulator) and by ``scripts/gpu_check.sh`` (GPU).
 """
 
+import numba
 import numpy as np
 import pytest
 
@@ -76,6 +77,32 @@ def test_training_does_not_depend_on_the_block_size(threads, monkeypatch):
         assert rel_err(W, W_ref) <= RTOL["float64"] and rel_err(b, b_ref) <= RTOL["float64"]
     assert rel_err(hist.batch_cost, ref_hist.batch_cost) <= RTOL["float64"]
     assert hist.batch_error == ref_hist.batch_error
+
+
+@pytest.mark.parametrize("threads,dtype", [(16, "float64"), (48, "float32")])
+def test_wide_layers_forward_on_shared_memory_tiles(threads, dtype, monkeypatch):
+    """Layers of CUDA_TILE_MIN_UNITS units or more run their forward pass on
+    _forward_smem's block tiles (blocks of 16 and 48 threads: tiles of
+    4 and 12 rows by 32 units): 35 and 33 units leave part-empty column
+    tiles, 37 inputs a part-empty k-chunk, batches of 5 and 1 part-empty
+    row tiles; the 2-unit output layer keeps the thread groups (under the
+    simulator a spy checks which layers took the tiles)."""
+    monkeypatch.setattr(kernels, "THREADS", threads)
+    assert kernels.CUDA_TILE_MIN_UNITS <= 33
+    tiled = set()
+    if numba.config.ENABLE_CUDASIM:  # device functions are Python there
+        original = kernels._forward_smem
+
+        def spy(Z, Q, Q_prev, W, b, act):
+            tiled.add(W.shape[0])
+            original(Z, Q, Q_prev, W, b, act)
+        monkeypatch.setattr(kernels, "_forward_smem", spy)
+    net, hist, ref, ref_hist = train_both([37, 35, 33, 2], "tanh", "cross_entropy", dtype)
+    assert tiled == ({35, 33} if numba.config.ENABLE_CUDASIM else set())
+    for index, ((W, b), (W_ref, b_ref)) in enumerate(zip(net.layers, ref.layers)):
+        assert rel_err(W, W_ref) <= RTOL[dtype], f"W of layer {index}"
+        assert rel_err(b, b_ref) <= RTOL[dtype], f"b of layer {index}"
+    assert rel_err(hist.batch_cost, ref_hist.batch_cost) <= RTOL[dtype]
 
 
 def test_validation_and_checkpoints_see_the_device_weights(tmp_path):
