@@ -202,21 +202,8 @@ def _forward_smem(Z, Q, Q_prev, W, b, act):
                 inside = j0 + r < U and k0 + c < P
                 sW[r, c] = W[j0 + r, k0 + c] if inside else zero
             cuda.syncthreads()
-            for c in range(TILE_K):  # past P: zeros times zeros
-                w0 = sW[tx, c]
-                w1 = sW[tx + 16, c]
-                a = sA[ty, c]
-                c00 += a * w0
-                c01 += a * w1
-                a = sA[ty + down, c]
-                c10 += a * w0
-                c11 += a * w1
-                a = sA[ty + 2 * down, c]
-                c20 += a * w0
-                c21 += a * w1
-                a = sA[ty + 3 * down, c]
-                c30 += a * w0
-                c31 += a * w1
+            c00, c01, c10, c11, c20, c21, c30, c31 = _chunk_products(
+                sA, sW, tx, ty, down, c00, c01, c10, c11, c20, c21, c30, c31)
             cuda.syncthreads()  # the chunk is overwritten next
         i = i0 + ty
         j = j0 + tx
@@ -228,6 +215,105 @@ def _forward_smem(Z, Q, Q_prev, W, b, act):
         _store_output(Z, Q, b, act, i + 2 * down, j + 16, c21)
         _store_output(Z, Q, b, act, i + 3 * down, j, c30)
         _store_output(Z, Q, b, act, i + 3 * down, j + 16, c31)
+
+
+@cuda.jit(device=True)
+def _chunk_products(sA, sW, tx, ty, down, c00, c01, c10, c11, c20, c21, c30, c31):
+    """A thread's 4 x 2 register tile after one staged chunk: c_rh +=
+    sum_m sA[ty + r down, m] sW[tx + 16 h, m], m in order (past the data:
+    zeros times zeros)."""
+    for m in range(TILE_K):
+        w0 = sW[tx, m]
+        w1 = sW[tx + 16, m]
+        a = sA[ty, m]
+        c00 += a * w0
+        c01 += a * w1
+        a = sA[ty + down, m]
+        c10 += a * w0
+        c11 += a * w1
+        a = sA[ty + 2 * down, m]
+        c20 += a * w0
+        c21 += a * w1
+        a = sA[ty + 3 * down, m]
+        c30 += a * w0
+        c31 += a * w1
+    return c00, c01, c10, c11, c20, c21, c30, c31
+
+
+@cuda.jit(device=True)
+def _weights_smem(dW, db, dZ, Q_prev, t0, stride):
+    """``_weights_items`` as block tiles of (4 blockDim / 16) units x
+    TILE_COLS inputs of dW, the batch staged TILE_K samples at a time in
+    shared memory (dZ's tile rows transposed on the way in, so that both
+    operands are read along the samples): each dW element one thread's sum
+    over the samples in order, times 1 / n_b, the same for any grid. Then
+    db by a grid-stride loop. Every thread of the block must call it."""
+    n = dZ.shape[0]
+    U = dZ.shape[1]
+    P = Q_prev.shape[1]
+    width = cuda.blockDim.x
+    tid = cuda.threadIdx.x
+    down = width // 16
+    rows = TILE_ROWS_PER_THREAD * down
+    tx = tid % 16
+    ty = tid // 16
+    sA = cuda.shared.array(_TILE_A, dW.dtype)  # sA[r, m] = dZ[i0 + m, j0 + r]
+    sW = cuda.shared.array(_TILE_W, dW.dtype)  # sW[c, m] = Q_prev[i0 + m, k0 + c]
+    zero = dW.dtype.type(0)
+    inv_n = dW.dtype.type(1) / dW.dtype.type(n)
+    col_tiles = (P + TILE_COLS - 1) // TILE_COLS
+    n_tiles = ((U + rows - 1) // rows) * col_tiles
+    for tile in range(cuda.blockIdx.x, n_tiles, cuda.gridDim.x):  # uniform per block
+        j0 = (tile // col_tiles) * rows
+        k0 = (tile % col_tiles) * TILE_COLS
+        c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
+        for i0 in range(0, n, TILE_K):
+            for e in range(tid, rows * TILE_K, width):  # along dZ's rows: coalesced
+                m = e // rows
+                r = e - m * rows
+                inside = i0 + m < n and j0 + r < U
+                sA[r, m] = dZ[i0 + m, j0 + r] if inside else zero
+            for e in range(tid, TILE_COLS * TILE_K, width):
+                m = e // TILE_COLS
+                c = e - m * TILE_COLS
+                inside = i0 + m < n and k0 + c < P
+                sW[c, m] = Q_prev[i0 + m, k0 + c] if inside else zero
+            cuda.syncthreads()
+            c00, c01, c10, c11, c20, c21, c30, c31 = _chunk_products(
+                sA, sW, tx, ty, down, c00, c01, c10, c11, c20, c21, c30, c31)
+            cuda.syncthreads()
+        j = j0 + ty
+        k = k0 + tx
+        _store_gradient(dW, j, k, c00 * inv_n)
+        _store_gradient(dW, j, k + 16, c01 * inv_n)
+        _store_gradient(dW, j + down, k, c10 * inv_n)
+        _store_gradient(dW, j + down, k + 16, c11 * inv_n)
+        _store_gradient(dW, j + 2 * down, k, c20 * inv_n)
+        _store_gradient(dW, j + 2 * down, k + 16, c21 * inv_n)
+        _store_gradient(dW, j + 3 * down, k, c30 * inv_n)
+        _store_gradient(dW, j + 3 * down, k + 16, c31 * inv_n)
+    for j in range(t0, U, stride):
+        acc = zero
+        for i in range(n):
+            acc += dZ[i, j]
+        db[j] = acc * inv_n
+
+
+@cuda.jit(device=True)
+def _store_gradient(dW, j, k, value):
+    if j < dW.shape[0] and k < dW.shape[1]:
+        dW[j, k] = value
+
+
+@cuda.jit(device=True)
+def _weights_layer(dW, db, dZ, Q_prev, t0, stride):
+    """One layer's weight gradient by the whole grid: _weights_smem where the
+    layer is wide enough and the block's shape suits it, else
+    _weights_items. Every thread must call it."""
+    if _tiles_fit(dW.shape[0]):
+        _weights_smem(dW, db, dZ, Q_prev, t0, stride)
+    else:
+        _weights_items(dW, db, dZ, Q_prev, t0, stride)
 
 
 @cuda.jit(device=True)
@@ -731,9 +817,9 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
             return
         for l in range(L - 1, -1, -1):
             if l == 0:
-                _weights_items(dWs[0], dbs[0], dZs[0][:nb], Xb[:nb], t0, stride)
+                _weights_layer(dWs[0], dbs[0], dZs[0][:nb], Xb[:nb], t0, stride)
             else:
-                _weights_items(dWs[l], dbs[l], dZs[l][:nb], Qs[l - 1][:nb], t0, stride)
+                _weights_layer(dWs[l], dbs[l], dZs[l][:nb], Qs[l - 1][:nb], t0, stride)
                 _input_activation_items(dZs[l - 1][:nb], dQs[l - 1][:nb], Zs[l - 1][:nb],
                                         Qs[l - 1][:nb], dZs[l][:nb], Ws[l], act, t0, stride)
             if l < L - 1:

@@ -3,6 +3,7 @@ compiled from kernels/cuda.py's own source.
 
     python scripts/gpu_profile.py phases      # us/step with one phase removed
     python scripts/gpu_profile.py registers   # s/epoch by register cap x block size
+    python scripts/gpu_profile.py tiles       # s/epoch, shared-memory tiles on and off
 
 Both run Example 6.2's shapes (784-200-10, batch 100, 600 steps in chunks of
 50, as fastbp.train runs them; the median after a compiling epoch) through
@@ -17,6 +18,7 @@ Under NUMBA_ENABLE_CUDASIM=1 both run a tiny net, to check the script itself.
 """
 
 import argparse
+import ast
 import hashlib
 import os
 import re
@@ -27,6 +29,7 @@ import numpy as np
 
 import fastbp
 from fastbp.backends import cuda as cuda_backend
+from fastbp.backends import make_stepper
 from fastbp.kernels import cuda as kernels
 from fastbp.trainer import epoch_order
 from kernel_variants import fresh_weights, module_from, variant_source  # scripts/, beside this one
@@ -56,7 +59,7 @@ def time_epochs(module, threads, X, y, epochs=3):
     cuda_backend.kernels = module
     try:
         net, Ws, bs = fresh_weights(SIZES)
-        stepper = cuda_backend.CudaStepper(net, Ws, bs, X, y, BATCH)
+        stepper = make_stepper("cuda", net, Ws, bs, X, y, BATCH)  # plain SGD
         costs, errors = np.empty(CHUNK), np.empty(CHUNK)
         seconds = []
         for epoch in range(epochs):
@@ -71,31 +74,34 @@ def time_epochs(module, threads, X, y, epochs=3):
         cuda_backend.kernels = kernels
 
 
-PHASES = ["_forward_tiles(", "_loss_block(", "_weights_items(", "_input_activation_items(",
-          "_update_items("]
+PHASES = ["_forward_layer(", "_loss_block(", "_weights_layer(", "_input_activation_items(",
+          "_rule_items("]
 # Not "no gather": its labels would be uninitialised device memory, an index
 # out of bounds in the loss, which poisons the CUDA context for what follows.
 PHASE_VARIANTS = [
     ("full", [], {}),
-    ("no forward layer 0", ["_forward_tiles(Zs[0]"], {}),
-    ("no forward layer 1", ["_forward_tiles(Zs[l]"], {}),
+    ("no forward layer 0", ["_forward_layer(Zs[0]"], {}),
+    ("no forward layer 1", ["_forward_layer(Zs[l]"], {}),
     ("no loss block", ["_loss_block("], {}),
-    ("no dW layer 0", ["_weights_items(dWs[0]"], {}),
-    ("no dW layer 1", ["_weights_items(dWs[l]"], {}),
+    ("no dW layer 0", ["_weights_layer(dWs[0]"], {}),
+    ("no dW layer 1", ["_weights_layer(dWs[l]"], {}),
     ("no dQ/dZ layer 0", ["_input_activation_items("], {}),
-    ("no updates", ["_update_items("], {}),
+    ("no updates", ["_rule_items("], {}),
     ("barriers only", PHASES, {}),
     ("forward layer 0 by _forward_items", [],
-     {"_forward_tiles(Zs[0]": "_forward_items(Zs[0][:nb], Qs[0][:nb], Xb[:nb], Ws[0], bs[0], "
+     {"_forward_layer(Zs[0]": "_forward_items(Zs[0][:nb], Qs[0][:nb], Xb[:nb], Ws[0], bs[0], "
                               "h, t0, stride)"}),
 ]
 
 
 def phases():
     X, y = training_data(use_mnist=False)
+    full = ast.unparse(variant_source(SOURCE, [], {}, stop="isfinite(batch_cost[s])"))
     for index, (name, patterns, replace) in enumerate(PHASE_VARIANTS):
         try:
             tree = variant_source(SOURCE, patterns, replace, stop="isfinite(batch_cost[s])")
+            if (patterns or replace) and ast.unparse(tree) == full:
+                raise ValueError("its patterns match no call of train_steps: rename them")
             module = module_from(f"phases{index}", tree, kernels)
             seconds, _, _ = time_epochs(module, 128, X, y, epochs=1 if SMALL else 3)
             median = statistics.median(seconds[1:] or seconds)
@@ -135,10 +141,35 @@ def registers():
                   f"{str(exc)[:300]}", flush=True)
 
 
+TILE_VARIANTS = [(threads, units) for threads in (128, 64, 256) for units in (None, 10**9)]
+
+
+def tiles():
+    """The shared-memory tiles (kernels.cuda._forward_smem, _weights_smem)
+    against the thread-group dot products and per-thread items they replace
+    on the layers at least CUDA_TILE_MIN_UNITS wide: s/epoch at each block
+    size, tiles on (the module's own setting) and off."""
+    X, y = training_data(use_mnist=True)
+    for threads, units in TILE_VARIANTS[:2] if SMALL else TILE_VARIANTS:
+        label = "on" if units is None else "off"
+        try:
+            module = module_from(f"t{threads}{label}", SOURCE, kernels)
+            if units is not None:  # read when train_steps compiles, in this fresh module
+                module.CUDA_TILE_MIN_UNITS = units
+            seconds, stepper, weights = time_epochs(module, threads, X, y)
+            digest = hashlib.sha256(b"".join(a.tobytes() for a in weights)).hexdigest()[:10]
+            print(f"threads {threads:4d} tiles {label:3s} blocks {stepper.blocks}  "
+                  f"{statistics.median(seconds[1:] or seconds):.4f} s/epoch "
+                  f"{[round(s, 4) for s in seconds]} weights {digest}", flush=True)
+        except Exception as exc:  # report and go on to the next variant
+            print(f"threads {threads:4d} tiles {label}: FAILED {type(exc).__name__}: "
+                  f"{str(exc)[:300]}", flush=True)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("what", choices=["phases", "registers"])
-    {"phases": phases, "registers": registers}[parser.parse_args().what]()
+    parser.add_argument("what", choices=["phases", "registers", "tiles"])
+    {"phases": phases, "registers": registers, "tiles": tiles}[parser.parse_args().what]()
 
 
 if __name__ == "__main__":

@@ -79,26 +79,33 @@ def test_training_does_not_depend_on_the_block_size(threads, monkeypatch):
     assert hist.batch_error == ref_hist.batch_error
 
 
+def spying(device_function, weights_at, seen):
+    """device_function, noting the units of each layer it runs (its argument
+    ``weights_at`` is W or dW: (U, P))."""
+    def spy(*args):
+        seen.add(args[weights_at].shape[0])
+        return device_function(*args)
+    return spy
+
+
 @pytest.mark.parametrize("threads,dtype", [(16, "float64"), (48, "float32")])
 def test_wide_layers_forward_on_shared_memory_tiles(threads, dtype, monkeypatch):
-    """Layers of CUDA_TILE_MIN_UNITS units or more run their forward pass on
-    _forward_smem's block tiles (blocks of 16 and 48 threads: tiles of
-    4 and 12 rows by 32 units): 35 and 33 units leave part-empty column
-    tiles, 37 inputs a part-empty k-chunk, batches of 5 and 1 part-empty
-    row tiles; the 2-unit output layer keeps the thread groups (under the
-    simulator a spy checks which layers took the tiles)."""
+    """Layers of CUDA_TILE_MIN_UNITS units or more run their forward pass and
+    their weight gradient on block tiles (_forward_smem, _weights_smem;
+    blocks of 16 and 48 threads: tiles of 4 and 12 rows by 32 columns): 35
+    and 33 units and 37 inputs leave part-empty tiles and chunks, batches of
+    5 and 1 part-empty chunks of samples; the 2-unit output layer keeps the
+    thread groups and items (under the simulator spies check which layers
+    took the tiles)."""
     monkeypatch.setattr(kernels, "THREADS", threads)
     assert kernels.CUDA_TILE_MIN_UNITS <= 33
-    tiled = set()
+    tiled = {"_forward_smem": set(), "_weights_smem": set()}
     if numba.config.ENABLE_CUDASIM:  # device functions are Python there
-        original = kernels._forward_smem
-
-        def spy(Z, Q, Q_prev, W, b, act):
-            tiled.add(W.shape[0])
-            original(Z, Q, Q_prev, W, b, act)
-        monkeypatch.setattr(kernels, "_forward_smem", spy)
+        for (name, seen), weights_at in zip(tiled.items(), (3, 0)):
+            monkeypatch.setattr(kernels, name, spying(getattr(kernels, name), weights_at, seen))
     net, hist, ref, ref_hist = train_both([37, 35, 33, 2], "tanh", "cross_entropy", dtype)
-    assert tiled == ({35, 33} if numba.config.ENABLE_CUDASIM else set())
+    expected = {35, 33} if numba.config.ENABLE_CUDASIM else set()
+    assert tiled == {"_forward_smem": expected, "_weights_smem": expected}
     for index, ((W, b), (W_ref, b_ref)) in enumerate(zip(net.layers, ref.layers)):
         assert rel_err(W, W_ref) <= RTOL[dtype], f"W of layer {index}"
         assert rel_err(b, b_ref) <= RTOL[dtype], f"b of layer {index}"
