@@ -3,7 +3,7 @@ compiled from kernels/cuda.py's own source.
 
     python scripts/gpu_profile.py phases      # us/step with one phase removed
     python scripts/gpu_profile.py registers   # s/epoch by register cap x block size
-    python scripts/gpu_profile.py tiles       # s/epoch, shared-memory tiles on and off
+    python scripts/gpu_profile.py tiles       # s/epoch, shared-memory tiles as set, all, off
 
 Both run Example 6.2's shapes (784-200-10, batch 100, 600 steps in chunks of
 50, as fastbp.train runs them; the median after a compiling epoch) through
@@ -141,17 +141,19 @@ def registers():
                   f"{str(exc)[:300]}", flush=True)
 
 
-TILE_VARIANTS = [(threads, units) for threads in (128, 64, 256) for units in (None, 10**9)]
+# CUDA_TILE_MIN_UNITS: the module's own (None), 0 (every layer tiled, the
+# 10-unit output layer too), or past every width (tiles off).
+TILE_VARIANTS = [(threads, units) for threads in (128, 64, 256) for units in (None, 0, 10**9)]
 
 
 def tiles():
     """The shared-memory tiles (kernels.cuda._forward_smem, _weights_smem)
     against the thread-group dot products and per-thread items they replace
     on the layers at least CUDA_TILE_MIN_UNITS wide: s/epoch at each block
-    size, tiles on (the module's own setting) and off."""
+    size, tiles as set, on every layer, and off."""
     X, y = training_data(use_mnist=True)
     for threads, units in TILE_VARIANTS[:2] if SMALL else TILE_VARIANTS:
-        label = "on" if units is None else "off"
+        label = {None: "set", 0: "all"}.get(units, "off")
         try:
             module = module_from(f"t{threads}{label}", SOURCE, kernels)
             if units is not None:  # read when train_steps compiles, in this fresh module
