@@ -21,8 +21,10 @@ transposed first layer ``WT`` and the non-zero lists ``idx``, ``val``,
 
 Launching. Each thread takes the work items ``cuda.grid(1)``, then every
 ``cuda.gridsize(1)``-th one after it (a grid-stride loop), so any grid size
-gives the same result (``train_steps``' forward pass spreads each dot
-product over a group of a block's threads instead). ``THREADS`` is the block
+gives the same result (``train_steps`` instead gives whole blocks tiles of
+a wide layer's forward pass and weight gradient, ``_forward_smem`` and
+``_weights_smem``, and spreads a narrow layer's dot products over groups of
+a block's threads). ``THREADS`` is the block
 size the host uses (tests patch it small so that tiny inputs span several
 blocks). Kernels that produce a scalar and the three orchestrators
 (``forward_all``, ``backprop_all``, ``train_steps``) separate their phases
