@@ -193,16 +193,8 @@ def _forward_smem(Z, Q, Q_prev, W, b, act):
         j0 = (tile % col_tiles) * TILE_COLS
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
         for k0 in range(0, P, TILE_K):
-            for e in range(tid, rows * TILE_K, width):
-                r = e // TILE_K
-                c = e - r * TILE_K
-                inside = i0 + r < n and k0 + c < P
-                sA[r, c] = Q_prev[i0 + r, k0 + c] if inside else zero
-            for e in range(tid, TILE_COLS * TILE_K, width):
-                r = e // TILE_K
-                c = e - r * TILE_K
-                inside = j0 + r < U and k0 + c < P
-                sW[r, c] = W[j0 + r, k0 + c] if inside else zero
+            _stage_rows(sA, Q_prev, i0, k0, rows)
+            _stage_rows(sW, W, j0, k0, TILE_COLS)
             cuda.syncthreads()
             c00, c01, c10, c11, c20, c21, c30, c31 = _chunk_products(
                 sA, sW, tx, ty, down, c00, c01, c10, c11, c20, c21, c30, c31)
@@ -217,6 +209,31 @@ def _forward_smem(Z, Q, Q_prev, W, b, act):
         _store_output(Z, Q, b, act, i + 2 * down, j + 16, c21)
         _store_output(Z, Q, b, act, i + 3 * down, j, c30)
         _store_output(Z, Q, b, act, i + 3 * down, j + 16, c31)
+
+
+@cuda.jit(device=True)
+def _stage_rows(tile, src, r0, k0, rows):
+    """tile[r, c] = src[r0 + r, k0 + c] for r < rows, c < TILE_K (zero past
+    src), loaded by the whole block along src's rows (coalesced)."""
+    zero = tile.dtype.type(0)
+    for e in range(cuda.threadIdx.x, rows * TILE_K, cuda.blockDim.x):
+        r = e // TILE_K
+        c = e - r * TILE_K
+        inside = r0 + r < src.shape[0] and k0 + c < src.shape[1]
+        tile[r, c] = src[r0 + r, k0 + c] if inside else zero
+
+
+@cuda.jit(device=True)
+def _stage_columns(tile, src, i0, c0, cols):
+    """tile[c, m] = src[i0 + m, c0 + c] for c < cols, m < TILE_K (zero past
+    src): TILE_K rows of src transposed, loaded by the whole block along
+    src's rows (coalesced)."""
+    zero = tile.dtype.type(0)
+    for e in range(cuda.threadIdx.x, cols * TILE_K, cuda.blockDim.x):
+        m = e // cols
+        c = e - m * cols
+        inside = i0 + m < src.shape[0] and c0 + c < src.shape[1]
+        tile[c, m] = src[i0 + m, c0 + c] if inside else zero
 
 
 @cuda.jit(device=True)
@@ -270,16 +287,8 @@ def _weights_smem(dW, db, dZ, Q_prev, t0, stride):
         k0 = (tile % col_tiles) * TILE_COLS
         c00 = c01 = c10 = c11 = c20 = c21 = c30 = c31 = zero
         for i0 in range(0, n, TILE_K):
-            for e in range(tid, rows * TILE_K, width):  # along dZ's rows: coalesced
-                m = e // rows
-                r = e - m * rows
-                inside = i0 + m < n and j0 + r < U
-                sA[r, m] = dZ[i0 + m, j0 + r] if inside else zero
-            for e in range(tid, TILE_COLS * TILE_K, width):
-                m = e // TILE_COLS
-                c = e - m * TILE_COLS
-                inside = i0 + m < n and k0 + c < P
-                sW[c, m] = Q_prev[i0 + m, k0 + c] if inside else zero
+            _stage_columns(sA, dZ, i0, j0, rows)
+            _stage_columns(sW, Q_prev, i0, k0, TILE_COLS)
             cuda.syncthreads()
             c00, c01, c10, c11, c20, c21, c30, c31 = _chunk_products(
                 sA, sW, tx, ty, down, c00, c01, c10, c11, c20, c21, c30, c31)

@@ -52,6 +52,11 @@ def training_data(use_mnist):
     return X, rng.integers(0, SIZES[-1], n)
 
 
+def weights_digest(weights):
+    """A short hash of the weights' bytes: equal digests, bitwise equal weights."""
+    return hashlib.sha256(b"".join(a.tobytes() for a in weights)).hexdigest()[:10]
+
+
 def time_epochs(module, threads, X, y, epochs=3):
     """Train a fresh net for ``epochs`` epochs with ``module`` as the CUDA
     kernels; return (seconds per epoch, the stepper, its weights Ws + bs)."""
@@ -111,22 +116,26 @@ def phases():
             print(f"{name:36s} FAILED {type(exc).__name__}: {str(exc)[:300]}", flush=True)
 
 
-SETTING = re.compile(r"^TRAIN_STEPS_REGISTERS = .*$", re.M)
+# The register cap reaches train_steps' decorator through _TRAIN_STEPS_OPTIONS
+# (made from config.TRAIN_STEPS_REGISTERS when the module runs): a variant
+# sets the name again just before.
+SETTING = re.compile(r"^_TRAIN_STEPS_OPTIONS = ", re.M)
 REGISTER_VARIANTS = [(128, None), (128, 128), (128, 96), (128, 80), (128, 64), (128, 48),
                      (256, None), (256, 64), (64, 64), (64, None)]
 
 
 def registers():
     if not SETTING.search(SOURCE):
-        raise SystemExit("kernels/cuda.py lost its TRAIN_STEPS_REGISTERS setting")
+        raise SystemExit("kernels/cuda.py lost its _TRAIN_STEPS_OPTIONS setting")
     X, y = training_data(use_mnist=True)
     first = {}
     for threads, cap in REGISTER_VARIANTS[:2] if SMALL else REGISTER_VARIANTS:
         try:
-            module = module_from(f"r{cap}", SETTING.sub(f"TRAIN_STEPS_REGISTERS = {cap}", SOURCE),
-                                 kernels)
+            capped = SETTING.sub(f"TRAIN_STEPS_REGISTERS = {cap}\n_TRAIN_STEPS_OPTIONS = ",
+                                 SOURCE, count=1)
+            module = module_from(f"r{cap}", capped, kernels)
             seconds, stepper, weights = time_epochs(module, threads, X, y)
-            digest = hashlib.sha256(b"".join(a.tobytes() for a in weights)).hexdigest()[:10]
+            digest = weights_digest(weights)
             first.setdefault(threads, digest)
             try:
                 compiled = next(iter(module.train_steps.overloads.values()))
@@ -159,10 +168,10 @@ def tiles():
             if units is not None:  # read when train_steps compiles, in this fresh module
                 module.CUDA_TILE_MIN_UNITS = units
             seconds, stepper, weights = time_epochs(module, threads, X, y)
-            digest = hashlib.sha256(b"".join(a.tobytes() for a in weights)).hexdigest()[:10]
             print(f"threads {threads:4d} tiles {label:3s} blocks {stepper.blocks}  "
                   f"{statistics.median(seconds[1:] or seconds):.4f} s/epoch "
-                  f"{[round(s, 4) for s in seconds]} weights {digest}", flush=True)
+                  f"{[round(s, 4) for s in seconds]} weights {weights_digest(weights)}",
+                  flush=True)
         except Exception as exc:  # report and go on to the next variant
             print(f"threads {threads:4d} tiles {label}: FAILED {type(exc).__name__}: "
                   f"{str(exc)[:300]}", flush=True)
