@@ -156,8 +156,9 @@ _TILE_W = (TILE_COLS, TILE_K + 1)
 
 @cuda.jit(device=True)
 def _tiles_fit(units):
-    """Whether a layer of ``units`` outputs takes _forward_smem in this launch
-    (the same answer for every thread of the grid)."""
+    """Whether a layer of ``units`` units takes the block tiles
+    (_forward_smem, _weights_smem) in this launch: the same answer for every
+    thread of the grid."""
     width = cuda.blockDim.x
     return (units >= CUDA_TILE_MIN_UNITS and width % 16 == 0
             and width <= TILE_MAX_THREADS)
