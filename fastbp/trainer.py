@@ -450,28 +450,27 @@ class Trainer:
                                               self.weights)
         # A held-out set is early stopping's alone: not evaluated every eval_every.
         self._run = _Run(net, Ws, bs, self._stepper, self.history, self.lr,
-                         0 if self._held_out else self.eval_every, self.val, self._val_plan,
-                         self._state)
+                         0 if self._held_out else self.eval_every, self.val, self._val_plan)
         return self._run
 
 
-def chunk_steps(sizes, batch_size):
-    """Iterations per compiled call: MAX_CHUNK, or as many as make CHUNK_MACS
-    multiply-adds of forward pass where steps are smaller than that allows.
-    Each call costs about 20 us in Python (the checks and the history
-    between chunks), as much as four steps of 13-32-1 on batches of 16."""
-    return max(MAX_CHUNK, CHUNK_MACS // forward_macs(sizes, batch_size))
+def chunk_steps(sizes, batch_size, macs=None):
+    """Iterations per compiled call: MAX_CHUNK, or as many as make ``macs``
+    (None: CHUNK_MACS) multiply-adds of forward pass where steps are smaller
+    than that allows. Each call costs about 20 us in Python (the checks and
+    the history between chunks), as much as four steps of 13-32-1 on
+    batches of 16."""
+    macs = CHUNK_MACS if macs is None else macs
+    return max(MAX_CHUNK, macs // forward_macs(sizes, batch_size))
 
 
 class _Run:
     """One training run's state: runs chunks of iterations and evaluations."""
 
-    def __init__(self, net, Ws, bs, stepper, history, lr, eval_every, val, val_plan, state):
+    def __init__(self, net, Ws, bs, stepper, history, lr, eval_every, val, val_plan):
         self.net, self.Ws, self.bs, self.stepper = net, Ws, bs, stepper
         self.history, self.lr, self.eval_every, self.val = history, lr, eval_every, val
         self.val_plan = val_plan
-        # Every array a step changes: the weights and the optimizer's state.
-        self.changed = [a for part in ((Ws, bs) + tuple(state)) for a in part if a.size]
 
     def holds(self, Ws, bs):
         """Whether this run trains these very arrays."""
@@ -482,18 +481,18 @@ class _Run:
         end of the epoch, or ``chunk_steps`` of them; return the new step."""
         h = self.history
         done_before = epoch * h.steps_per_epoch + step
-        size = min(h.steps_per_epoch - step, chunk_steps(self.net.sizes, self.stepper.batch_size))
+        stepper = self.stepper
+        size = min(h.steps_per_epoch - step,
+                   chunk_steps(self.net.sizes, stepper.batch_size, stepper.chunk_macs))
         if self.eval_every:
             size = min(size, self.eval_every - done_before % self.eval_every)
         costs, errors = np.empty(size), np.empty(size)
-        snapshot = self._weights()
+        snapshot = stepper.snapshot()  # where the weights are: a device's stay there
         with _quiet():
-            done = self.stepper.run(order, step, size, self.lr, costs, errors,
-                                    len(h.batch_cost))
-        self.stepper.sync()  # a device's weights to Ws, bs, to check them here
+            done = stepper.run(order, step, size, self.lr, costs, errors, len(h.batch_cost))
         # The compiled loop stops at a non-finite cost; the weights are checked
         # once per chunk too (a ReLU can hide an inf weight behind a finite cost).
-        if done < size or not _all_finite(self.Ws, self.bs):
+        if done < size or not stepper.weights_finite():
             self._replay(snapshot, order, epoch, step, size)
         else:
             h.batch_cost.extend(costs.tolist())
@@ -512,39 +511,31 @@ class _Run:
         with _threads_like(self.stepper):
             return evaluate_prepared(self.net, self.Ws, self.bs, *self.val, self.val_plan)
 
-    def _weights(self):
-        """A copy of everything a step changes (weights, optimizer state)."""
-        return [a.copy() for a in self.changed]
-
-    def _restore(self, weights):
-        for a, saved in zip(self.changed, weights):
-            a[...] = saved
-        self.stepper.push()  # and to the device's copy, where there is one
-
     def _replay(self, snapshot, order, epoch, step, size):
         """Replay a diverged chunk from ``snapshot`` one step at a time, to stop
         at the last finite weights; record the steps up to the bad one and
         raise DivergenceError. (Returns, having recorded every step, only if a
         non-deterministic device does not diverge again.)"""
-        self._restore(snapshot)
+        stepper = self.stepper
+        stepper.restore(snapshot)
         h = self.history
         cost, error = np.empty(1), np.empty(1)
         for s in range(step, step + size):
-            before = self._weights()
+            before = stepper.snapshot()
             with _quiet():
-                done = self.stepper.run(order, s, 1, self.lr, cost, error, len(h.batch_cost))
-            self.stepper.sync()
+                done = stepper.run(order, s, 1, self.lr, cost, error, len(h.batch_cost))
             h.batch_cost.append(float(cost[0]))
             h.batch_error.append(float(error[0]))
             if done == 0:
                 what = f"the mini-batch cost is {cost[0]}"
                 break
-            if not _all_finite(self.Ws, self.bs):
-                self._restore(before)
+            if not stepper.weights_finite():
+                stepper.restore(before)
                 what = "its update made the weights non-finite"
                 break
         else:
             return
+        stepper.sync()  # the last finite weights, into the network's arrays
         iteration = epoch * h.steps_per_epoch + s + 1
         kept = f"those after iteration {iteration - 1}" if iteration > 1 else "the initial ones"
         raise DivergenceError(
@@ -571,10 +562,6 @@ def _quiet():
     """Overflow on the way to a non-finite cost is reported as DivergenceError,
     so the NumPy device need not also print RuntimeWarnings for it."""
     return np.errstate(over="ignore", invalid="ignore")
-
-
-def _all_finite(Ws, bs):
-    return all(np.isfinite(W).all() and np.isfinite(b).all() for W, b in zip(Ws, bs))
 
 
 def _fingerprint(*arrays, start="00000000"):

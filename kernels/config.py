@@ -20,6 +20,13 @@ MAX_CHUNK = 50
 # call, 8-10 % faster than in chunks of 50 (docs/speed-log.md).
 CHUNK_MACS = 1 << 22
 
+# On a GPU a chunk is one launch, and its end a host round trip (the steps'
+# costs and a flag for the weights' finiteness come back; the weights stay
+# there): as many steps as make this many multiply-adds of forward pass,
+# at least MAX_CHUNK. Example 6.2's whole epoch is 9.5e9 of them: one
+# launch per epoch, as JAX's jit of the epoch.
+CUDA_CHUNK_MACS = 1 << 34
+
 # A step of at most this many multiply-adds of its forward pass (batch rows
 # times the sum of the layers' U_l U_{l-1}) runs in kernels/cpu_serial.py's
 # build, on the calling thread without parallel regions: 13-32-1 at batch 16

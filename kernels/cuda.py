@@ -504,6 +504,20 @@ _squared_norm = cuda.jit(device=True)(optim.squared_norm)  # run by one thread
 
 
 @cuda.jit(device=True)
+def _any_not_finite(W, b, t0, stride):
+    """Whether any of this thread's items (j, k) of W, or (j, P) of b, is
+    NaN or infinite."""
+    U = W.shape[0]
+    P = W.shape[1]
+    bad = False
+    for t in range(t0, U * (P + 1), stride):
+        j = t // (P + 1)
+        k = t - j * (P + 1)
+        bad |= not math.isfinite(W[j, k] if k < P else b[j])
+    return bad
+
+
+@cuda.jit(device=True)
 def _gather_items(out, src, rows, t0, stride):
     """Items (r, k) of ``out[r] = src[rows[r]]``."""
     n = out.shape[0]
@@ -768,8 +782,12 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
     Arguments as in ``kernels.cpu.train_steps`` (``kernels.arguments``), with
     this target's own ``CudaWork`` (gradient arrays dWs, dbs) and
     ``CudaFirstLayer`` (the plan: the first layer always runs dense here);
-    out_done : (1,) int64 output, the number of steps completed (fewer than
-    n_steps when a cost turned non-finite; that step's update is not applied).
+    out_done : (2,) int64 output: [0] the number of steps completed (fewer
+    than n_steps when a cost turned non-finite; that step's update is not
+    applied), and [1] 1 where, after all n_steps, a weight or bias is not
+    finite (an update can overflow behind a finite cost), else 0: the host
+    learns both from one copy, without bringing the weights back to check
+    them.
 
     Per step, phases separated by grid barriers: forward per layer (dot
     products split over groups of threads, ``_forward_tiles``); the loss
@@ -799,6 +817,8 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
     weighted = weights.shape[0] == n  # else a one-element dummy
     _gather_batch(Xb, yb, Tb, X, labels, targets, order, first_step, batch_size, loss,
                   t0, stride)
+    if t0 == 0:
+        out_done[1] = 0  # before the barrier: every later store of 1 comes after it
     grid.sync()
     for s in range(n_steps):
         start = (first_step + s) * batch_size
@@ -844,5 +864,8 @@ def train_steps(params, model, work, first, data, steps, out, out_done):
             _gather_batch(Xb, yb, Tb, X, labels, targets, order, first_step + s + 1,
                           batch_size, loss, t0, stride)
         grid.sync()
+    for l in range(L):  # the last barrier above ended every update
+        if _any_not_finite(Ws[l], bs[l], t0, stride):
+            out_done[1] = 1  # every writer stores the same value: no atomic needed
     if t0 == 0:
         out_done[0] = n_steps

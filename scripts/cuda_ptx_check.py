@@ -72,7 +72,7 @@ def kernel_args(dt):
                                                 np.zeros(20, dt)),
                         Steps(np.arange(20), 0, 4, 5, 0.1, 3, 0.9, 0.9, 0.999, 1e-8, 1e-4, 0),
                         Out(np.zeros(4), np.zeros(4)),
-                        np.zeros(1, np.int64)),
+                        np.zeros(2, np.int64)),
     }
 
 

@@ -16,6 +16,7 @@ from ..network import forward_macs, split_targets
 from ..weights import row_factors
 from ..optimizers import kernel_settings, state_sets
 from ..threads import ThreadTuner
+from .host import HostStepper, changed_arrays
 
 _TUNERS = {}
 
@@ -31,7 +32,7 @@ def backprop(net, Ws, bs, X, y, sample_weight=None):
     return float(J), list(zip(dWs, dbs))
 
 
-class CpuStepper:
+class CpuStepper(HostStepper):
     """Runs many SGD iterations per call inside one compiled loop.
 
     Everything the loop needs for this network and data is built here, once:
@@ -43,6 +44,7 @@ class CpuStepper:
         rows = min(batch_size, X.shape[0])
         self.plan = plan if plan is not None else first_layer.plan(net.sizes, net.dtype, X, rows)
         self.params = Params(Ws, bs, *state)
+        self.Ws, self.bs, self.changed = Ws, bs, changed_arrays(Ws, bs, state)
         self.rule = kernel_settings(optimizer)
         self.model = Model(codes.ACTIVATIONS[net.activation], codes.LOSSES[net.loss])
         Zs, Qs, dZs, dQs, row_loss = batch_buffers(net.sizes, rows, net.dtype)
@@ -88,9 +90,3 @@ class CpuStepper:
         if self.small:
             return part(0, n_steps, cpu_serial.train_steps)
         return self.threads.run(part, n_steps)
-
-    def sync(self):
-        """Nothing to do: the weights are the host arrays themselves."""
-
-    def push(self):
-        """Nothing to do: the weights are the host arrays themselves."""

@@ -13,6 +13,7 @@ from ..buffers import batch_buffers
 from ..kernels import codes
 from ..kernels import cuda as kernels
 from ..kernels.arguments import CudaFirstLayer, CudaWork, Data, Model, Out, Params, Steps
+from ..kernels.config import CUDA_CHUNK_MACS
 from ..optimizers import kernel_settings
 from ..weights import row_factors
 
@@ -98,8 +99,13 @@ class CudaStepper:
 
     The training data is copied to the device once, here; the weights stay
     there between calls and come back to ``Ws``, ``bs`` on ``sync()``; each
-    epoch's shuffle ``order`` is copied when a new one arrives.
+    epoch's shuffle ``order`` is copied when a new one arrives. A chunk's
+    snapshot, its restore and the finiteness check happen on the device:
+    a chunk's end brings back only the steps' costs and errors and two
+    integers.
     """
+
+    chunk_macs = CUDA_CHUNK_MACS
 
     def __init__(self, net, Ws, bs, X, y, batch_size, optimizer, state, weights=None):
         self.host = (Ws, bs) + tuple(state)
@@ -125,7 +131,8 @@ class CudaStepper:
         self.items = most_items(net.sizes, rows)
         self.order_host, self.order = None, None
         self.results = cuda.device_array((2, 0), np.float64)  # batch cost, error
-        self.done = cuda.device_array(1, np.int64)
+        self.done = cuda.device_array(2, np.int64)  # steps completed; a weight not finite
+        self.finite = True
         self.blocks = None  # computed at the first launch, from its arguments
 
     def run(self, order, first_step, n_steps, lr, costs, errors, t0=0):
@@ -145,7 +152,28 @@ class CudaStepper:
         results = self.results.copy_to_host()
         costs[:] = results[0, :n_steps]
         errors[:] = results[1, :n_steps]
-        return int(self.done.copy_to_host()[0])
+        done, not_finite = self.done.copy_to_host()
+        self.finite = not not_finite
+        return int(done)
+
+    def weights_finite(self):
+        """Whether every weight and bias was finite after the last ``run``
+        that completed all its steps (its kernel checked them)."""
+        return self.finite
+
+    def snapshot(self):
+        """A device copy of everything a step changes."""
+        copies = []
+        for device, _ in self._pairs():
+            copy = cuda.device_array_like(device)
+            copy.copy_to_device(device)
+            copies.append(copy)
+        return copies
+
+    def restore(self, saved):
+        """Put a ``snapshot`` back on the device (``sync`` brings it to the host)."""
+        for (device, _), kept in zip(self._pairs(), saved):
+            device.copy_to_device(kept)
 
     def sync(self):
         """Copy the device weights and optimizer state back into the host arrays."""

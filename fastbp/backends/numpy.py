@@ -7,6 +7,7 @@ import numpy as np
 
 from .. import reference
 from ..optimizers import state_sets
+from .host import HostStepper, changed_arrays
 
 
 def backprop(net, Ws, bs, X, y, sample_weight=None):
@@ -15,11 +16,12 @@ def backprop(net, Ws, bs, X, y, sample_weight=None):
                               sample_weight)
 
 
-class NumpyStepper:
+class NumpyStepper(HostStepper):
     """The reference: Algorithm 6.1 in NumPy, a Python loop over batches."""
 
     def __init__(self, net, Ws, bs, X, y, batch_size, optimizer, state, weights=None):
         self.layers = list(zip(Ws, bs))
+        self.Ws, self.bs, self.changed = Ws, bs, changed_arrays(Ws, bs, state)
         self.X, self.y, self.net, self.batch_size = X, y, net, batch_size
         self.weights = weights
         self.optimizer = optimizer
@@ -48,9 +50,3 @@ class NumpyStepper:
                                      getattr(o, "beta1", 0.9), getattr(o, "beta2", 0.999),
                                      getattr(o, "eps", 1e-8), t0 + s + 1)
         return n_steps
-
-    def sync(self):
-        """Nothing to do: the weights are the host arrays themselves."""
-
-    def push(self):
-        """Nothing to do: the weights are the host arrays themselves."""

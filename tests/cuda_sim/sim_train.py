@@ -149,6 +149,49 @@ def test_divergence_keeps_the_last_finite_weights():
         assert rel_err(W, W_ref) <= 1e-3 and rel_err(b, b_ref) <= 1e-3
 
 
+def test_weights_that_turn_non_finite_behind_a_finite_cost_are_caught_on_the_device():
+    """lr = 1e300 overflows float32: the first update makes the weights
+    infinite while that step's cost was finite. train_steps' flag, not a
+    copy of the weights, says so; the network keeps its start."""
+    rng = np.random.default_rng(2)
+    X, y = rng.normal(size=(12, 5)), rng.integers(0, 3, 12)
+    net = fastbp.Network([5, 3], dtype="float32", seed=0)
+    start = [(W.copy(), b.copy()) for W, b in net.layers]
+    with pytest.raises(fastbp.DivergenceError, match="iteration 1: its update made the "
+                                                     "weights non-finite.*initial ones"):
+        fastbp.train(net, X, y, lr=1e300, batch_size=4, epochs=1, device="cuda")
+    for (W0, b0), (W1, b1) in zip(start, net.layers):
+        assert np.array_equal(W0, W1) and np.array_equal(b0, b1)
+
+
+def test_an_epoch_is_one_launch_and_the_weights_come_back_once(monkeypatch):
+    """No host round trip inside an epoch: one train_steps launch per epoch
+    (CUDA_CHUNK_MACS), the weights copied back once, at the end; with an
+    evaluation every 4 steps, a launch per 4 steps and a copy per evaluation."""
+    from fastbp.backends import cuda as device
+    calls = {"run": [], "sync": 0}
+    real_run, real_sync = device.CudaStepper.run, device.CudaStepper.sync
+
+    def run(self, order, first_step, n_steps, *rest):
+        calls["run"].append(n_steps)
+        return real_run(self, order, first_step, n_steps, *rest)
+
+    def sync(self):
+        calls["sync"] += 1
+        return real_sync(self)
+    monkeypatch.setattr(device.CudaStepper, "run", run)
+    monkeypatch.setattr(device.CudaStepper, "sync", sync)
+    rng = np.random.default_rng(3)
+    X, y = rng.normal(size=(30, 4)), rng.integers(0, 2, 30)
+    net = fastbp.Network([4, 5, 2], dtype="float64", seed=2)
+    fastbp.train(net, X, y, lr=0.1, batch_size=3, epochs=2, eval_every=0, device="cuda")
+    assert calls == {"run": [10, 10], "sync": 1}
+    calls["run"], calls["sync"] = [], 0
+    fastbp.train(net, X, y, lr=0.1, batch_size=3, epochs=1, eval_every=4, device="cuda",
+                 validation=(X, y))
+    assert calls == {"run": [4, 4, 2], "sync": 2 + 1}  # evaluations at 4 and 8
+
+
 @pytest.mark.parametrize("dtype", ["float64", "float32"])
 @pytest.mark.parametrize("optimizer", [
     fastbp.SGD(lr=0.1, momentum=0.9), fastbp.SGD(lr=0.1, momentum=0.8, nesterov=True, alpha=0.3),
