@@ -59,9 +59,14 @@ SPARSE_MIN_UNITS = 32
 # product instead of per-unit lists of non-zero samples.
 DENSE_UPDATE_DENSITY = 0.45
 
-# Output layers at most this wide run fused with their loss, one sample per
-# iteration (output_layer_rows); wider ones use the blocked dense kernels.
+# Output layers at most this wide run fused with their loss, a block of
+# samples per iteration (output_layer_rows); wider ones use the blocked dense
+# kernels.
 FUSED_OUTPUT_MAX = 16
+
+# ... blocks of at most this many samples: a block's softmax exps run as
+# one vector loop over its rows.
+OUTPUT_ROWS = 16
 
 # dense_forward splits its work between threads by blocks of units when the
 # input fits this many bytes and there are this many unit blocks per thread

@@ -38,10 +38,13 @@ from .codes import (
     FIRST_W_OR_CSR,
     IDENTITY,
     RELU,
+    SIGMOID,
+    TANH,
 )
 from .config import (
     DENSE_UPDATE_DENSITY,
     FUSED_OUTPUT_MAX,
+    OUTPUT_ROWS,
     SPARSE_DENSITY,
     UNIT_SPLIT_BLOCKS,
     UNIT_SPLIT_BYTES,
@@ -85,6 +88,7 @@ from .cpu_sparse import (
     sparse_backward_input,
     sparse_sgd_update,
 )
+from .cpu_math import exp as vector_exp
 from .cpu_tile_lists import list_blocks
 from .registry import TWINS
 
@@ -427,8 +431,9 @@ def _row_times(out, g, W):
 def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, labels,
                       targets, weights, act, loss, back):
     """The last layer's forward, loss and backward to the layer before, fused
-    per sample (a narrow output layer is too small to block; one pass keeps
-    each row in L1): for each row i,
+    per block of at most OUTPUT_ROWS samples (a narrow output layer is too
+    small to block by units; one pass keeps the block's rows in L1): for
+    each row i,
 
     ``Z[i] = W Q_prev[i] + b`` (6.11), the loss row and ``dZ[i]`` (6.26),
     ``wrong[i]`` = 1 if the argmax misses the label (classification), and,
@@ -442,33 +447,102 @@ def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, lab
     weights (n_b,) or empty as in backprop_all.
     """
     n, M = Z.shape
-    H = W.shape[1]
-    zero, one = Z.dtype.type(0), Z.dtype.type(1)
-    # Race-free: iteration i writes only row i of Z, dZ, dZ_prev and entry i
-    # of row_loss and wrong.
-    for i in prange(n):
-        j = 0
-        while j + 4 <= M:
-            z0, z1, z2, z3 = _dot1x4(W, j, Q_prev, i)
-            Z[i, j], Z[i, j + 1] = z0 + b[j], z1 + b[j + 1]
-            Z[i, j + 2], Z[i, j + 3] = z2 + b[j + 2], z3 + b[j + 3]
-            j += 4
-        for r in range(j, M):  # the 0-3 rows past the last block of four
-            Z[i, r] = _dot(W, r, Q_prev, i) + b[r]
+    # Blocks of equal rows (+-1), as many as a multiple of 4: every thread of
+    # 1, 2 or 4 gets the same share (7 blocks of 16 of 100 rows gave one of
+    # two threads 64).
+    blocks = (n + OUTPUT_ROWS - 1) // OUTPUT_ROWS
+    blocks += -blocks % 4
+    # Race-free: block q writes only its rows of Z, dZ, dZ_prev and their
+    # entries of row_loss and wrong.
+    for q in prange(blocks):
+        i0 = q * n // blocks
+        i1 = (q + 1) * n // blocks
+        for i in range(i0, i1):
+            j = 0
+            while j + 4 <= M:
+                z0, z1, z2, z3 = _dot1x4(W, j, Q_prev, i)
+                Z[i, j], Z[i, j + 1] = z0 + b[j], z1 + b[j + 1]
+                Z[i, j + 2], Z[i, j + 3] = z2 + b[j + 2], z3 + b[j + 3]
+                j += 4
+            for r in range(j, M):  # the 0-3 rows past the last block of four
+                Z[i, r] = _dot(W, r, Q_prev, i) + b[r]
         if loss == CROSS_ENTROPY:
-            row_loss[i] = _softmax_cross_entropy_row(dZ, Z, i, labels[i])
-            wrong[i] = _row_is_wrong(Z, labels, i)
-        elif loss == SQUARED_ERROR:
+            _softmax_rows(dZ, row_loss, wrong, Z, labels, i0, i1)
+        else:
+            _regression_rows(dZ, row_loss, wrong, Z, targets, loss, i0, i1)
+        if weights.shape[0] == n:  # tested once per block: per row it cost as much as a softmax
+            for i in range(i0, i1):
+                _weigh_row(dZ, row_loss, i, weights)
+        if back:
+            for i in range(i0, i1):
+                _row_times(dZ_prev[i], dZ[i], W)
+            _times_derivative(dZ_prev, Z_prev, Q_prev, act, i0, i1)
+
+
+@njit(inline="never", fastmath=FASTMATH)
+def _softmax_rows(dZ, row_loss, wrong, Z, labels, i0, i1):
+    """losses.softmax_cross_entropy_row and row_is_wrong for rows i0 .. i1-1,
+    to the same bits, with the exps of all the rows in one loop over their
+    contiguous dZ (a row of 10 classes alone is too short to vectorise:
+    a scalar exp per class). Its own function: see _row_nonzero_count."""
+    M = Z.shape[1]
+    for i in range(i0, i1):
+        m = Z[i, 0]
+        best = 0  # the first maximum, as np.argmax and row_is_wrong
+        for j in range(1, M):
+            if Z[i, j] > m:
+                m = Z[i, j]
+                best = j
+        wrong[i] = 1 if best != labels[i] else 0
+        row_loss[i] = m  # kept here until the loss replaces it
+        for j in range(M):
+            dZ[i, j] = Z[i, j] - m
+    shifted = dZ[i0:i1].reshape((i1 - i0) * M)
+    for e in range(shifted.shape[0]):
+        shifted[e] = vector_exp(shifted[e])
+    for i in range(i0, i1):
+        s = Z.dtype.type(0)
+        for j in range(M):
+            s += dZ[i, j]
+        inv_s = 1 / s
+        for j in range(M):
+            dZ[i, j] *= inv_s
+        y = labels[i]
+        dZ[i, y] -= 1
+        row_loss[i] = math.log(s) + row_loss[i] - Z[i, y]
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _regression_rows(dZ, row_loss, wrong, Z, targets, loss, i0, i1):
+    """The loss rows of squared error or logistic outputs, for rows i0 .. i1-1."""
+    for i in range(i0, i1):
+        if loss == SQUARED_ERROR:
             row_loss[i] = _squared_error_row(dZ, Z, i, targets)
             wrong[i] = 0
         else:
             row_loss[i] = _binary_cross_entropy_row(dZ, Z, i, targets)
             wrong[i] = _row_misses_a_label(Z, targets, i)
-        _weigh_row(dZ, row_loss, i, weights)
-        if back:
-            _row_times(dZ_prev[i], dZ[i], W)
-            for k in range(H):
-                dZ_prev[i, k] *= derivative(Z_prev[i, k], Q_prev[i, k], act, zero, one)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _times_derivative(dZ, Z, Q, act, i0, i1):
+    """``dZ[i] *= h'(Z[i])`` for rows i0 .. i1-1, one loop per activation so
+    that each vectorises (with act a constant in it, h' is branch-free)."""
+    if act == RELU:
+        _rows_times_derivative(dZ, Z, Q, RELU, i0, i1)
+    elif act == SIGMOID:
+        _rows_times_derivative(dZ, Z, Q, SIGMOID, i0, i1)
+    elif act == TANH:
+        _rows_times_derivative(dZ, Z, Q, TANH, i0, i1)
+    # (the identity's h' is 1: nothing to do)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _rows_times_derivative(dZ, Z, Q, act, i0, i1):
+    zero, one = dZ.dtype.type(0), dZ.dtype.type(1)
+    for i in range(i0, i1):
+        for k in range(dZ.shape[1]):
+            dZ[i, k] *= derivative(Z[i, k], Q[i, k], act, zero, one)
 
 
 @njit(**PARALLEL)

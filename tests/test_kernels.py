@@ -591,6 +591,30 @@ def test_output_layer_rows_is_the_last_layer_of_algorithm_6_1(H, M, n, loss, act
     assert (untouched == 7.0).all()  # back=False: a one-layer net has no layer below
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,M", [(1, 3), (37, 10), (100, 2), (16, 16)])
+def test_output_layer_rows_softmax_is_the_loss_kernels_to_the_bit(n, M, dtype):
+    """Blocks of rows (config.OUTPUT_ROWS, a last one part-full) whose exps
+    run in one loop: the same bits as softmax_cross_entropy's row at a time,
+    with sample weights and without, and argmax's first maximum on ties."""
+    rng = np.random.default_rng(n * M)
+    H = 9
+    Z_prev = rng.normal(size=(n, H)).astype(dtype)
+    Q_prev, W = np.maximum(Z_prev, 0), (rng.normal(size=(M, H)) * 3).astype(dtype)
+    W[M // 2] = W[0]  # equal logits: a tie that the first maximum breaks
+    b, labels = np.zeros(M, dtype), rng.integers(0, M, n)
+    for weights in (NO_WEIGHTS[dtype], (rng.random(n) * 2).astype(dtype)):
+        Z, dZ, dZ_prev = np.empty((n, M), dtype), np.empty((n, M), dtype), np.empty((n, H), dtype)
+        row_loss, wrong = np.empty(n, dtype), np.full(n, -1, np.int64)
+        cpu.output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, labels,
+                              np.zeros((n, M), dtype), weights, codes.RELU,
+                              codes.CROSS_ENTROPY, True)
+        dZ_one, loss_one = np.empty_like(dZ), np.empty_like(row_loss)
+        cpu.softmax_cross_entropy(dZ_one, loss_one, Z, labels, weights)
+        assert np.array_equal(dZ, dZ_one) and np.array_equal(row_loss, loss_one)
+        np.testing.assert_array_equal(wrong, Z.argmax(axis=1) != labels)
+
+
 @pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (129, 100)])
 def test_transpose(n, P):
     (A,) = data(n * P, (n, P))
