@@ -309,14 +309,22 @@ def worker(peer, args, conn):
 
 
 def cpu_model():
+    """The CPU's model name, with its family and model numbers: a VM's name
+    can be the vendor's alone ("AMD EPYC"), and family 25 (Zen 4, 512-bit
+    multiply-adds at half rate) and 26 (Zen 5, full rate) differ in what
+    bounds the kernels."""
+    fields = {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
+                key, _, value = line.partition(":")
+                fields.setdefault(key.strip(), value.strip())
     except OSError:
         pass
-    return platform.processor() or "unknown CPU"
+    name = fields.get("model name") or platform.processor() or "unknown CPU"
+    if "cpu family" in fields:
+        name += f" (family {fields['cpu family']}, model {fields.get('model', '?')})"
+    return name
 
 
 def limit_threads(threads):
