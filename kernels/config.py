@@ -33,6 +33,11 @@ CUDA_CHUNK_MACS = 1 << 34
 # (7 000) ran in 12 instead of 23 us per step (docs/speed-log.md).
 SERIAL_STEP_MACS = 1 << 18
 
+# The next batch's dense rows are prefetched (into L1) during a step's
+# updates where they take at most this many bytes, half of a 32 KiB L1 data
+# cache: more would evict what the step itself is using.
+PREFETCH_BATCH_BYTES = 1 << 14
+
 # Rows per chunk in predict/evaluate: bounds buffer memory on big inputs.
 CHUNK_ROWS = 1024
 

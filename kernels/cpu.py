@@ -45,6 +45,7 @@ from .config import (
     DENSE_UPDATE_DENSITY,
     FUSED_OUTPUT_MAX,
     OUTPUT_ROWS,
+    PREFETCH_BATCH_BYTES,
     SPARSE_DENSITY,
     UNIT_SPLIT_BLOCKS,
     UNIT_SPLIT_BYTES,
@@ -57,6 +58,7 @@ from .cpu_common import (
     adam_rate,
     derivative,
     mean,
+    prefetch,
     rule_row,
     sgd,
     step,
@@ -612,6 +614,31 @@ def dense_sgd_update(W, dZ, Q_prev, lr, n):
             _add_outer_block(W, j, units, dZ, Q_prev, i, step)
 
 
+@njit(**SERIAL)
+def prefetch_batch(X, labels, targets, weights, rows, loss):
+    """Start loading the rows ``rows`` (the next batch's) of X, and their
+    labels or targets and sample weights, into the cache, one request per
+    64-byte line: issued after a step's forward, they arrive while its
+    updates run, and gather_rows finds them there instead of waiting on
+    memory for each row (as cpu_sparse.prefetch_rows for compressed rows)."""
+    per_line = 64 // X.itemsize
+    weighted = weights.shape[0] == X.shape[0]
+    for r in range(rows.shape[0]):
+        s = rows[r]
+        x = X[s]
+        for k in range(0, x.shape[0], per_line):
+            prefetch(x, k)
+        prefetch(x, x.shape[0] - 1)  # the last line, where the row starts mid-line
+        if loss == CROSS_ENTROPY:
+            prefetch(labels, s)
+        else:
+            t = targets[s]
+            prefetch(t, 0)
+            prefetch(t, t.shape[0] - 1)
+        if weighted:
+            prefetch(weights, s)
+
+
 @njit(**PARALLEL)
 def gather_rows(out, src, rows):
     """``out[r] = src[rows[r]]``: the rows of one shuffled mini-batch.
@@ -915,6 +942,10 @@ def train_steps(params, model, work, first, data, steps, out):
         # without the prefetch (docs/speed-log.md).
         if listed and not masked and s + 1 < n_steps:
             prefetch_rows(indptr, indices, values, order[start + nb:start + nb + batch_size])
+        # ... and for gather_rows, where the batch is small enough to stay in cache.
+        if not listed and s + 1 < n_steps and batch_size * p * X.itemsize <= PREFETCH_BATCH_BYTES:
+            prefetch_batch(X, labels, targets, weights, order[start + nb:start + nb + batch_size],
+                           loss)
         # Backward (6.27) with the update (6.23), layer L down to 1.
         for l in range(L - 1, -1, -1):
             dZ = dZs[l][:nb]

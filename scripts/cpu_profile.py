@@ -3,6 +3,7 @@ compiled from kernels/cpu.py's own source with one phase's calls removed.
 
     python scripts/cpu_profile.py [--rounds 5] [--threads 2,1] [--dense] [--only list,output]
                                   [--hidden 200] [--batch 100] [--optimizer sgd|adam]
+                                  [--sizes 20-64-64-2]
 
 Example 6.2's shapes (784-200-10 ReLU, batch 100, an epoch in chunks of 50
 steps, as fastbp.train runs them; or another hidden width and batch, and
@@ -21,6 +22,12 @@ dZ left at zero by a dropped forward or output layer sends the first
 layer's update down the cheap list path, so those rows count both). Variants compile without
 Numba's cache (about half a minute each), so the real kernels' cache is
 never touched.
+
+``--sizes`` profiles another ReLU network (e.g. 20-64-64-2 at ``--batch
+32``) on dense N(0, 1) inputs and random labels. Where its step is small
+enough for the serial build (``config.SERIAL_STEP_MACS``), each variant
+runs as its own serial twin (``kernels.cpu_serial``), as fastbp would, and
+the thread counts change nothing.
 """
 
 import argparse
@@ -28,6 +35,7 @@ import os
 import re
 import statistics
 import time
+from types import SimpleNamespace
 
 import numba
 import numpy as np
@@ -36,6 +44,7 @@ import fastbp
 from fastbp import optimizers
 from fastbp.backends import cpu as cpu_backend
 from fastbp.kernels import cpu as kernels
+from fastbp.kernels import cpu_serial
 from fastbp.trainer import epoch_order
 from kernel_variants import fresh_weights, module_from, variant_source  # scripts/, beside this one
 
@@ -66,8 +75,13 @@ VARIANTS = [
     ("bias updates", ["bias_sgd_update("]),
     ("batch gather (gather_rows)", ["gather_rows(Xb"]),
     ("first-layer forward (dense_forward)", ["dense_forward("]),
-    ("first-layer forward (panel_forward)", ["panel_forward("]),
-    ("first-layer update (panel_sgd_update)", ["panel_sgd_update("]),
+    ("first-layer forward (panel_forward)", ["panel_forward(Zs[0]"]),
+    ("first-layer update (panel_sgd_update)", ["panel_sgd_update(WP,"]),
+    ("hidden forward (panel_forward, layers past the first)", ["panel_forward(Zs[l]"]),
+    ("hidden dQ (pack_dz_by_samples, panel_backward_input)",
+     ["pack_dz_by_samples(", "panel_backward_input("]),
+    ("hidden update (panel_sgd_update, layers past the first)", ["panel_sgd_update(WPs[l]"]),
+    ("h' of hidden layers (activation_backward)", ["activation_backward("]),
 ]
 # Rebinds the compile options right after train_steps' module imports them:
 # a variant compiled with the original's file name must not share its cache.
@@ -91,9 +105,14 @@ class FixedThreads:
             numba.set_num_threads(previous)
 
 
-def training_data(dense, sizes):
-    """(X, y): MNIST's training set, or random data of its shape, 81 % zeros."""
+def training_data(dense, sizes, other_shape=False):
+    """(X, y): MNIST's training set, or random data of its shape, 81 % zeros;
+    for ``other_shape``, 60 000 dense N(0, 1) rows of sizes[0] inputs."""
     data_dir = os.environ.get("FASTBP_DATA_DIR")
+    if other_shape:
+        rng = np.random.default_rng(0)
+        return (rng.normal(size=(60000, sizes[0])).astype(np.float32),
+                rng.integers(0, sizes[-1], 60000))
     if data_dir:
         X, y = fastbp.datasets.mnist(data_dir)[:2]
     else:
@@ -122,15 +141,20 @@ def rule_of(name):
 
 
 def epoch_us_per_step(module, threads, X, y, epoch, args):
-    """us per step of one epoch of a fresh 784-hidden-10 net with ``module``
-    as the CPU kernels, at ``threads`` threads."""
+    """us per step of one epoch of a fresh 784-hidden-10 net (or --sizes)
+    with ``module`` as the CPU kernels, at ``threads`` threads."""
     cpu_backend.kernels = module
+    serial = cpu_backend.cpu_serial
     try:
-        net, Ws, bs = fresh_weights([X.shape[1], args.hidden, 10])
+        net, Ws, bs = fresh_weights(args.sizes or [X.shape[1], args.hidden, 10])
         optimizer, lr = rule_of(args.optimizer)
         state = optimizers.state_arrays(optimizer, Ws, bs)
         stepper = cpu_backend.CpuStepper(net, Ws, bs, X, y, args.batch, None, optimizer, state)
         stepper.threads = FixedThreads(threads)
+        if stepper.small:  # the variant's serial twin, made once per variant
+            if not hasattr(module, "serial_train_steps"):
+                module.serial_train_steps = cpu_serial._serial(module.train_steps, {})
+            cpu_backend.cpu_serial = SimpleNamespace(train_steps=module.serial_train_steps)
         costs, errors = np.empty(CHUNK), np.empty(CHUNK)
         order = epoch_order(0, epoch, X.shape[0])
         steps = -(-X.shape[0] // args.batch)
@@ -140,6 +164,7 @@ def epoch_us_per_step(module, threads, X, y, epoch, args):
         return (time.perf_counter() - started) / steps * 1e6
     finally:
         cpu_backend.kernels = kernels
+        cpu_backend.cpu_serial = serial
 
 
 def main():
@@ -152,14 +177,17 @@ def main():
     parser.add_argument("--hidden", type=int, default=200)
     parser.add_argument("--batch", type=int, default=100)
     parser.add_argument("--optimizer", default="sgd", choices=["sgd", "adam"])
+    parser.add_argument("--sizes", default="", help="another ReLU network, e.g. 20-64-64-2, "
+                        "on dense random data (--hidden is then unused)")
     args = parser.parse_args()
+    args.sizes = [int(s) for s in args.sizes.split("-")] if args.sizes else None
     words = [w for w in args.only.split(",") if w]
     variants = [(name, patterns) for name, patterns in VARIANTS
                 if not patterns or not words or any(w in name for w in words)]
     threads = [int(t) for t in args.threads.split(",")]
     if args.rounds < 1 or any(t < 1 or t > numba.config.NUMBA_NUM_THREADS for t in threads):
         raise SystemExit(f"need --rounds >= 1 and thread counts in 1..{numba.config.NUMBA_NUM_THREADS}")
-    X, y = training_data(args.dense, [784, args.hidden, 10])
+    X, y = training_data(args.dense, args.sizes or [784, args.hidden, 10], bool(args.sizes))
     modules = []
     for index, (name, patterns) in enumerate(variants):
         started = time.perf_counter()
