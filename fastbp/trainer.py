@@ -79,7 +79,8 @@ def train(net, X, y, lr=None, batch_size=100, epochs=15, validation=None, eval_e
     progress : callable(epoch, step, steps_per_epoch, history) or None, called
         after every chunk of iterations (epoch 0-based, step = iterations done
         in that epoch): MAX_CHUNK of them, or more where each is small
-        (``chunk_steps``: a few milliseconds' work).
+        (``chunk_steps``: a few milliseconds' work; on a GPU the whole epoch,
+        or up to the next evaluation).
 
     Raises
     ------
