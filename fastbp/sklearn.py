@@ -45,7 +45,8 @@ try:
     )
 except ImportError as exc:  # pragma: no cover - exercised in a subprocess test
     raise ImportError("fastbp.MLPClassifier and fastbp.MLPRegressor need scikit-learn: "
-                      "pip install 'fastbp[sklearn]'") from exc
+                      "pip install 'fastbp[sklearn]' (in a clone of fastbp: "
+                      "pip install '.[sklearn]')") from exc
 
 from . import backends, checks
 from .errors import DivergenceError
