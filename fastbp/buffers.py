@@ -41,23 +41,28 @@ def list_scratch(sizes, n_rows, dtype):
             np.zeros(max(n_rows, widest), np.int64))
 
 
-def hidden_panel_buffers(held, sizes, n_rows, dtype, moments=0):
-    """(WPs, mPs, vPs, dZPs, dZSs): for each layer l that ``held[l]`` says
-    runs in panels (``kernels.cpu_panels.hidden_layers``), its W and the
+def hidden_panel_buffers(held, sizes, n_rows, dtype, moments=0, first_on_panels=False):
+    """(WPs, mPs, vPs, dZPs, dZSs, XPs): for each layer l that ``held[l]``
+    says runs in panels (``kernels.cpu_panels.hidden_layers``), its W and the
     first ``moments`` of the rule's state arrays (m, v) in panels, and its dZ
     for batches of ``n_rows`` in panels of units and of samples; (0, 0, 0)
-    arrays for the others."""
+    arrays for the others. XPs: for those layers, and the first where
+    ``first_on_panels`` (its dense batches update on panels), their inputs
+    in blocks of columns where the rows alias (``cpu_panels.rows_alias``)."""
     dtype = np.dtype(dtype)
     none = np.zeros((0, 0, 0), dtype)
-    parts = ([], [], [], [], [])
+    parts = ([], [], [], [], [], [])
     for l, on in enumerate(held):
         P, U = sizes[l], sizes[l + 1]
         weights = cpu_panels.panel_shape(U, P, dtype)
+        packed = (on or (l == 0 and first_on_panels)) and cpu_panels.rows_alias(P, dtype)
         shapes = (weights, weights if moments >= 1 else None, weights if moments >= 2 else None,
                   cpu_panels.panel_shape(U, n_rows, dtype),
                   cpu_panels.sample_panel_shape(U, n_rows, dtype))
         for part, shape in zip(parts, shapes):
             part.append(np.zeros(shape, dtype) if on and shape is not None else none)
+        parts[5].append(np.zeros(cpu_panels.input_blocks_shape(P, n_rows), dtype) if packed
+                        else none)
     return tuple(tuple(part) for part in parts)
 
 

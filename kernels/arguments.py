@@ -47,9 +47,11 @@ Out = namedtuple("Out", "batch_cost batch_error")
 # and the rule's state (m, v; (0, 0, 0) where the rule has none) in panels
 # while a chunk runs, and dZ in panels of units and of samples, for the
 # hidden layers that kernels.cpu_panels.hidden_layers holds there ((0, 0, 0)
-# arrays for the others).
+# arrays for the others); and per layer whose update runs on panels, its
+# inputs in blocks of columns where their rows alias in L1
+# (cpu_panels.pack_inputs; (0, 0, 0) where they do not).
 CpuWork = namedtuple("CpuWork", "Zs Qs dZs dQs row_loss Xb yb Tb wb dWs dbs idx val count "
-                     "WPs mPs vPs dZPs dZSs")
+                     "WPs mPs vPs dZPs dZSs XPs")
 CudaWork = namedtuple("CudaWork", "Zs Qs dZs dQs row_loss Xb yb Tb wb dWs dbs")
 
 # How the first layer runs (``plan``, a kernels.codes FIRST_* code, chosen once

@@ -844,7 +844,7 @@ def train_steps(params, model, work, first, data, steps, out):
     Ws, bs, mWs, mbs, vWs, vbs = params
     act, loss = model
     (Zs, Qs, dZs, dQs, row_loss, Xb, yb, Tb, wb, dWs, dbs, idx, val, count, WPs, mPs, vPs, dZPs,
-     dZSs) = work
+     dZSs, XPs) = work
     X, labels, targets, weights = data
     order, first_step, n_steps, batch_size, lr, rule, momentum, beta1, beta2, eps, alpha, t0 = steps
     batch_cost, batch_error = out
@@ -973,12 +973,13 @@ def train_steps(params, model, work, first, data, steps, out):
                         panel_rule_update_listed(WP, mP, vP, dZP, dZ, Xs, nb, rule, rate, hyper,
                                                  decay, samples, sample_counts)
                     else:
-                        panel_rule_update(WP, mP, vP, dZP, dZ, Xs, nb, rule, rate, hyper, decay)
+                        panel_rule_update(WP, mP, vP, dZP, XPs[0], dZ, Xs, nb, rule, rate, hyper,
+                                          decay)
                     bias_rule_update(bs[0], mbs[0], vbs[0], dbs[0], dZ, rule, rate, hyper)
                     continue
                 if on_panels_l:
-                    panel_rule_update(WPs[l], mPs[l], vPs[l], dZPs[l], dZ, Qs[l - 1][:nb], nb,
-                                      rule, rate, hyper, decay)
+                    panel_rule_update(WPs[l], mPs[l], vPs[l], dZPs[l], XPs[l], dZ, Qs[l - 1][:nb],
+                                      nb, rule, rate, hyper, decay)
                     bias_rule_update(bs[l], mbs[l], vbs[l], dbs[l], dZ, rule, rate, hyper)
                     continue
                 Q_prev = Xs if l == 0 else Qs[l - 1][:nb]
@@ -989,9 +990,9 @@ def train_steps(params, model, work, first, data, steps, out):
             if l == 0 and held == ON_PANELS and sparse:
                 panel_sgd_update_listed(WP, dZP, dZ, Xs, lr, nb, samples, sample_counts)
             elif l == 0 and held == ON_PANELS:
-                panel_sgd_update(WP, dZP, dZ, Xs, lr, nb)
+                panel_sgd_update(WP, dZP, XPs[0], dZ, Xs, lr, nb)
             elif on_panels_l:
-                panel_sgd_update(WPs[l], dZPs[l], dZ, Qs[l - 1][:nb], lr, nb)
+                panel_sgd_update(WPs[l], dZPs[l], XPs[l], dZ, Qs[l - 1][:nb], lr, nb)
             elif l == 0 and sparse:
                 ci, cv = _lists(idx, val, p, nb)
                 csr_sgd_update(WT, ci, cv, count, indptr, indices, values, rows, dZ, lr, nb,

@@ -60,6 +60,24 @@ TILES = dict(PARALLEL, fastmath=FASTMATH - {"reassoc"})
 _CELLS = PANEL_ROWS * PANEL_BYTES // 4  # a tile's elements at float32, the narrowest dtype
 
 
+def input_blocks_shape(columns, rows):
+    """The shape of ``rows`` rows of ``columns`` inputs in blocks of
+    PANEL_ROWS columns (``pack_inputs``): (ceil(columns / 8), rows, 8)."""
+    return ((columns + PANEL_ROWS - 1) // PANEL_ROWS, rows, PANEL_ROWS)
+
+
+def rows_alias(columns, dtype):
+    """Whether rows of ``columns`` elements of dtype lie a multiple of 4 KiB
+    apart (1024, 2048, 3072 ... inputs at float32): an update tile's column
+    of them (PANEL_ROWS inputs, one line in each of the batch's rows) then
+    falls in one of L1's 64 sets, whose 12 or 16 ways hold a few of the
+    batch's 64-1024 lines, and the rest come from L2 on every tile. Such
+    inputs are packed first (``pack_inputs``). Rows 1-3 KiB apart (256-768
+    inputs) spread over 2-4 sets, and packing them cost more than it saved
+    (docs/speed-log.md)."""
+    return columns * np.dtype(dtype).itemsize % 4096 == 0
+
+
 def panel_width(dtype):
     """Units per panel for a NumPy dtype: 32 at float32, 16 at float64."""
     return PANEL_BYTES // dtype.itemsize
@@ -300,6 +318,36 @@ def _store_rows(Z, Q, acc, b, act, i0, rows, j0, units):
             Q[i0 + r, j0 + c] = activate(z, act, zero, one)
 
 
+@njit(**PARALLEL)
+def pack_inputs(XP, X, n):
+    """``XP[q, i, r] = X[i, q * PANEL_ROWS + r]`` for the first n rows, zero
+    past the last column: the update tiles' inputs with each tile's 8
+    columns of a sample contiguous (``rows_alias``). XP : (Q, >= n, 8)
+    output (``input_blocks_shape``); X : (>= n, P)."""
+    P = X.shape[1]
+    # Race-free: iteration q writes only block q.
+    for q in prange(XP.shape[0]):
+        k0 = q * PANEL_ROWS
+        if k0 + PANEL_ROWS <= P:
+            for i in range(n):
+                for r in range(PANEL_ROWS):
+                    XP[q, i, r] = X[i, k0 + r]
+        else:
+            for i in range(n):
+                for r in range(PANEL_ROWS):
+                    XP[q, i, r] = X[i, k0 + r] if k0 + r < P else 0
+
+
+@njit(inline="always")
+def _tile_inputs(XP, X, q, k0):
+    """(rows, first column) of an update tile's inputs: block q of the packed
+    inputs from its column 0 where they are packed (XP not empty), else X
+    from column k0. Both are 2-d C arrays, so one copy of the tile serves both."""
+    if XP.shape[0] > 0:
+        return XP[q], 0
+    return X, k0
+
+
 @njit(inline="always", fastmath=FASTMATH)
 def _update_tile(acc, X, dZP, t, k0, n, cols):
     """acc[r, :cols] = sum_{i < n} X[i, k0 + r] dZP[t, i, :cols] for the 8 pixels from k0."""
@@ -310,17 +358,22 @@ def _update_tile(acc, X, dZP, t, k0, n, cols):
 
 
 @njit(**TILES)
-def panel_sgd_update(WP, dZP, dZ, X, lr, n):
+def panel_sgd_update(WP, dZP, XP, dZ, X, lr, n):
     """The first layer's weight gradient fused with its SGD step, on panels:
     ``W -= lr / n dZ^T X`` (6.27c, 6.23a), no dW stored.
 
     WP : (T, P, PW) updated in place; dZP : (T, >= n, PW) work buffer (dZ in
-    panels); dZ : (>= n, U); X : (>= n, P); n = n_b, the rows of dZ and X
-    that count (packed and summed alike). Computes what ``cpu.dense_sgd_update`` does.
+    panels); XP : (Q, >= n, 8) work buffer for X in blocks of columns
+    (``pack_inputs``, where ``rows_alias``), or empty to read X as it is;
+    dZ : (>= n, U); X : (>= n, P); n = n_b, the rows of dZ and X that count
+    (packed and summed alike). Computes what ``cpu.dense_sgd_update`` does,
+    the same bits with XP or without.
     """
     T, P = WP.shape[0], WP.shape[1]
     step = WP.dtype.type(-lr / n)
     pack_dz(dZP, dZ, n)
+    if XP.shape[0] > 0:
+        pack_inputs(XP, X, n)
     blocks = (P + PANEL_ROWS - 1) // PANEL_ROWS
     # Race-free: item w writes only the pixel rows of its block in its panel.
     for w in prange(T * blocks):
@@ -328,13 +381,14 @@ def panel_sgd_update(WP, dZP, dZ, X, lr, n):
         t = w // blocks
         k0 = (w % blocks) * PANEL_ROWS
         rows = min(PANEL_ROWS, P - k0)
+        Xt, kt = _tile_inputs(XP, X, w % blocks, k0)
         acc = _tile(WP)
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
-            _update_tile(acc, X, dZP, t, k0, n, narrow)
+            _update_tile(acc, Xt, dZP, t, kt, n, narrow)
             _step_rows(WP, acc, step, t, k0, rows, narrow)  # one copy: see _columns
         else:
-            _update_tile(acc, X, dZP, t, k0, n, wide)
+            _update_tile(acc, Xt, dZP, t, kt, n, wide)
             _store_update(WP, acc, step, t, k0, rows, wide)
 
 
@@ -503,19 +557,22 @@ def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
 # zero gradient: their state decays and their weights move.
 
 @njit(**TILES)
-def panel_rule_update(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay):
+def panel_rule_update(WP, mP, vP, dZP, XP, dZ, X, n, rule, lr, hyper, decay):
     """The first layer's weight gradient fused with the update ``rule``, on
     panels: g = dZ^T X / n + decay W (6.27c and the L2 penalty), then
     ``optim.step`` (``cpu.optimizer_update`` on W's layout).
 
     WP, mP, vP : (T, P, PW), the weights and the rule's state (mP, vP may be
     empty where the rule has none) updated in place; dZP : (T, >= n, PW)
-    work buffer; dZ : (>= n, U); X : (>= n, P); lr : the step's rate (Adam:
-    bias-corrected); hyper : ``optim.step``'s; decay = alpha / n_b.
+    work buffer; XP : as panel_sgd_update's; dZ : (>= n, U); X : (>= n, P);
+    lr : the step's rate (Adam: bias-corrected); hyper : ``optim.step``'s;
+    decay = alpha / n_b.
     """
     T, P = WP.shape[0], WP.shape[1]
     scale = WP.dtype.type(1 / n)
     pack_dz(dZP, dZ, n)
+    if XP.shape[0] > 0:
+        pack_inputs(XP, X, n)
     blocks = (P + PANEL_ROWS - 1) // PANEL_ROWS
     # Race-free: item w writes only the pixel rows of its block in its panel.
     for w in prange(T * blocks):
@@ -523,13 +580,14 @@ def panel_rule_update(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay):
         t = w // blocks
         k0 = (w % blocks) * PANEL_ROWS
         rows = min(PANEL_ROWS, P - k0)
+        Xt, kt = _tile_inputs(XP, X, w % blocks, k0)
         acc = _tile(WP)
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
-            _update_tile(acc, X, dZP, t, k0, n, narrow)
+            _update_tile(acc, Xt, dZP, t, kt, n, narrow)
             _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow)
         else:
-            _update_tile(acc, X, dZP, t, k0, n, wide)
+            _update_tile(acc, Xt, dZP, t, kt, n, wide)
             _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, wide)
 
 

@@ -80,16 +80,43 @@ def test_panel_sgd_update_is_6_23(P, U, n, dtype):
     (W,) = data(P + U, (U, P), dtype=dtype)
     lr = 0.3
     W_ref = W.astype(np.float64) - lr * (dZ.T.astype(np.float64) @ X / n)
-    WP = packed(W)
-    dZP = np.full((WP.shape[0], n + 5, WP.shape[2]), np.nan, dtype)  # rows past n unused
-    nan_rows = np.full((3, 1), np.nan, dtype)  # ... and so are X's and dZ's
+    nan_rows = np.full((3, 1), np.nan, dtype)  # rows past n are unused, X's and dZ's too
     X_more = np.vstack([X, nan_rows.repeat(P, axis=1)])
     dZ_more = np.vstack([dZ, nan_rows.repeat(U, axis=1)])
-    cpu_panels.panel_sgd_update(WP, dZP, dZ_more, X_more, lr, n)
-    W2 = np.empty_like(W)
-    cpu_panels.unpack_panels(W2, WP)
-    assert rel_err(W2, W_ref) <= RTOL[dtype]
-    assert np.all(WP.transpose(0, 2, 1).reshape(-1, P)[U:] == 0)
+    results = []
+    for XP in (np.zeros((0, 0, 0), dtype),  # X as it is, or packed first (pack_inputs)
+               np.full(cpu_panels.input_blocks_shape(P, n + 5), np.nan, dtype)):
+        WP = packed(W)
+        dZP = np.full((WP.shape[0], n + 5, WP.shape[2]), np.nan, dtype)
+        cpu_panels.panel_sgd_update(WP, dZP, XP, dZ_more, X_more, lr, n)
+        W2 = np.empty_like(W)
+        cpu_panels.unpack_panels(W2, WP)
+        assert rel_err(W2, W_ref) <= RTOL[dtype]
+        assert np.all(WP.transpose(0, 2, 1).reshape(-1, P)[U:] == 0)
+        results.append(WP)
+    assert np.array_equal(results[0], results[1])  # the same sums in the same order
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n", BATCHES)
+@pytest.mark.parametrize("P", [1, 7, 8, 9, 33])
+def test_pack_inputs_lays_out_blocks_of_eight_columns(P, n, dtype):
+    """XP[q, i, r] = X[i, 8 q + r] for the first n rows; zero past the last
+    column; rows past n untouched."""
+    (X,) = data(P + n, (n + 2, P), dtype=dtype)
+    XP = np.full(cpu_panels.input_blocks_shape(P, n + 1), np.nan, dtype)
+    assert XP.shape == (-(-P // 8), n + 1, 8)
+    cpu_panels.pack_inputs(XP, X, n)
+    flat = XP.transpose(1, 0, 2).reshape(n + 1, -1)  # (rows, 8 Q): X padded
+    assert np.array_equal(flat[:n, :P], X[:n])
+    assert np.all(flat[:n, P:] == 0) and np.all(np.isnan(flat[n:]))
+
+
+def test_rows_alias_where_a_tiles_column_of_them_falls_in_one_l1_set():
+    aliased = [c for c in range(1, 4097) if cpu_panels.rows_alias(c, "float32")]
+    assert aliased == [1024, 2048, 3072, 4096]  # rows 4, 8, 12, 16 KiB apart
+    assert [c for c in range(1, 2049) if cpu_panels.rows_alias(c, "float64")] == [512, 1024,
+                                                                                 1536, 2048]
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -144,7 +171,8 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
         dZS = np.empty(cpu_panels.sample_panel_shape(U, n, dtype), dtype)
         at_threads(threads, cpu_panels.pack_dz_by_samples, dZS, dZ, n)
         at_threads(threads, cpu_panels.panel_backward_input, dQ, dZS, WP, n)
-        at_threads(threads, cpu_panels.panel_sgd_update, WP, dZP, dZ, X, 0.1, n)
+        XP = np.empty(cpu_panels.input_blocks_shape(P, n), dtype)
+        at_threads(threads, cpu_panels.panel_sgd_update, WP, dZP, XP, dZ, X, 0.1, n)
         Z2, Q2 = np.empty((n, U), dtype), np.empty((n, U), dtype)
         at_threads(threads, cpu_panels.panel_forward_listed, Z2, Q2, X, WP, b, codes.RELU,
                    pixels, pixel_counts)
@@ -222,7 +250,7 @@ def test_zero_skipping_panel_kernels_give_the_bits_of_the_dense_ones(P, U, n, dt
     assert_dense_layer(Z2, Q2, X, W, b, "relu", dtype)
     WP, WP2 = packed(W), packed(W)
     dZP = np.full((WP.shape[0], n, WP.shape[2]), np.nan, dtype)
-    cpu_panels.panel_sgd_update(WP, dZP, dZ, X, 0.3, n)
+    cpu_panels.panel_sgd_update(WP, dZP, np.zeros((0, 0, 0), dtype), dZ, X, 0.3, n)
     cpu_panels.panel_sgd_update_listed(WP2, dZP, dZ, Xb, 0.3, n, samples, sample_counts)
     assert np.array_equal(WP2, WP)
     W2 = np.empty_like(W)
@@ -251,11 +279,15 @@ def test_panel_rule_update_is_the_reference_rule_on_every_weight(P, U, n, dtype,
     assert sample_counts[0] == 0
     dZP = np.full(cpu_panels.panel_shape(U, n, dtype), np.nan, dtype)
     none = np.zeros((0, 0, 0), dtype)
-    for run in ("dense", "listed"):
+    XP = np.full(cpu_panels.input_blocks_shape(P, n), np.nan, dtype)
+    results = {}
+    for run in ("dense", "packed", "listed"):
         kept = [packed(A) for A in (W, m, v)[:len(expected)]]
         WP, mP, vP = kept + [none] * (3 - len(kept))
-        if run == "dense":
-            cpu_panels.panel_rule_update(WP, mP, vP, dZP, dZ, X, n, *rule_args(rule, dtype))
+        results[run] = kept
+        if run != "listed":
+            cpu_panels.panel_rule_update(WP, mP, vP, dZP, XP if run == "packed" else none, dZ, X,
+                                         n, *rule_args(rule, dtype))
         else:
             cpu_panels.panel_rule_update_listed(WP, mP, vP, dZP, dZ, Xb, n,
                                                 *rule_args(rule, dtype), samples, sample_counts)
@@ -265,6 +297,8 @@ def test_panel_rule_update_is_the_reference_rule_on_every_weight(P, U, n, dtype,
             assert rel_err(unpacked, want) <= RTOL[dtype]
             assert not np.array_equal(unpacked[:, 0], before[:, 0])  # no sample, yet it moved
             assert np.all(panels.transpose(0, 2, 1).reshape(-1, P)[U:] == 0)  # padding
+    for a, b in zip(results["dense"], results["packed"]):  # packing X changes no sum
+        assert np.array_equal(a, b)
 
 
 def test_panels_are_worthwhile_only_with_512_bit_vectors_and_a_hidden_layer(monkeypatch):
@@ -343,7 +377,7 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
         dZP = np.empty((WP.shape[0], 9, WP.shape[2]), dtype)
         Z = np.empty((9, 40), dtype)
         forward(Z, Z.copy(), X, WP, b, codes.RELU)
-        update(WP, dZP, dZ, X, 0.1, 9)
+        update(WP, dZP, np.zeros((0, 0, 0), dtype), dZ, X, 0.1, 9)
         forward_listed(Z, Z.copy(), X, WP, b, codes.RELU, pixels, pixel_counts)
         update_listed(WP, dZP, dZ, X, 0.1, 9, samples, sample_counts)
     for kernel in (forward, update, forward_listed, update_listed):
@@ -399,6 +433,35 @@ def test_float32_training_on_panels_is_reproducible_bit_for_bit(panels):
         at_threads(threads, fastbp.train, net, X, y, 0.2, 32, 2)
         weights.append([W.copy() for W, _ in net.layers])
     assert all(np.array_equal(a, b) for a, b in zip(*weights))
+
+
+def test_training_packs_aliased_inputs_and_gets_the_same_bits(monkeypatch):
+    """Inputs whose rows alias in L1 (cpu_panels.rows_alias) are packed for
+    the updates on panels, the first layer's dense batches and the hidden
+    layers', under plain SGD and Adam: the weights are those of the same
+    training reading them as they are, bit for bit."""
+    monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: True)
+    monkeypatch.setattr(cpu_panels, "HIDDEN_PANEL_ROWS", 0)
+    rng = np.random.default_rng(9)
+    X, y = rng.normal(size=(90, 256)).astype(np.float32), rng.integers(0, 3, 90)
+    sizes = [256, 256, 40, 3]  # (rows_alias, patched: the 256 inputs of the first two layers)
+    from fastbp import optimizers
+    from fastbp.backends.cpu import CpuStepper
+    for optimizer in (fastbp.SGD(lr=0.1), fastbp.Adam(lr=0.01)):
+        weights = []
+        for alias in (True, False):
+            monkeypatch.setattr(cpu_panels, "rows_alias",
+                                lambda c, d, alias=alias: alias and c == 256)
+            net = fastbp.Network(sizes, seed=2)
+            fastbp.train(net, X, y, optimizer=optimizer, batch_size=24, epochs=2)
+            weights.append([W.copy() for W, _ in net.layers])
+            Ws, bs = [W for W, _ in net.layers], [b for _, b in net.layers]
+            sgd = fastbp.SGD(lr=0.1)
+            stepper = CpuStepper(net, Ws, bs, X, y, 24, None, sgd,
+                                 optimizers.state_arrays(sgd, Ws, bs))
+            packs = [XP.shape[0] > 0 for XP in stepper.work.XPs]
+            assert packs == ([True, True, False] if alias else [False] * 3)
+        assert all(np.array_equal(a, b) for a, b in zip(*weights))
 
 
 @pytest.mark.parametrize("dtype", DTYPES)

@@ -58,7 +58,8 @@ class CpuStepper(HostStepper):
                             *list_scratch(net.sizes, rows, net.dtype),
                             *hidden_panel_buffers(
                                 cpu_panels.hidden_layers(net.sizes, net.dtype, rows),
-                                net.sizes, rows, net.dtype, state_sets(optimizer)))
+                                net.sizes, rows, net.dtype, state_sets(optimizer),
+                                self.plan.on_panels))
         self.first = first_layer_buffers(self.plan, net.sizes, rows, net.dtype,
                                          state_sets(optimizer))
         self.data = Data(X, labels, targets,
