@@ -19,9 +19,16 @@ processes started up (seen: two benchmark workers warming up at once) get
 another chance after 16 chunks, not after hundreds.
 
 A look need not take a whole chunk: where a step is long (a chunk of 50
-steps of 784-1024-1024-10 at batch 256 takes 0.8 s, 1.5 s on one thread) it
+steps of 784-1024-1024-10 at batch 256 takes 0.35 s, 0.7 s on one thread) it
 runs about PROBE_SECONDS' worth of steps, and the rest of the chunk goes on
-with the leader. The steps are the same either way; only their threads differ.
+with the leader. The first measurements are such looks too: the first chunk
+runs one step untimed (it loads or compiles the kernels), a probe on one
+thread sized by that step, and the rest on all threads; until both choices
+are measured, each chunk probes the one it measures and goes on with the
+other. So a first train() call on a large net spends a few steps, not its
+first chunks, on the slower choice (a 2-epoch call of 784-1024-1024-10 had
+run 3 of its 4 chunks on one thread). The steps are the same either way;
+only their threads differ.
 """
 
 import collections
@@ -49,6 +56,7 @@ class ThreadTuner:
         self.interval = LOOK_AFTER
         self.next_look = None
         self.best = None
+        self.warm = False  # run() has made its untimed first call
 
     def pick(self):
         self.chunks += 1
@@ -83,7 +91,9 @@ class ThreadTuner:
         return min(self.samples[threads], default=float("inf"))
 
     def record(self, threads, seconds, steps):
-        if self.chunks > 1:  # the first chunk compiles or loads kernels: not a timing
+        # The first chunk compiles or loads kernels: not a timing, unless
+        # run() took that out in a step of its own.
+        if self.chunks > 1 or self.warm:
             self.samples[threads].append(max(seconds, 1e-9) / max(steps, 1))
 
     def preferred(self):
@@ -96,24 +106,46 @@ class ThreadTuner:
         """Run a chunk of ``steps`` steps, ``fn(first, count)`` running steps
         first .. first + count - 1 of it and returning how many completed
         (fewer stop the chunk): all with the chosen thread count, or for a
-        look at the slower choice, PROBE_SECONDS' worth with it and the rest
-        with the leader. Returns the steps completed."""
+        measurement or a look at the slower choice, PROBE_SECONDS' worth with
+        it and the rest with the leader (while unknown, the other choice).
+        The first chunk's first step runs alone, untimed. Returns the steps
+        completed."""
         threads = self.pick()
-        count = steps
-        if self.best is not None and threads != self.best:  # a look
-            count = min(steps, max(1, math.ceil(PROBE_SECONDS / self.estimate(threads))))
-        done = self._timed(fn, threads, 0, count)
-        if done < count or count == steps:
-            return done
-        return done + self._timed(fn, self.best, count, steps - count)
+        # A step's time on ``threads``, else on the other choice, else (the
+        # first chunk) that of the untimed step, which is longer.
+        first, guess = 0, self.estimate(threads)
+        if not math.isfinite(guess):
+            guess = min(self.estimate(t) for t in self.choices)
+        if not self.warm:
+            started = time.perf_counter()
+            first = self._call(fn, threads, 0, 1)
+            self.warm = True
+            if first < 1 or steps == 1:
+                return first
+            guess = time.perf_counter() - started
+        count = steps - first
+        if (self.best is None or threads != self.best) and math.isfinite(guess):
+            count = min(count, max(1, math.ceil(PROBE_SECONDS / guess)))
+        done = self._timed(fn, threads, first, count)
+        if done < count or first + count == steps:
+            return first + done
+        rest = self.best if self.best is not None else self.preferred()
+        return first + done + self._timed(fn, rest, first + count, steps - first - count)
 
     def _timed(self, fn, threads, first, count):
         """fn(first, count) on ``threads`` threads, recorded."""
+        start = time.perf_counter()
+        try:
+            return self._call(fn, threads, first, count)
+        finally:
+            self.record(threads, time.perf_counter() - start, count)
+
+    @staticmethod
+    def _call(fn, threads, first, count):
+        """fn(first, count) on ``threads`` threads."""
         previous = numba.get_num_threads()
         numba.set_num_threads(threads)
-        start = time.perf_counter()
         try:
             return fn(first, count)
         finally:
-            self.record(threads, time.perf_counter() - start, count)
             numba.set_num_threads(previous)

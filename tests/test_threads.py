@@ -173,10 +173,10 @@ def test_a_look_at_the_slower_choice_runs_a_few_steps_then_the_leader(monkeypatc
     for _ in range(40):
         chunks.append(tuner.run(fn, 50))
     assert chunks == [50] * 40
-    for k in range(40):
-        parts = [(t, first, count) for c, t, first, count in calls if c == k]
-        assert sum(count for _, _, count in parts) == 50
-        assert [first for _, first, _ in parts] == [0, 50 - parts[-1][2]][:len(parts)]
+    for k in range(40):  # every step once, in order
+        parts = [(first, count) for c, t, first, count in calls if c == k]
+        assert [first for first, _ in parts] == list(np.cumsum([0] + [n for _, n in parts])[:-1])
+        assert sum(count for _, count in parts) == 50
     looks = [(c, first, count) for c, t, first, count in calls if t == 1 and c > 5]
     assert looks and all(first == 0 and count == 2 for _, first, count in looks)  # 0.05 / 0.03
     for c, _, _ in looks:  # each look's chunk goes on with two threads
@@ -191,6 +191,36 @@ def test_a_look_at_the_slower_choice_runs_a_few_steps_then_the_leader(monkeypatc
 
     tuner.next_look = tuner.chunks + 1  # the next chunk is a look
     assert tuner.run(fn_stops, 50) == 0 and stopped == [(1, 0, 2)]
+
+
+def test_the_first_measurements_are_probes_too(monkeypatch):
+    """Long steps: the first chunk runs one step untimed, then a probe on
+    one thread and the rest on two; until both are measured each chunk
+    probes one choice and goes on with the other. The first 4 chunks (a
+    2-epoch call of 784-1024-1024-10 at batch 256) run a few steps on one
+    thread, not 3 chunks of them."""
+    clock, now = [0.0], [2]
+    monkeypatch.setattr(threads, "time", type("Clock", (), {"perf_counter": lambda: clock[0]}))
+    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: now[0])
+    monkeypatch.setattr(threads.numba, "set_num_threads", lambda t: now.__setitem__(0, t))
+    tuner = threads.ThreadTuner()
+    speed = {2: 0.007, 1: 0.014}  # seconds per step
+    calls = []
+
+    def fn(first, count):
+        calls.append((now[0], first, count))
+        clock[0] += speed[now[0]] * count + (1.0 if not calls[:-1] else 0)  # loading: 1 s
+        return count
+
+    assert [tuner.run(fn, 50) for _ in range(4)] == [50] * 4
+    assert calls[:3] == [(1, 0, 1), (1, 1, 1), (2, 2, 48)]  # warm-up, probe, the rest
+    assert all(tuner.samples[t] for t in (1, 2)) and tuner.best == 2
+    assert sum(count for t, _, count in calls if t == 1) <= 20  # of 200
+    # Short steps: a probe is the whole chunk, as before.
+    tuner, calls[:] = threads.ThreadTuner(), []
+    speed.update({2: 0.0001, 1: 0.00015})
+    [tuner.run(fn, 50) for _ in range(4)]
+    assert [(t, count) for t, _, count in calls][:5] == [(1, 1), (1, 1), (2, 48), (1, 50), (2, 50)]
 
 
 @pytest.mark.parametrize("optimizer", [None, fastbp.Adam(lr=0.01)], ids=["sgd", "adam"])
