@@ -55,10 +55,13 @@ def cases(n, P, U, X, dtype):
     WP = np.zeros(cpu_panels.panel_shape(U, P, dtype), dtype)
     cpu_panels.pack_panels(WP, W)
     dZP = np.zeros(cpu_panels.panel_shape(U, n, dtype), dtype)
+    # X packed in blocks of columns where its rows alias in L1, as train_steps does.
+    XP = np.zeros(cpu_panels.input_blocks_shape(P, n) if cpu_panels.rows_alias(P, dtype)
+                  else (0, 0, 0), dtype)
     W4 = W.copy()
 
     def panel_update():
-        cpu_panels.panel_sgd_update(WP, dZP, dZ, X, 0.0, n)  # lr 0: weights stay
+        cpu_panels.panel_sgd_update(WP, dZP, XP, dZ, X, 0.0, n)  # lr 0: weights stay
 
     def panel_weights():
         cpu_panels.unpack_panels(W4, WP)
