@@ -152,14 +152,21 @@ def test_tuner_gives_threads_another_chance_after_a_busy_start(monkeypatch):
     assert tuner.best == 2 and quiet[back:].count(1) <= 3
 
 
-def test_a_look_at_the_slower_choice_runs_a_few_steps_then_the_leader(monkeypatch):
-    """Long steps: a look runs PROBE_SECONDS' worth of steps with the slower
-    choice and the rest of its chunk with the leader; every step runs once,
-    in order."""
+def fake_machine(monkeypatch):
+    """(clock, now): the tuner's clock, which moves only as a test's fake
+    steps move it, and Numba's thread count (2 to start), one-element lists."""
     clock, now = [0.0], [2]
     monkeypatch.setattr(threads, "time", type("Clock", (), {"perf_counter": lambda: clock[0]}))
     monkeypatch.setattr(threads.numba, "get_num_threads", lambda: now[0])
     monkeypatch.setattr(threads.numba, "set_num_threads", lambda t: now.__setitem__(0, t))
+    return clock, now
+
+
+def test_a_look_at_the_slower_choice_runs_a_few_steps_then_the_leader(monkeypatch):
+    """Long steps: a look runs PROBE_SECONDS' worth of steps with the slower
+    choice and the rest of its chunk with the leader; every step runs once,
+    in order."""
+    clock, now = fake_machine(monkeypatch)
     tuner = threads.ThreadTuner()
     speed = {2: 0.016, 1: 0.030}  # seconds per step
     calls = []
@@ -199,10 +206,7 @@ def test_the_first_measurements_are_probes_too(monkeypatch):
     probes one choice and goes on with the other. The first 4 chunks (a
     2-epoch call of 784-1024-1024-10 at batch 256) run a few steps on one
     thread, not 3 chunks of them."""
-    clock, now = [0.0], [2]
-    monkeypatch.setattr(threads, "time", type("Clock", (), {"perf_counter": lambda: clock[0]}))
-    monkeypatch.setattr(threads.numba, "get_num_threads", lambda: now[0])
-    monkeypatch.setattr(threads.numba, "set_num_threads", lambda t: now.__setitem__(0, t))
+    clock, now = fake_machine(monkeypatch)
     tuner = threads.ThreadTuner()
     speed = {2: 0.007, 1: 0.014}  # seconds per step
     calls = []
