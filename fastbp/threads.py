@@ -21,14 +21,16 @@ another chance after 16 chunks, not after hundreds.
 A look need not take a whole chunk: where a step is long (a chunk of 50
 steps of 784-1024-1024-10 at batch 256 takes 0.35 s, 0.7 s on one thread) it
 runs about PROBE_SECONDS' worth of steps, and the rest of the chunk goes on
-with the leader. The first measurements are such looks too: the first chunk
-runs one step untimed (it loads or compiles the kernels), a probe on one
-thread sized by that step, and the rest on all threads; until both choices
-are measured, each chunk probes the one it measures and goes on with the
-other. So a first train() call on a large net spends a few steps, not its
-first chunks, on the slower choice (a 2-epoch call of 784-1024-1024-10 had
-run 3 of its 4 chunks on one thread). The steps are the same either way;
-only their threads differ.
+with the leader. The first measurements are such probes too: the first
+chunk runs one step untimed (it loads or compiles the kernels), a probe on
+one thread sized by that step, and the rest on all threads; until both
+choices have their samples, each chunk probes the choice it measures and
+goes on with the one ``preferred`` names (all threads until both are
+measured, then the faster so far), or runs whole on it where that is the
+same choice. So a first train() call on a large net spends a few steps, not
+its first chunks, on the slower choice: a 2-epoch call of 784-1024-1024-10
+on 20 000 samples (4 chunks) had run 3 of them on one thread. The steps are
+the same either way; only their threads differ.
 """
 
 import collections
@@ -105,12 +107,13 @@ class ThreadTuner:
     def run(self, fn, steps):
         """Run a chunk of ``steps`` steps, ``fn(first, count)`` running steps
         first .. first + count - 1 of it and returning how many completed
-        (fewer stop the chunk): all with the chosen thread count, or for a
+        (fewer stop the chunk): all with the chosen thread count, or, for a
         measurement or a look at the slower choice, PROBE_SECONDS' worth with
-        it and the rest with the leader (while unknown, the other choice).
-        The first chunk's first step runs alone, untimed. Returns the steps
-        completed."""
+        it and the rest with the leader (while there is none, ``preferred``'s
+        choice). The first chunk's first step runs alone, untimed. Returns
+        the steps completed."""
         threads = self.pick()
+        other = self.best if self.best is not None else self.preferred()
         # A step's time on ``threads``, else on the other choice, else (the
         # first chunk) that of the untimed step, which is longer.
         first, guess = 0, self.estimate(threads)
@@ -122,23 +125,24 @@ class ThreadTuner:
             self.warm = True
             if first < 1 or steps == 1:
                 return first
-            guess = time.perf_counter() - started
+            guess = max(time.perf_counter() - started, 1e-9)
         count = steps - first
-        if (self.best is None or threads != self.best) and math.isfinite(guess):
+        if other != threads and math.isfinite(guess):
             count = min(count, max(1, math.ceil(PROBE_SECONDS / guess)))
         done = self._timed(fn, threads, first, count)
         if done < count or first + count == steps:
             return first + done
-        rest = self.best if self.best is not None else self.preferred()
-        return first + done + self._timed(fn, rest, first + count, steps - first - count)
+        return first + done + self._timed(fn, other, first + count, steps - first - count)
 
     def _timed(self, fn, threads, first, count):
-        """fn(first, count) on ``threads`` threads, recorded."""
+        """fn(first, count) on ``threads`` threads, recorded where all
+        ``count`` steps ran: a call cut short by a non-finite cost is no
+        measure of a step's time."""
         start = time.perf_counter()
-        try:
-            return self._call(fn, threads, first, count)
-        finally:
+        done = self._call(fn, threads, first, count)
+        if done == count:
             self.record(threads, time.perf_counter() - start, count)
+        return done
 
     @staticmethod
     def _call(fn, threads, first, count):

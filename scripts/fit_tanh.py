@@ -10,9 +10,9 @@ largest (Lawson), in Chebyshev polynomials of 2 s / LIMIT^2 - 1 (monomials
 in s are too ill-conditioned to solve for), then turned into Horner
 coefficients in s. Prints the float64 fit's largest relative error and the
 largest error in float32 units in the last place of a float32 Horner
-evaluation without FMA (the kernels contract to FMA where the CPU has it,
-which only lowers it; tests/test_cpu_math.py checks the compiled function
-on every float32 argument in a range).
+evaluation without FMA: 5.3. The kernels contract to FMA where the CPU has
+it, which here lowered it to 5.1 over every float32 from 2^-30 to 12;
+tests/test_cpu_math.py checks the compiled function on every 13th.
 
     python scripts/fit_tanh.py [--limit 9.1] [--iterations 200]
 """

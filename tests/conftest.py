@@ -90,9 +90,10 @@ def panels(request, monkeypatch):
     """Train (and infer) with the first layer on panels (kernels/cpu_panels.py),
     sparse batches too however their non-zeros spread, and under plain SGD
     every hidden layer that pads little (``hidden_layers``) however small,
-    their updates reading inputs of an odd width packed (``pack_inputs``),
-    of an even width as they are; or every layer on W and W^T; whatever the
-    vector width in effect."""
+    the updates on panels (the first layer's dense batches' and the hidden
+    layers') reading inputs of an odd width packed (``pack_inputs``), of an
+    even width as they are; or every layer on W and W^T; whatever the vector
+    width in effect."""
     from fastbp.kernels import cpu_panels
     monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: request.param)
     monkeypatch.setattr(cpu_panels, "rows_alias", lambda columns, dtype: columns % 2 == 1)

@@ -171,8 +171,12 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
         dZS = np.empty(cpu_panels.sample_panel_shape(U, n, dtype), dtype)
         at_threads(threads, cpu_panels.pack_dz_by_samples, dZS, dZ, n)
         at_threads(threads, cpu_panels.panel_backward_input, dQ, dZS, WP, n)
+        WP_unpacked = WP.copy()  # the update reading X as it is, and packed
+        at_threads(threads, cpu_panels.panel_sgd_update, WP_unpacked, dZP,
+                   np.zeros((0, 0, 0), dtype), dZ, X, 0.1, n)
         XP = np.empty(cpu_panels.input_blocks_shape(P, n), dtype)
         at_threads(threads, cpu_panels.panel_sgd_update, WP, dZP, XP, dZ, X, 0.1, n)
+        assert np.array_equal(WP_unpacked, WP)
         Z2, Q2 = np.empty((n, U), dtype), np.empty((n, U), dtype)
         at_threads(threads, cpu_panels.panel_forward_listed, Z2, Q2, X, WP, b, codes.RELU,
                    pixels, pixel_counts)
@@ -367,8 +371,8 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
     cached code."""
     forward, update, forward_listed, update_listed = (
         numba.njit(**PARALLEL_UNCACHED)(kernel.py_func)
-        for kernel in (cpu_panels.panel_forward, cpu_panels.panel_sgd_update, cpu_panels.panel_forward_listed,
-                       cpu_panels.panel_sgd_update_listed))
+        for kernel in (cpu_panels.panel_forward, cpu_panels.panel_sgd_update,
+                       cpu_panels.panel_forward_listed, cpu_panels.panel_sgd_update_listed))
     for dtype in DTYPES:
         W, b, dZ = data(3, (40, 33), (40,), (9, 40), dtype=dtype)
         X = sparse_input(4, 9, 33, dtype, density=0.15)

@@ -218,6 +218,7 @@ def test_the_first_measurements_are_probes_too(monkeypatch):
 
     assert [tuner.run(fn, 50) for _ in range(4)] == [50] * 4
     assert calls[:3] == [(1, 0, 1), (1, 1, 1), (2, 2, 48)]  # warm-up, probe, the rest
+    assert calls[3:5] == [(1, 0, 4), (2, 4, 46)]  # a probe of 0.05 s, then the faster so far
     assert all(tuner.samples[t] for t in (1, 2)) and tuner.best == 2
     assert sum(count for t, _, count in calls if t == 1) <= 20  # of 200
     # Short steps: a probe is the whole chunk, as before.
@@ -225,6 +226,34 @@ def test_the_first_measurements_are_probes_too(monkeypatch):
     speed.update({2: 0.0001, 1: 0.00015})
     [tuner.run(fn, 50) for _ in range(4)]
     assert [(t, count) for t, _, count in calls][:5] == [(1, 1), (1, 1), (2, 48), (1, 50), (2, 50)]
+
+
+def test_the_tuner_s_edge_cases(monkeypatch):
+    """One thread only: whole chunks, no probes. A first chunk of one step,
+    or one whose untimed step stops (a non-finite cost): nothing recorded.
+    A probe cut short: not recorded either (it would count a partial call
+    as whole steps)."""
+    clock, now = fake_machine(monkeypatch)
+    calls = []
+
+    def fn(first, count, stop_at=None):
+        calls.append((now[0], first, count))
+        ran = count if stop_at is None else min(count, max(stop_at - first, 0))
+        clock[0] += 0.01 * ran
+        return ran
+
+    now[0] = 1
+    single = threads.ThreadTuner()
+    assert [single.run(fn, 50) for _ in range(2)] == [50, 50]
+    assert calls == [(1, 0, 1), (1, 1, 49), (1, 0, 50)]
+    now[0] = 2
+    for steps, stop_at, expected in ((1, None, 1), (50, 0, 0)):
+        tuner = threads.ThreadTuner()
+        assert tuner.run(lambda first, count: fn(first, count, stop_at), steps) == expected
+        assert not any(tuner.samples.values()) and tuner.warm
+    tuner = threads.ThreadTuner()
+    assert tuner.run(lambda first, count: fn(first, count, 1 + 2), 50) == 3  # the probe stops
+    assert not any(tuner.samples.values())
 
 
 @pytest.mark.parametrize("optimizer", [None, fastbp.Adam(lr=0.01)], ids=["sgd", "adam"])
