@@ -99,7 +99,14 @@ __all__ = list(TWINS)
 
 @njit(inline="always", fastmath=FASTMATH)
 def _dot4x4(A, i, B, j):
-    """The 4 x 4 block of dot products A[i:i+4] . B[j:j+4] over their rows.
+    """The 4 x 4 block of dot products A[i:i+4] . B[j:j+4] over their rows."""
+    return _dot4x4_at(A, i, i + 1, i + 2, i + 3, B, j, j + 1, j + 2, j + 3)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _dot4x4_at(A, i0, i1, i2, i3, B, j0, j1, j2, j3):
+    """The 4 x 4 block of dot products of rows i0..i3 of A with rows j0..j3
+    of B (any rows, repeats allowed).
 
     Sixteen accumulators stay in registers while the k loop streams four
     rows of each operand: 8 loads per 16 multiply-adds, which LLVM
@@ -109,8 +116,8 @@ def _dot4x4(A, i, B, j):
     a00 = a01 = a02 = a03 = a10 = a11 = a12 = a13 = z
     a20 = a21 = a22 = a23 = a30 = a31 = a32 = a33 = z
     for k in range(A.shape[1]):
-        x0, x1, x2, x3 = A[i, k], A[i + 1, k], A[i + 2, k], A[i + 3, k]
-        w0, w1, w2, w3 = B[j, k], B[j + 1, k], B[j + 2, k], B[j + 3, k]
+        x0, x1, x2, x3 = A[i0, k], A[i1, k], A[i2, k], A[i3, k]
+        w0, w1, w2, w3 = B[j0, k], B[j1, k], B[j2, k], B[j3, k]
         a00 += x0 * w0
         a01 += x0 * w1
         a02 += x0 * w2
@@ -386,47 +393,86 @@ def count_label_misses(Z, targets):
     return wrong
 
 
-@njit(inline="always", fastmath=FASTMATH)
-def _dot1x4(A, j, B, i):
-    """A[j:j+4] . B[i]: four dot products that share each load of B[i]
-    (a narrow output layer's forward for one sample)."""
-    z = A.dtype.type(0)
-    a0 = a1 = a2 = a3 = z
-    for k in range(A.shape[1]):
-        x = B[i, k]
-        a0 += A[j, k] * x
-        a1 += A[j + 1, k] * x
-        a2 += A[j + 2, k] * x
-        a3 += A[j + 3, k] * x
-    return a0, a1, a2, a3
+@njit(inline="always")
+def _four_from(i, last):
+    """i .. i + 3, each past ``last`` replaced by ``last`` (a block's edge repeats its last row)."""
+    return i, min(i + 1, last), min(i + 2, last), min(i + 3, last)
 
 
 @njit(inline="always", fastmath=FASTMATH)
-def _row_times(out, g, W):
-    """``out = g W`` for g : (M,), W : (M, H), four rows of W per pass, so
-    out is loaded and stored once per four rows instead of once per row
+def _output_forward(Z, Q_prev, W, b, i0, i1):
+    """``Z[i] = W Q_prev[i] + b`` for rows i0 .. i1-1 of a narrow output layer,
+    in 4 x 4 blocks of (samples, units): 8 loads per 16 multiply-adds, where
+    one sample's four dot products at a time loaded 5 per 4 (the blocked
+    forward took 0.55 of the time, docs/speed-log.md). Past the last row or
+    unit a block repeats it and drops what the repeat computes."""
+    M = Z.shape[1]
+    for i in range(i0, i1, 4):
+        r0, r1, r2, r3 = _four_from(i, i1 - 1)
+        for j in range(0, M, 4):
+            u0, u1, u2, u3 = _four_from(j, M - 1)
+            block = _dot4x4_at(Q_prev, r0, r1, r2, r3, W, u0, u1, u2, u3)
+            for a in range(4):
+                if i + a < i1:
+                    for c in range(4):
+                        if j + c < M:
+                            Z[i + a, j + c] = block[a][c] + b[j + c]
+
+
+@njit(inline="always")
+def _factors(g, i, j, M):
+    """g[i, j .. j + 3], zero past unit M - 1 (their rows of W are repeats)."""
+    zero = g.dtype.type(0)
+    return (g[i, j], g[i, j + 1] if j + 1 < M else zero, g[i, j + 2] if j + 2 < M else zero,
+            g[i, j + 3] if j + 3 < M else zero)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _row_times(out, g, W, i):
+    """``out[i] = g[i] W`` for g : (n, M), W : (M, H), four rows of W per pass,
+    so out is loaded and stored once per four rows instead of once per row
     (the sum still runs over rows in order). A last pass with fewer than
-    four rows repeats its first row with a zero factor. The dense twin of
-    cpu_sparse._add_scaled_rows, which needs a list of row indices and
-    can only add to out; here the rows are all of W's, and the first pass
-    writes out, so no zeroing pass is needed."""
+    four rows repeats its last row with a zero factor. The first pass writes
+    out, so no zeroing pass is needed."""
     M, H = W.shape
-    zero = out.dtype.type(0)
     for j in range(0, M, 4):
-        g0, g1, g2, g3 = g[j], zero, zero, zero
-        j1 = j2 = j3 = j
-        if j + 1 < M:
-            g1, j1 = g[j + 1], j + 1
-        if j + 2 < M:
-            g2, j2 = g[j + 2], j + 2
-        if j + 3 < M:
-            g3, j3 = g[j + 3], j + 3
+        _, j1, j2, j3 = _four_from(j, M - 1)
+        g0, g1, g2, g3 = _factors(g, i, j, M)
         if j == 0:
             for k in range(H):
-                out[k] = (g0 * W[j, k] + g1 * W[j1, k]) + (g2 * W[j2, k] + g3 * W[j3, k])
+                out[i, k] = (g0 * W[j, k] + g1 * W[j1, k]) + (g2 * W[j2, k] + g3 * W[j3, k])
         else:
             for k in range(H):
-                out[k] += (g0 * W[j, k] + g1 * W[j1, k]) + (g2 * W[j2, k] + g3 * W[j3, k])
+                out[i, k] += (g0 * W[j, k] + g1 * W[j1, k]) + (g2 * W[j2, k] + g3 * W[j3, k])
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _rows_times(out, g, W, i):
+    """``_row_times`` for the four rows from i at once, to the bit: each load
+    of W's four rows serves four rows of out (4 loads of W per 16
+    multiply-adds instead of 16; 0.6 of the time, docs/speed-log.md)."""
+    M, H = W.shape
+    i1, i2, i3 = i + 1, i + 2, i + 3
+    for j in range(0, M, 4):
+        _, j1, j2, j3 = _four_from(j, M - 1)
+        g00, g01, g02, g03 = _factors(g, i, j, M)
+        g10, g11, g12, g13 = _factors(g, i1, j, M)
+        g20, g21, g22, g23 = _factors(g, i2, j, M)
+        g30, g31, g32, g33 = _factors(g, i3, j, M)
+        if j == 0:
+            for k in range(H):
+                w0, w1, w2, w3 = W[j, k], W[j1, k], W[j2, k], W[j3, k]
+                out[i, k] = (g00 * w0 + g01 * w1) + (g02 * w2 + g03 * w3)
+                out[i1, k] = (g10 * w0 + g11 * w1) + (g12 * w2 + g13 * w3)
+                out[i2, k] = (g20 * w0 + g21 * w1) + (g22 * w2 + g23 * w3)
+                out[i3, k] = (g30 * w0 + g31 * w1) + (g32 * w2 + g33 * w3)
+        else:
+            for k in range(H):
+                w0, w1, w2, w3 = W[j, k], W[j1, k], W[j2, k], W[j3, k]
+                out[i, k] += (g00 * w0 + g01 * w1) + (g02 * w2 + g03 * w3)
+                out[i1, k] += (g10 * w0 + g11 * w1) + (g12 * w2 + g13 * w3)
+                out[i2, k] += (g20 * w0 + g21 * w1) + (g22 * w2 + g23 * w3)
+                out[i3, k] += (g30 * w0 + g31 * w1) + (g32 * w2 + g33 * w3)
 
 
 @njit(**PARALLEL)
@@ -459,15 +505,7 @@ def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, lab
     for q in prange(blocks):
         i0 = q * n // blocks
         i1 = (q + 1) * n // blocks
-        for i in range(i0, i1):
-            j = 0
-            while j + 4 <= M:
-                z0, z1, z2, z3 = _dot1x4(W, j, Q_prev, i)
-                Z[i, j], Z[i, j + 1] = z0 + b[j], z1 + b[j + 1]
-                Z[i, j + 2], Z[i, j + 3] = z2 + b[j + 2], z3 + b[j + 3]
-                j += 4
-            for r in range(j, M):  # the 0-3 rows past the last block of four
-                Z[i, r] = _dot(W, r, Q_prev, i) + b[r]
+        _output_forward(Z, Q_prev, W, b, i0, i1)
         if loss == CROSS_ENTROPY:
             _softmax_rows(dZ, row_loss, wrong, Z, labels, i0, i1)
         else:
@@ -476,8 +514,11 @@ def output_layer_rows(Z, dZ, row_loss, wrong, dZ_prev, Z_prev, Q_prev, W, b, lab
             for i in range(i0, i1):
                 _weigh_row(dZ, row_loss, i, weights)
         if back:
-            for i in range(i0, i1):
-                _row_times(dZ_prev[i], dZ[i], W)
+            whole = i1 - (i1 - i0) % 4
+            for i in range(i0, whole, 4):
+                _rows_times(dZ_prev, dZ, W, i)
+            for i in range(whole, i1):
+                _row_times(dZ_prev, dZ, W, i)
             _times_derivative(dZ_prev, Z_prev, Q_prev, act, i0, i1)
 
 
@@ -987,13 +1028,17 @@ def train_steps(params, model, work, first, data, steps, out):
                 optimizer_update(Ws[l], bs[l], mWs[l], mbs[l], vWs[l], vbs[l], dWs[l], dbs[l],
                                  rule, rate, hyper, decay)
                 continue
+            # (the panel updates step the biases too, while they pack dZ)
             if l == 0 and held == ON_PANELS and sparse:
-                panel_sgd_update_listed(WP, dZP, dZ, Xs, lr, nb, samples, sample_counts)
-            elif l == 0 and held == ON_PANELS:
-                panel_sgd_update(WP, dZP, XPs[0], dZ, Xs, lr, nb)
-            elif on_panels_l:
-                panel_sgd_update(WPs[l], dZPs[l], XPs[l], dZ, Qs[l - 1][:nb], lr, nb)
-            elif l == 0 and sparse:
+                panel_sgd_update_listed(WP, bs[0], dZP, dZ, Xs, lr, nb, samples, sample_counts)
+                continue
+            if l == 0 and held == ON_PANELS:
+                panel_sgd_update(WP, bs[0], dZP, XPs[0], dZ, Xs, lr, nb)
+                continue
+            if on_panels_l:
+                panel_sgd_update(WPs[l], bs[l], dZPs[l], XPs[l], dZ, Qs[l - 1][:nb], lr, nb)
+                continue
+            if l == 0 and sparse:
                 ci, cv = _lists(idx, val, p, nb)
                 csr_sgd_update(WT, ci, cv, count, indptr, indices, values, rows, dZ, lr, nb,
                                colcum)

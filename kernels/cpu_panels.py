@@ -358,11 +358,13 @@ def _update_tile(acc, X, dZP, t, k0, n, cols):
 
 
 @njit(**TILES)
-def panel_sgd_update(WP, dZP, XP, dZ, X, lr, n):
+def panel_sgd_update(WP, b, dZP, XP, dZ, X, lr, n):
     """The first layer's weight gradient fused with its SGD step, on panels:
-    ``W -= lr / n dZ^T X`` (6.27c, 6.23a), no dW stored.
+    ``W -= lr / n dZ^T X`` (6.27c, 6.23a), no dW stored, and the biases'
+    ``b -= lr / n sum_i dZ_i`` (6.27d, 6.23b) while dZ is packed.
 
-    WP : (T, P, PW) updated in place; dZP : (T, >= n, PW) work buffer (dZ in
+    WP : (T, P, PW) updated in place; b : (U,) updated in place, or empty
+    to leave the biases to the caller; dZP : (T, >= n, PW) work buffer (dZ in
     panels); XP : (Q, >= n, 8) work buffer for X in blocks of columns
     (``pack_inputs``, where ``rows_alias``), or empty to read X as it is;
     dZ : (>= n, U); X : (>= n, P); n = n_b, the rows of dZ and X that count
@@ -371,7 +373,7 @@ def panel_sgd_update(WP, dZP, XP, dZ, X, lr, n):
     """
     T, P = WP.shape[0], WP.shape[1]
     step = WP.dtype.type(-lr / n)
-    pack_dz(dZP, dZ, n)
+    pack_dz(dZP, dZ, n, b, lr)
     if XP.shape[0] > 0:
         pack_inputs(XP, X, n)
     blocks = (P + PANEL_ROWS - 1) // PANEL_ROWS
@@ -393,16 +395,26 @@ def panel_sgd_update(WP, dZP, XP, dZ, X, lr, n):
 
 
 @njit(**PARALLEL)
-def pack_dz(dZP, dZ, n):
-    """dZP[t, i, c] = dZ[i, t * PW + c] for the first n rows, zero past the last unit."""
+def pack_dz(dZP, dZ, n, b, lr):
+    """dZP[t, i, c] = dZ[i, t * PW + c] for the first n rows, zero past the
+    last unit; and, where b is not empty, b's SGD step ``b -= lr / n
+    sum_i dZ_i`` from those rows while each panel is in L1, one step per
+    sample as ``cpu.bias_sgd_update`` takes them (which read all of dZ
+    again, on one thread)."""
     U = dZ.shape[1]
     width = _width_of(dZP)
-    # Race-free: iteration t writes only panel t of dZP.
+    bias_step = dZP.dtype.type(lr / n)
+    # Race-free: iteration t writes only panel t of dZP and its units of b.
     for t in prange(dZP.shape[0]):
         for i in range(n):
             for c in range(width):
                 j = t * width + c
                 dZP[t, i, c] = dZ[i, j] if j < U else 0
+        if b.shape[0] > 0:
+            j0 = t * width
+            for i in range(n):  # in order, one step per sample, as bias_sgd_update
+                for c in range(min(width, U - j0)):
+                    b[j0 + c] = sgd(b[j0 + c], dZP[t, i, c], bias_step)
 
 
 @njit(**PARALLEL)
@@ -520,14 +532,14 @@ def _update_tile_listed(acc, X, dZP, t, k0, samples, count, cols):
 
 
 @njit(**TILES)
-def panel_sgd_update_listed(WP, dZP, dZ, X, lr, n, samples, sample_counts):
+def panel_sgd_update_listed(WP, b, dZP, dZ, X, lr, n, samples, sample_counts):
     """panel_sgd_update skipping the samples that have none of a tile's
     pixels (``list_blocks``), and tiles with none at all: bitwise the same WP.
     Tiles of SKIP_ROWS pixels: each element's sum is the same whatever the
     tile's height, and 4 pixels leave fewer samples to visit than 8."""
     T, P = WP.shape[0], WP.shape[1]
     step = WP.dtype.type(-lr / n)
-    pack_dz(dZP, dZ, n)
+    pack_dz(dZP, dZ, n, b, lr)
     blocks = (P + SKIP_ROWS - 1) // SKIP_ROWS
     # Race-free: item w writes only the pixel rows of its block in its panel.
     for w in prange(T * blocks):
@@ -570,7 +582,7 @@ def panel_rule_update(WP, mP, vP, dZP, XP, dZ, X, n, rule, lr, hyper, decay):
     """
     T, P = WP.shape[0], WP.shape[1]
     scale = WP.dtype.type(1 / n)
-    pack_dz(dZP, dZ, n)
+    pack_dz(dZP, dZ, n, dZP[0, 0, :0], 0.0)  # (biases: bias_rule_update)
     if XP.shape[0] > 0:
         pack_inputs(XP, X, n)
     blocks = (P + PANEL_ROWS - 1) // PANEL_ROWS
@@ -601,7 +613,7 @@ def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, 
     no sample at all with a zero gradient sum."""
     T, P = WP.shape[0], WP.shape[1]
     scale = WP.dtype.type(1 / n)
-    pack_dz(dZP, dZ, n)
+    pack_dz(dZP, dZ, n, dZP[0, 0, :0], 0.0)  # (biases: bias_rule_update)
     blocks = (P + SKIP_ROWS - 1) // SKIP_ROWS
     # Race-free: item w writes only the pixel rows of its block in its panel.
     for w in prange(T * blocks):

@@ -61,7 +61,7 @@ def cases(n, P, U, X, dtype):
     W4 = W.copy()
 
     def panel_update():
-        cpu_panels.panel_sgd_update(WP, dZP, XP, dZ, X, 0.0, n)  # lr 0: weights stay
+        cpu_panels.panel_sgd_update(WP, b, dZP, XP, dZ, X, 0.0, n)  # lr 0: weights stay
 
     def panel_weights():
         cpu_panels.unpack_panels(W4, WP)
@@ -103,7 +103,7 @@ def cases(n, P, U, X, dtype):
         cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, order)
 
     def listed_update():
-        cpu_panels.panel_sgd_update_listed(WP5, dZP, dZ, Xb, 0.0, n, lists[2], lists[3])
+        cpu_panels.panel_sgd_update_listed(WP5, b, dZP, dZ, Xb, 0.0, n, lists[2], lists[3])
 
     def listed_weights():
         cpu_panels.unpack_panels(W4, WP5)

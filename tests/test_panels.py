@@ -73,28 +73,31 @@ def test_panel_forward(P, U, n, act, dtype):
 @pytest.mark.parametrize("n", BATCHES)
 @pytest.mark.parametrize("P,U", SHAPES)
 def test_panel_sgd_update_is_6_23(P, U, n, dtype):
-    """W -= lr dZ^T X / n on panels: only the first n rows of dZ, X and the
-    dZ buffer count, and padded units stay zero."""
+    """W -= lr dZ^T X / n on panels, and b -= lr sum_i dZ_i / n: only the
+    first n rows of dZ, X and the dZ buffer count, and padded units stay zero."""
     X = sparse_input(n + 3 * P, n, P, dtype, density=0.7)
     dZ = sparse_input(n + 5 * U, n, U, dtype, density=0.8)
-    (W,) = data(P + U, (U, P), dtype=dtype)
+    W, b = data(P + U, (U, P), (U,), dtype=dtype)
     lr = 0.3
     W_ref = W.astype(np.float64) - lr * (dZ.T.astype(np.float64) @ X / n)
+    b_ref = b.astype(np.float64) - lr * dZ.sum(axis=0, dtype=np.float64) / n
     nan_rows = np.full((3, 1), np.nan, dtype)  # rows past n are unused, X's and dZ's too
     X_more = np.vstack([X, nan_rows.repeat(P, axis=1)])
     dZ_more = np.vstack([dZ, nan_rows.repeat(U, axis=1)])
     results = []
     for XP in (np.zeros((0, 0, 0), dtype),  # X as it is, or packed first (pack_inputs)
                np.full(cpu_panels.input_blocks_shape(P, n + 5), np.nan, dtype)):
-        WP = packed(W)
+        WP, b2 = packed(W), b.copy()
         dZP = np.full((WP.shape[0], n + 5, WP.shape[2]), np.nan, dtype)
-        cpu_panels.panel_sgd_update(WP, dZP, XP, dZ_more, X_more, lr, n)
+        cpu_panels.panel_sgd_update(WP, b2, dZP, XP, dZ_more, X_more, lr, n)
         W2 = np.empty_like(W)
         cpu_panels.unpack_panels(W2, WP)
         assert rel_err(W2, W_ref) <= RTOL[dtype]
+        assert rel_err(b2, b_ref) <= RTOL[dtype]
         assert np.all(WP.transpose(0, 2, 1).reshape(-1, P)[U:] == 0)
-        results.append(WP)
-    assert np.array_equal(results[0], results[1])  # the same sums in the same order
+        results.append((WP, b2))
+    for got, want in zip(*results):  # the same sums in the same order
+        assert np.array_equal(got, want)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -172,17 +175,18 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
         at_threads(threads, cpu_panels.pack_dz_by_samples, dZS, dZ, n)
         at_threads(threads, cpu_panels.panel_backward_input, dQ, dZS, WP, n)
         WP_unpacked = WP.copy()  # the update reading X as it is, and packed
-        at_threads(threads, cpu_panels.panel_sgd_update, WP_unpacked, dZP,
+        b_unpacked, b_packed = b.copy(), b.copy()
+        at_threads(threads, cpu_panels.panel_sgd_update, WP_unpacked, b_unpacked, dZP,
                    np.zeros((0, 0, 0), dtype), dZ, X, 0.1, n)
         XP = np.empty(cpu_panels.input_blocks_shape(P, n), dtype)
-        at_threads(threads, cpu_panels.panel_sgd_update, WP, dZP, XP, dZ, X, 0.1, n)
-        assert np.array_equal(WP_unpacked, WP)
+        at_threads(threads, cpu_panels.panel_sgd_update, WP, b_packed, dZP, XP, dZ, X, 0.1, n)
+        assert np.array_equal(WP_unpacked, WP) and np.array_equal(b_unpacked, b_packed)
         Z2, Q2 = np.empty((n, U), dtype), np.empty((n, U), dtype)
         at_threads(threads, cpu_panels.panel_forward_listed, Z2, Q2, X, WP, b, codes.RELU,
                    pixels, pixel_counts)
-        at_threads(threads, cpu_panels.panel_sgd_update_listed, WP, dZP, dZ, X, 0.1, n, samples,
-                   sample_counts)
-        results.append((Z, Q, dQ, Z2, Q2, WP))
+        at_threads(threads, cpu_panels.panel_sgd_update_listed, WP, b_packed, dZP, dZ, X, 0.1, n,
+                   samples, sample_counts)
+        results.append((Z, Q, dQ, Z2, Q2, WP, b_packed))
     for result in results[1:]:
         assert all(np.array_equal(a, b) for a, b in zip(result, results[0]))
 
@@ -252,11 +256,11 @@ def test_zero_skipping_panel_kernels_give_the_bits_of_the_dense_ones(P, U, n, dt
     cpu_panels.panel_forward_listed(Z2, Q2, Xb, packed(W), b, codes.RELU, pixels, pixel_counts)
     assert np.array_equal(Z2, Z) and np.array_equal(Q2, Q)
     assert_dense_layer(Z2, Q2, X, W, b, "relu", dtype)
-    WP, WP2 = packed(W), packed(W)
+    WP, WP2, b2 = packed(W), packed(W), b.copy()
     dZP = np.full((WP.shape[0], n, WP.shape[2]), np.nan, dtype)
-    cpu_panels.panel_sgd_update(WP, dZP, np.zeros((0, 0, 0), dtype), dZ, X, 0.3, n)
-    cpu_panels.panel_sgd_update_listed(WP2, dZP, dZ, Xb, 0.3, n, samples, sample_counts)
-    assert np.array_equal(WP2, WP)
+    cpu_panels.panel_sgd_update(WP, b, dZP, np.zeros((0, 0, 0), dtype), dZ, X, 0.3, n)
+    cpu_panels.panel_sgd_update_listed(WP2, b2, dZP, dZ, Xb, 0.3, n, samples, sample_counts)
+    assert np.array_equal(WP2, WP) and np.array_equal(b2, b)
     W2 = np.empty_like(W)
     cpu_panels.unpack_panels(W2, WP2)
     W_ref = W.astype(np.float64) - 0.3 * (dZ.T.astype(np.float64) @ X / n)
@@ -381,9 +385,9 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
         dZP = np.empty((WP.shape[0], 9, WP.shape[2]), dtype)
         Z = np.empty((9, 40), dtype)
         forward(Z, Z.copy(), X, WP, b, codes.RELU)
-        update(WP, dZP, np.zeros((0, 0, 0), dtype), dZ, X, 0.1, 9)
+        update(WP, b.copy(), dZP, np.zeros((0, 0, 0), dtype), dZ, X, 0.1, 9)
         forward_listed(Z, Z.copy(), X, WP, b, codes.RELU, pixels, pixel_counts)
-        update_listed(WP, dZP, dZ, X, 0.1, 9, samples, sample_counts)
+        update_listed(WP, b.copy(), dZP, dZ, X, 0.1, 9, samples, sample_counts)
     for kernel in (forward, update, forward_listed, update_listed):
         for signature, asm in kernel.inspect_asm().items():
             suffix = "ps" if "float32" in str(signature) else "pd"
