@@ -139,6 +139,20 @@ def _dot4x4_at(A, i0, i1, i2, i3, B, j0, j1, j2, j3):
 
 
 @njit(inline="always", fastmath=FASTMATH)
+def _dot4x1_at(A, i0, i1, i2, i3, B, j):
+    """Rows i0..i3 of A dotted with row j of B: 5 loads per 4 multiply-adds."""
+    z = A.dtype.type(0)
+    a0 = a1 = a2 = a3 = z
+    for k in range(A.shape[1]):
+        w = B[j, k]
+        a0 += A[i0, k] * w
+        a1 += A[i1, k] * w
+        a2 += A[i2, k] * w
+        a3 += A[i3, k] * w
+    return a0, a1, a2, a3
+
+
+@njit(inline="always", fastmath=FASTMATH)
 def _dot(A, i, B, j):
     """A[i] . B[j], for the edges that do not fill a 4 x 4 block."""
     acc = A.dtype.type(0)
@@ -404,19 +418,24 @@ def _output_forward(Z, Q_prev, W, b, i0, i1):
     """``Z[i] = W Q_prev[i] + b`` for rows i0 .. i1-1 of a narrow output layer,
     in 4 x 4 blocks of (samples, units): 8 loads per 16 multiply-adds, where
     one sample's four dot products at a time loaded 5 per 4 (the blocked
-    forward took 0.55 of the time, docs/speed-log.md). Past the last row or
-    unit a block repeats it and drops what the repeat computes."""
+    forward took 0.55 of the time, docs/speed-log.md). Past the last row a
+    block repeats it and drops what the repeat computes; the units past the
+    last block of four take blocks of 4 samples x 1 unit."""
     M = Z.shape[1]
+    whole = M - M % 4
     for i in range(i0, i1, 4):
         r0, r1, r2, r3 = _four_from(i, i1 - 1)
-        for j in range(0, M, 4):
-            u0, u1, u2, u3 = _four_from(j, M - 1)
-            block = _dot4x4_at(Q_prev, r0, r1, r2, r3, W, u0, u1, u2, u3)
+        for j in range(0, whole, 4):
+            block = _dot4x4_at(Q_prev, r0, r1, r2, r3, W, j, j + 1, j + 2, j + 3)
             for a in range(4):
                 if i + a < i1:
                     for c in range(4):
-                        if j + c < M:
-                            Z[i + a, j + c] = block[a][c] + b[j + c]
+                        Z[i + a, j + c] = block[a][c] + b[j + c]
+        for j in range(whole, M):  # the 1-3 units past the last block: 4 x 1
+            z = _dot4x1_at(Q_prev, r0, r1, r2, r3, W, j)
+            for a in range(4):
+                if i + a < i1:
+                    Z[i + a, j] = z[a] + b[j]
 
 
 @njit(inline="always")
