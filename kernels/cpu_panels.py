@@ -161,8 +161,13 @@ def stack_buffer(typingctx, n, dtype_ref):
 
     def codegen(context, builder, signature, args):
         with builder.goto_entry_block():
-            return builder.alloca(context.get_value_type(dtype),
-                                  size=context.get_constant(types.intp, n.literal_value))
+            buffer = builder.alloca(context.get_value_type(dtype),
+                                    size=context.get_constant(types.intp, n.literal_value))
+        # On a cache line: where LLVM keeps the tile in memory (before and
+        # after its sums), a misaligned one split every vector access in two,
+        # and the same kernel ran up to 2x slower from one call site to another.
+        buffer.align = 64
+        return buffer
     return types.CPointer(dtype)(n, dtype_ref), codegen
 
 
@@ -222,12 +227,24 @@ def _columns(A, t, units):
     panel's real units (``units - t * PW``; only the last panel can have
     fewer than PW) fit in half, else all of it. Returns (half, PW / 2, PW).
     A 100-unit float32 layer then computes 112 columns, not 128: its last
-    panel's rows are one 512-bit vector instead of two. The half branch
-    steps its weights with the tile's row count a variable, one copy of the
-    step instead of two: every branch is compiled code of its own, and with
-    whole-tile copies in both the rules' kernels took twice as long to compile."""
+    panel's rows are one 512-bit vector instead of two. The updates' steps
+    follow both branches, one copy (``_real_units``): every branch is
+    compiled code of its own, and with whole-tile copies in both the rules'
+    kernels took twice as long to compile."""
     width = _width_of(A)
     return units - t * width <= width // 2, width // 2, width
+
+
+@njit(inline="always")
+def _real_units(A, t, units):
+    """The units of panel t that are not padding, a bound known only at run
+    time: an update's epilogue over the panel width, a constant, was
+    unrolled whole by LLVM before its vectoriser ran, then done one float at
+    a time (a 32 x 64 x 64 update took 2.1x as long, docs/speed-log.md).
+    Padding columns need no step: their sums are zero, and so their weights
+    and state stay zero under every rule."""
+    width = _width_of(A)
+    return min(width, units - t * width)
 
 
 @njit(inline="always")
@@ -236,6 +253,16 @@ def _clamped(i0, last):
     the edge computes padding rows from real data, and its epilogue drops them."""
     return (min(i0, last), min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last),
             min(i0 + 4, last), min(i0 + 5, last), min(i0 + 6, last), min(i0 + 7, last))
+
+
+@njit(inline="always")
+def _u(i):
+    """i (>= 0) as an unsigned index, which Numba uses without its test for
+    a negative one. Signed, that test on every element of a tile's
+    epilogue (``Z[i0 + r, j0 + c]``) made LLVM store the tile with gathers
+    and scatters: 8 x 32 tiles of 20-64-64-2 spent more time there than in
+    their sums (docs/speed-log.md)."""
+    return np.uintp(i)
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -312,10 +339,12 @@ def _store_forward(Z, Q, acc, b, act, i0, rows, j0, units, tile_rows=PANEL_ROWS)
 def _store_rows(Z, Q, acc, b, act, i0, rows, j0, units):
     zero, one = Z.dtype.type(0), Z.dtype.type(1)
     for r in range(rows):
+        i = _u(i0 + r)
         for c in range(units):
-            z = acc[r, c] + b[j0 + c]
-            Z[i0 + r, j0 + c] = z
-            Q[i0 + r, j0 + c] = activate(z, act, zero, one)
+            j = _u(j0 + c)
+            z = acc[r, c] + b[j]
+            Z[i, j] = z
+            Q[i, j] = activate(z, act, zero, one)
 
 
 @njit(**PARALLEL)
@@ -327,15 +356,15 @@ def pack_inputs(XP, X, n):
     P = X.shape[1]
     # Race-free: iteration q writes only block q.
     for q in prange(XP.shape[0]):
-        k0 = q * PANEL_ROWS
+        k0, b = q * PANEL_ROWS, _u(q)
         if k0 + PANEL_ROWS <= P:
             for i in range(n):
                 for r in range(PANEL_ROWS):
-                    XP[q, i, r] = X[i, k0 + r]
+                    XP[b, i, _u(r)] = X[i, _u(k0 + r)]
         else:
             for i in range(n):
                 for r in range(PANEL_ROWS):
-                    XP[q, i, r] = X[i, k0 + r] if k0 + r < P else 0
+                    XP[b, i, _u(r)] = X[i, _u(k0 + r)] if k0 + r < P else 0
 
 
 @njit(inline="always")
@@ -353,8 +382,9 @@ def _update_tile(acc, X, dZP, t, k0, n, cols):
     """acc[r, :cols] = sum_{i < n} X[i, k0 + r] dZP[t, i, :cols] for the 8 pixels from k0."""
     k_0, k_1, k_2, k_3, k_4, k_5, k_6, k_7 = _clamped(k0, X.shape[1] - 1)
     for i in range(n):
-        _add_outer(acc, X[i, k_0], X[i, k_1], X[i, k_2], X[i, k_3], X[i, k_4], X[i, k_5],
-                   X[i, k_6], X[i, k_7], dZP, t, i, cols)
+        _add_outer(acc, X[i, _u(k_0)], X[i, _u(k_1)], X[i, _u(k_2)], X[i, _u(k_3)],
+                   X[i, _u(k_4)], X[i, _u(k_5)], X[i, _u(k_6)], X[i, _u(k_7)], dZP, _u(t), i,
+                   cols)
 
 
 @njit(**TILES)
@@ -388,10 +418,9 @@ def panel_sgd_update(WP, b, dZP, XP, dZ, X, lr, n):
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
             _update_tile(acc, Xt, dZP, t, kt, n, narrow)
-            _step_rows(WP, acc, step, t, k0, rows, narrow)  # one copy: see _columns
         else:
             _update_tile(acc, Xt, dZP, t, kt, n, wide)
-            _store_update(WP, acc, step, t, k0, rows, wide)
+        _step_rows(WP, acc, step, t, k0, rows, _real_units(WP, t, dZ.shape[1]))
 
 
 @njit(**PARALLEL)
@@ -406,15 +435,17 @@ def pack_dz(dZP, dZ, n, b, lr):
     bias_step = dZP.dtype.type(lr / n)
     # Race-free: iteration t writes only panel t of dZP and its units of b.
     for t in prange(dZP.shape[0]):
+        j0, real, p = t * width, _real_units(dZP, t, U), _u(t)
         for i in range(n):
-            for c in range(width):
-                j = t * width + c
-                dZP[t, i, c] = dZ[i, j] if j < U else 0
+            for c in range(real):
+                dZP[p, i, _u(c)] = dZ[i, _u(j0 + c)]
+            for c in range(real, width):
+                dZP[p, i, _u(c)] = 0
         if b.shape[0] > 0:
-            j0 = t * width
             for i in range(n):  # in order, one step per sample, as bias_sgd_update
-                for c in range(min(width, U - j0)):
-                    b[j0 + c] = sgd(b[j0 + c], dZP[t, i, c], bias_step)
+                for c in range(real):
+                    j = _u(j0 + c)
+                    b[j] = sgd(b[j], dZP[p, i, _u(c)], bias_step)
 
 
 @njit(**PARALLEL)
@@ -428,17 +459,17 @@ def pack_dz_by_samples(dZS, dZ, n):
     width = _width_of(dZS)
     # Race-free: iteration s writes only panel s.
     for s in prange(dZS.shape[0]):
-        i0 = s * width
+        i0, p = s * width, _u(s)
         for j0 in range(0, dZS.shape[1], width):
             if i0 + width <= n and j0 + width <= U:  # a whole block: no tests inside
                 for c in range(width):
                     for jj in range(width):
-                        dZS[s, j0 + jj, c] = dZ[i0 + c, j0 + jj]
+                        dZS[p, _u(j0 + jj), _u(c)] = dZ[_u(i0 + c), _u(j0 + jj)]
                 continue
             for c in range(width):
                 for jj in range(width):
                     i, j = i0 + c, j0 + jj
-                    dZS[s, j, c] = dZ[i, j] if i < n and j < U else 0
+                    dZS[p, _u(j), _u(c)] = dZ[_u(i), _u(j)] if i < n and j < U else 0
 
 
 def sample_panel_shape(units, rows, dtype):
@@ -479,25 +510,18 @@ def panel_backward_input(dQ, dZS, WP, n):
             if i < n:
                 for r in range(PANEL_ROWS):
                     if k0 + r < P:
-                        dQ[i, k0 + r] = acc[r, c]
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _store_update(WP, acc, step, t, k0, rows, cols, tile_rows=PANEL_ROWS):
-    """The SGD step: WP[t, k0 + r, :cols] += step * acc[r, :cols] for the
-    first ``rows`` rows of a tile of ``tile_rows``; a whole tile with
-    constant bounds, which LLVM vectorises."""
-    if rows == tile_rows:
-        _step_rows(WP, acc, step, t, k0, tile_rows, cols)
-    else:
-        _step_rows(WP, acc, step, t, k0, rows, cols)
+                        dQ[_u(i), _u(k0 + r)] = acc[r, c]
 
 
 @njit(inline="always", fastmath=FASTMATH)
 def _step_rows(WP, acc, step, t, k0, rows, cols):
+    """The SGD step: WP[t, k0 + r, :cols] += step * acc[r, :cols] for the
+    tile's first ``rows`` rows; cols are the panel's real units
+    (``_real_units``: the padding stays zero)."""
     for r in range(rows):
+        k = _u(k0 + r)
         for c in range(cols):
-            WP[t, k0 + r, c] += step * acc[r, c]
+            WP[_u(t), k, _u(c)] += step * acc[r, c]
 
 
 # Zero-skipping tiles (sparse batches: MNIST pixels are 81 % zeros). A tile
@@ -554,10 +578,9 @@ def panel_sgd_update_listed(WP, b, dZP, dZ, X, lr, n, samples, sample_counts):
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
             _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], narrow)
-            _step_rows(WP, acc, step, t, k0, rows, narrow)
         else:
             _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], wide)
-            _store_update(WP, acc, step, t, k0, rows, wide, SKIP_ROWS)
+        _step_rows(WP, acc, step, t, k0, rows, _real_units(WP, t, dZ.shape[1]))
 
 
 # The same tiles under a rule that changes every weight (momentum, Nesterov,
@@ -597,10 +620,10 @@ def panel_rule_update(WP, mP, vP, dZP, XP, dZ, X, n, rule, lr, hyper, decay):
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
             _update_tile(acc, Xt, dZP, t, kt, n, narrow)
-            _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow)
         else:
             _update_tile(acc, Xt, dZP, t, kt, n, wide)
-            _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, wide)
+        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows,
+                   _real_units(WP, t, dZ.shape[1]))
 
 
 @njit(**TILES)
@@ -626,23 +649,10 @@ def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, 
         half, narrow, wide = _columns(WP, t, dZ.shape[1])
         if half:
             _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], narrow)
-            _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, narrow)
         else:
             _update_tile_listed(acc, X, dZP, t, k0, samples[q], sample_counts[q], wide)
-            _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, wide,
-                        SKIP_ROWS)
-
-
-@njit(inline="always", fastmath=FASTMATH)
-def _store_rule(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, cols,
-                tile_rows=PANEL_ROWS):
-    """The rule's step for the first ``rows`` rows and ``cols`` columns of a
-    tile of ``tile_rows`` (as _store_update: a whole tile with constant
-    bounds). Columns past ``cols`` are padding, and stay zero."""
-    if rows == tile_rows:
-        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, tile_rows, cols)
-    else:
-        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, cols)
+        _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows,
+                   _real_units(WP, t, dZ.shape[1]))
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -653,8 +663,9 @@ def _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, cols
     others' state (through rule_row's 1-d row views, the Adam update over
     MNIST's tiles took 190 instead of 149 us: docs/speed-log.md)."""
     zero = WP.dtype.type(0)
+    t = _u(t)
     for r in range(rows):
-        k = k0 + r
+        k = _u(k0 + r)
         if rule == RULE_SGD:
             for c in range(cols):
                 w = WP[t, k, c]
