@@ -388,11 +388,54 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
         update(WP, b.copy(), dZP, np.zeros((0, 0, 0), dtype), dZ, X, 0.1, 9)
         forward_listed(Z, Z.copy(), X, WP, b, codes.RELU, pixels, pixel_counts)
         update_listed(WP, b.copy(), dZP, dZ, X, 0.1, 9, samples, sample_counts)
-    for kernel in (forward, update, forward_listed, update_listed):
+    # A tile's multiply-adds per step of its loop, at least: 8 rows x 2
+    # vectors, or SKIP_ROWS (4) x 2 for the listed tiles (LLVM may unroll more).
+    for kernel, least in ((forward, 16), (update, 16), (forward_listed, 8), (update_listed, 8)):
         for signature, asm in kernel.inspect_asm().items():
             suffix = "ps" if "float32" in str(signature) else "pd"
             multiply_adds = re.findall(rf"vfmadd231{suffix}\t%zmm\d+, %zmm\d+, %zmm\d+", asm)
-            assert len(multiply_adds) >= 16, (kernel, signature)  # a tile's 16, at least
+            assert len(multiply_adds) >= least, (kernel, signature)
+
+
+@pytest.mark.skipif(not vector_width.available(), reason="the CPU has no AVX-512")
+def test_panel_epilogues_and_packers_use_no_gathers_or_scatters():
+    """float32 panel kernels store their tiles and pack dZ and X with
+    contiguous vector accesses: with signed indices (Numba's test for a
+    negative one on each), LLVM did the epilogues in gathers and scatters,
+    slower than the tiles' sums at small sizes (docs/speed-log.md)."""
+    kernels = {name: numba.njit(**PARALLEL_UNCACHED)(getattr(cpu_panels, name).py_func)
+               for name in ("panel_forward", "panel_sgd_update", "panel_rule_update",
+                            "panel_backward_input", "pack_dz", "pack_dz_by_samples",
+                            "pack_inputs")}
+    dtype = np.float32
+    W, b, dZ, X = data(5, (40, 33), (40,), (9, 40), (9, 33), dtype=dtype)
+    WP, none = packed(W), np.zeros((0, 0, 0), dtype)
+    dZP = np.empty((WP.shape[0], 9, WP.shape[2]), dtype)
+    dZS = np.empty(cpu_panels.sample_panel_shape(40, 9, dtype), dtype)
+    kernels["panel_forward"](np.empty((9, 40), dtype), np.empty((9, 40), dtype), X, WP, b,
+                             codes.RELU)
+    kernels["panel_sgd_update"](WP, b.copy(), dZP, none, dZ, X, 0.1, 9)
+    kernels["panel_rule_update"](WP, WP.copy(), WP.copy(), dZP, none, dZ, X, 9,
+                                 *rule_args("adam", dtype))
+    kernels["pack_dz_by_samples"](dZS, dZ, 9)
+    kernels["panel_backward_input"](np.empty((9, 33), dtype), dZS, WP, 9)
+    kernels["pack_dz"](dZP, dZ, 9, b.copy(), 0.1)
+    kernels["pack_inputs"](np.empty(cpu_panels.input_blocks_shape(33, 9), dtype), X, 9)
+    for name, kernel in kernels.items():
+        for signature, asm in kernel.inspect_asm().items():
+            assert not re.findall(r"gather|scatter", asm), (name, signature)
+
+
+def test_panel_tiles_sit_on_cache_lines():
+    """The tile buffer is a 64-byte aligned alloca: misaligned, each of its
+    vector loads and stores (where LLVM keeps it in memory) split in two."""
+    forward = numba.njit(**PARALLEL_UNCACHED)(cpu_panels.panel_forward.py_func)
+    W, b, X = data(6, (40, 33), (40,), (9, 33), dtype=np.float32)
+    forward(np.empty((9, 40), np.float32), np.empty((9, 40), np.float32), X, packed(W), b,
+            codes.RELU)
+    (llvm,) = forward.inspect_llvm().values()
+    tiles = re.findall(r"alloca \[256 x float\](.*)", llvm)  # 8 x 32 float32 cells
+    assert tiles and all(", align 64" in rest for rest in tiles), tiles
 
 
 @pytest.mark.parametrize("masks", [True, False], ids=["masks", "no-masks"])
