@@ -244,7 +244,7 @@ def _real_units(A, t, units):
     Padding columns need no step: their sums are zero, and so their weights
     and state stay zero under every rule."""
     width = _width_of(A)
-    return min(width, units - t * width)
+    return max(0, min(width, units - t * width))  # (0 past the last real panel)
 
 
 @njit(inline="always")
@@ -658,10 +658,10 @@ def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, 
 @njit(inline="always", fastmath=FASTMATH)
 def _rule_rows(WP, mP, vP, acc, scale, decay, rule, lr, hyper, t, k0, rows, cols):
     """w, m, v = step(w, acc * scale + decay * w, m, v) for the tile's rows:
-    ``cpu_common.rule_row`` over the tile's 3-d indices with the panel width
-    a constant, one loop per rule so that each vectorises without the
-    others' state (through rule_row's 1-d row views, the Adam update over
-    MNIST's tiles took 190 instead of 149 us: docs/speed-log.md)."""
+    ``cpu_common.rule_row`` over the tile's 3-d indices and its ``cols``
+    real units (``_real_units``), one loop per rule so that each vectorises
+    without the others' state (through rule_row's 1-d row views, the Adam
+    update over MNIST's tiles took 190 instead of 149 us: docs/speed-log.md)."""
     zero = WP.dtype.type(0)
     t = _u(t)
     for r in range(rows):

@@ -72,7 +72,7 @@ VARIANTS = [
     ("next rows' prefetch", ["prefetch_rows("]),
     ("dense_sgd_update (output layer; + first if dense)", ["dense_sgd_update(Ws[l]"]),
     ("first-layer update (csr_sgd_update)", ["csr_sgd_update("]),
-    ("bias updates", ["bias_sgd_update("]),
+    ("bias updates (layers off panels: the panel updates step theirs)", ["bias_sgd_update("]),
     ("batch gather (gather_rows)", ["gather_rows(Xb"]),
     ("first-layer forward (dense_forward)", ["dense_forward("]),
     ("first-layer forward (panel_forward)", ["panel_forward(Zs[0]"]),

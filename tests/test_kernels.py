@@ -615,6 +615,31 @@ def test_output_layer_rows_softmax_is_the_loss_kernels_to_the_bit(n, M, dtype):
         np.testing.assert_array_equal(wrong, Z.argmax(axis=1) != labels)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("M", [1, 3, 4, 10])
+def test_output_layer_rows_gives_each_row_the_bits_of_that_row_alone(M, dtype):
+    """Rows in blocks of four (the forward's 4 x 4 tiles, _rows_times) and
+    rows alone (a one-row call: a tile of one repeated row, _row_times)
+    give the same bits: a row's results do not depend on its neighbours."""
+    n, H = 16, 37  # one block of 16 rows: four groups of four
+    Z_prev, W, b = data(M * H + 5, (n, H), (M, H), (M,), dtype=dtype)
+    Q_prev = np.maximum(Z_prev, 0)
+    labels = np.random.default_rng(M).integers(0, M, n)
+
+    def run(rows):
+        k = len(rows)
+        Z, dZ = np.empty((k, M), dtype), np.empty((k, M), dtype)
+        dZ_prev, row_loss = np.empty((k, H), dtype), np.empty(k, dtype)
+        cpu.output_layer_rows(Z, dZ, row_loss, np.empty(k, np.int64), dZ_prev, Z_prev[rows],
+                              Q_prev[rows], W, b, labels[rows], np.zeros((k, M), dtype),
+                              NO_WEIGHTS[dtype], codes.RELU, codes.CROSS_ENTROPY, True)
+        return Z, dZ, dZ_prev
+    together = run(np.arange(n))
+    for i in range(n):
+        for got, want in zip(run(np.array([i])), together):
+            assert np.array_equal(got[0], want[i]), i
+
+
 @pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (129, 100)])
 def test_transpose(n, P):
     (A,) = data(n * P, (n, P))

@@ -402,11 +402,16 @@ def test_panel_epilogues_and_packers_use_no_gathers_or_scatters():
     """float32 panel kernels store their tiles and pack dZ and X with
     contiguous vector accesses: with signed indices (Numba's test for a
     negative one on each), LLVM did the epilogues in gathers and scatters,
-    slower than the tiles' sums at small sizes (docs/speed-log.md)."""
-    kernels = {name: numba.njit(**PARALLEL_UNCACHED)(getattr(cpu_panels, name).py_func)
-               for name in ("panel_forward", "panel_sgd_update", "panel_rule_update",
-                            "panel_backward_input", "pack_dz", "pack_dz_by_samples",
-                            "pack_inputs")}
+    slower than the tiles' sums at small sizes; and the updates step their
+    weights in vectors (over the panel width, a constant, LLVM unrolled the
+    step whole and did it in 256 scalar multiply-adds: docs/speed-log.md).
+    Uncached copies compiled with each kernel's own options."""
+    kernels = {}
+    for name in ("panel_forward", "panel_sgd_update", "panel_rule_update",
+                 "panel_backward_input", "pack_dz", "pack_dz_by_samples", "pack_inputs"):
+        kernel = getattr(cpu_panels, name)
+        options = {k: v for k, v in kernel.targetoptions.items() if k != "nopython"}
+        kernels[name] = numba.njit(cache=False, **options)(kernel.py_func)
     dtype = np.float32
     W, b, dZ, X = data(5, (40, 33), (40,), (9, 40), (9, 33), dtype=dtype)
     WP, none = packed(W), np.zeros((0, 0, 0), dtype)
@@ -424,6 +429,8 @@ def test_panel_epilogues_and_packers_use_no_gathers_or_scatters():
     for name, kernel in kernels.items():
         for signature, asm in kernel.inspect_asm().items():
             assert not re.findall(r"gather|scatter", asm), (name, signature)
+            if name in ("panel_sgd_update", "panel_rule_update"):  # 9-43 seen (loop remainders)
+                assert len(re.findall(r"vfn?m(?:add|sub)\d+ss", asm)) < 64, (name, signature)
 
 
 def test_panel_tiles_sit_on_cache_lines():
