@@ -467,9 +467,12 @@ def _row_times(out, g, W, i):
 
 @njit(inline="always", fastmath=FASTMATH)
 def _rows_times(out, g, W, i):
-    """``_row_times`` for the four rows from i at once, to the bit: each load
-    of W's four rows serves four rows of out (4 loads of W per 16
-    multiply-adds instead of 16; 0.6 of the time, docs/speed-log.md)."""
+    """``_row_times`` for the four rows from i at once, the same sums written
+    in the same order (the same bits where LLVM vectorises both alike: with
+    AVX2 or AVX-512, not with SSE only): each load of W's four rows serves
+    four rows of out (4 loads of W per 16 multiply-adds instead of 16; 0.6
+    of the time, docs/speed-log.md). Which rows take which depends on n
+    alone, so results still do not depend on the threads."""
     M, H = W.shape
     i1, i2, i3 = i + 1, i + 2, i + 3
     for j in range(0, M, 4):

@@ -617,10 +617,12 @@ def test_output_layer_rows_softmax_is_the_loss_kernels_to_the_bit(n, M, dtype):
 
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("M", [1, 3, 4, 10])
-def test_output_layer_rows_gives_each_row_the_bits_of_that_row_alone(M, dtype):
+def test_output_layer_rows_gives_each_row_the_results_of_that_row_alone(M, dtype):
     """Rows in blocks of four (the forward's 4 x 4 tiles, _rows_times) and
     rows alone (a one-row call: a tile of one repeated row, _row_times)
-    give the same bits: a row's results do not depend on its neighbours."""
+    give the same results: a row's do not depend on its neighbours (the
+    same bits with AVX2 or AVX-512 here, but compiled for SSE only,
+    NUMBA_CPU_NAME=generic, LLVM vectorises the two differently)."""
     n, H = 16, 37  # one block of 16 rows: four groups of four
     Z_prev, W, b = data(M * H + 5, (n, H), (M, H), (M,), dtype=dtype)
     Q_prev = np.maximum(Z_prev, 0)
@@ -637,7 +639,7 @@ def test_output_layer_rows_gives_each_row_the_bits_of_that_row_alone(M, dtype):
     together = run(np.arange(n))
     for i in range(n):
         for got, want in zip(run(np.array([i])), together):
-            assert np.array_equal(got[0], want[i]), i
+            assert rel_err(got[0], want[i]) <= RTOL[dtype], i
 
 
 @pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (129, 100)])
