@@ -356,15 +356,15 @@ def pack_inputs(XP, X, n):
     P = X.shape[1]
     # Race-free: iteration q writes only block q.
     for q in prange(XP.shape[0]):
-        k0, b = q * PANEL_ROWS, _u(q)
+        k0, block = q * PANEL_ROWS, _u(q)
         if k0 + PANEL_ROWS <= P:
             for i in range(n):
                 for r in range(PANEL_ROWS):
-                    XP[b, i, _u(r)] = X[i, _u(k0 + r)]
+                    XP[block, i, _u(r)] = X[i, _u(k0 + r)]
         else:
             for i in range(n):
                 for r in range(PANEL_ROWS):
-                    XP[b, i, _u(r)] = X[i, _u(k0 + r)] if k0 + r < P else 0
+                    XP[block, i, _u(r)] = X[i, _u(k0 + r)] if k0 + r < P else 0
 
 
 @njit(inline="always")
