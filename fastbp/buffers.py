@@ -74,7 +74,7 @@ def first_layer_buffers(plan, sizes, n_rows, dtype, moments=0):
     ``moments`` of the update rule's state arrays (m, v: 0 for plain SGD, 1
     for momentum, 2 for Adam) in each layout the plan moves the weights to,
     and where it updates W^T over compressed rows, a scratch row per thread;
-    else empty arrays; the plan's row masks and compressed rows."""
+    else empty arrays; the plan's compressed rows."""
     dtype = np.dtype(dtype)
     p, U = sizes[0], sizes[1]
     WT = np.zeros((p, U), dtype)
@@ -91,5 +91,5 @@ def first_layer_buffers(plan, sizes, n_rows, dtype, moments=0):
     on_wt = plan.code in (codes.FIRST_W_OR_CSR, codes.FIRST_PANELS_OR_CSR)
     state_wt = [np.zeros((p, U) if on_wt and i < moments else (0, 0), dtype) for i in range(2)]
     gT = np.zeros((numba.config.NUMBA_NUM_THREADS, U) if on_wt else (0, 0), dtype)
-    return CpuFirstLayer(plan.code, WT, WP, dZP, *lists, *plan.masks, *plan.rows_csr,
+    return CpuFirstLayer(plan.code, WT, WP, dZP, *lists, *plan.rows_csr,
                          *state_wt, gT, *state_panels)

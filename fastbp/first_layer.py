@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .kernels import codes, config, cpu, cpu_panels, cpu_sparse
-from .sparse_rows import compressed_rows_and_masks
+from .sparse_rows import compressed_rows, tiles_pay
 
 
 def _no_rows(dtype):
@@ -21,20 +21,15 @@ def _no_rows(dtype):
             np.zeros(0, np.int64))
 
 
-def _no_masks():
-    return np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64)
-
-
 @dataclass(frozen=True)
 class Plan:
     """code : a ``kernels.codes.FIRST_*`` code; rows_csr : (indptr, indices,
     values, colcum), X's compressed rows where the code runs sparse batches
-    over them, else four empty arrays; masks : the rows' bit masks for the
-    zero-skipping tiles (FIRST_PANELS_OR_TILES), else two empty arrays."""
+    over them, else four empty arrays (the zero-skipping tiles,
+    FIRST_PANELS_OR_TILES, list each batch from its dense rows)."""
 
     code: int
     rows_csr: tuple
-    masks: tuple
 
     @property
     def on_panels(self):
@@ -57,8 +52,8 @@ def plan(sizes, dtype, X, batch_rows, purpose="train"):
     """The first layer's plan for a network of layer ``sizes`` in ``dtype``
     on the checked data X (n, p), in batches (or chunks) of ``batch_rows``.
 
-    purpose : "train" (the compiled loop: compressed rows where X is sparse,
-    and the tiles' masks where the panels run and the non-zeros cluster),
+    purpose : "train" (the compiled loop: the zero-skipping tiles where the
+    panels run and X's non-zeros cluster, else compressed rows where X is sparse),
     "repeat" (inference over the same X many times, e.g. validation:
     compressed once) or "once" (one inference pass: sparse X listed chunk by
     chunk, nothing built). Every update rule trains on the same plan: those
@@ -68,35 +63,37 @@ def plan(sizes, dtype, X, batch_rows, purpose="train"):
     if purpose == "once":
         sparse = cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size
         if sizes[1] >= config.SPARSE_MIN_UNITS and sparse:
-            return Plan(codes.FIRST_WT_LISTS, _no_rows(X.dtype), _no_masks())
-        return Plan(codes.FIRST_PANELS if panels else codes.FIRST_W, _no_rows(X.dtype),
-                    _no_masks())
-    rows, masks = compressed_rows_and_masks(X, sizes[1], batch_rows if (
-        purpose == "train" and panels) else None)
+            return Plan(codes.FIRST_WT_LISTS, _no_rows(X.dtype))
+        return Plan(codes.FIRST_PANELS if panels else codes.FIRST_W, _no_rows(X.dtype))
+    if purpose == "train" and panels and tiles_pay(X, sizes[1], batch_rows):
+        return Plan(codes.FIRST_PANELS_OR_TILES, _no_rows(X.dtype))
+    rows = compressed_rows(X, sizes[1])
     compressed = rows[0].shape[0] == X.shape[0] + 1
     if purpose == "repeat":
         if compressed:
-            return Plan(codes.FIRST_W_OR_CSR, rows, _no_masks())
-        return Plan(codes.FIRST_PANELS if panels else codes.FIRST_W, rows, _no_masks())
+            return Plan(codes.FIRST_W_OR_CSR, rows)
+        return Plan(codes.FIRST_PANELS if panels else codes.FIRST_W, rows)
     if not panels:
-        return Plan(codes.FIRST_W_OR_CSR if compressed else codes.FIRST_W, rows, _no_masks())
-    if not compressed:
-        return Plan(codes.FIRST_PANELS, rows, _no_masks())
-    if masks[0].shape[0] == X.shape[0]:
-        return Plan(codes.FIRST_PANELS_OR_TILES, rows, masks)
-    return Plan(codes.FIRST_PANELS_OR_CSR, rows, masks)
-
+        return Plan(codes.FIRST_W_OR_CSR if compressed else codes.FIRST_W, rows)
+    return Plan(codes.FIRST_PANELS_OR_CSR if compressed else codes.FIRST_PANELS, rows)
 
 
 def holds(plan, X):
-    """Whether ``plan``'s compressed rows (and so its masks, made from the
-    same non-zeros) are exactly X's: one pass over X (partial_fit passes the
-    same X each epoch) instead of compressing it again (about 50 ms on
-    MNIST), and X is then known finite (the rows were made from checked
-    data; NaN or inf where they list a value, or any non-zero where they
-    do not, differs). Plans without compressed rows are cheap to make
-    again: False."""
+    """Whether ``plan``'s compressed rows are exactly X's: one pass over X
+    (partial_fit passes the same X each epoch) instead of compressing it
+    again (about 50 ms on MNIST), and X is then known finite (the rows were
+    made from checked data; NaN or inf where they list a value, or any
+    non-zero where they do not, differs). Plans without compressed rows:
+    False (``reusable`` says which of them may stay)."""
     indptr, indices, values, _ = plan.rows_csr
     return (indptr.shape[0] == X.shape[0] + 1 and values.dtype == X.dtype
             and indptr[-1] == indices.shape[0]
             and cpu_sparse.rows_differ(X, indptr, indices, values) == 0)
+
+
+def reusable(plan):
+    """Whether ``plan`` may run other data of the same width than it was
+    made for, unchecked: the zero-skipping tiles' plan holds nothing of its
+    data (each batch is listed, and tested for sparsity, on its own), so it
+    stays right for any X; only the choice of it was made on its data."""
+    return plan.code == codes.FIRST_PANELS_OR_TILES

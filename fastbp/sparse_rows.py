@@ -1,12 +1,16 @@
-"""The training set's non-zeros, listed once per run for the first layer.
+"""The training set's non-zeros, for the first layer: listed once per run,
+or a test that each batch's lists will pay.
 
 When the inputs are mostly zeros (MNIST: 81 % of pixels), each batch's
-first-layer products read these compressed rows in place instead of
-scanning, gathering and listing dense rows every step. Built only where
+first-layer products skip them. Over W^T they read compressed rows of the
+whole training set in place (``compressed_rows``), built only where
 ``kernels.cpu.train_steps`` can use them: a first layer at least
 SPARSE_MIN_UNITS wide, and data at most SPARSE_DENSITY dense overall (so the
 lists take at most 60 % of the float32 data's memory; each batch is still
-checked on its own).
+checked on its own). The zero-skipping panel tiles list each batch from its
+dense rows instead (``tiles_pay`` says where they run): nothing is built
+from the training set, and nothing need be checked again when partial_fit
+passes the same X.
 """
 
 import numpy as np
@@ -20,17 +24,7 @@ def compressed_rows(X, first_units):
     """(indptr, indices, values, colcum) of X (n, p): compressed sparse rows
     and the running sum of non-zeros per column; four empty arrays where
     the first layer will not skip zeros."""
-    return compressed_rows_and_masks(X, first_units)[0]
-
-
-def compressed_rows_and_masks(X, first_units, batch_rows=None):
-    """(compressed_rows(X, first_units), masks): and, where ``batch_rows`` is
-    given and X's sparse batches of that many rows should take the
-    zero-skipping tiles (``union_ratio`` at most MAX_UNION_RATIO), the
-    rows' bit masks for them (``kernels.cpu_sparse.compress_rows``, made in
-    the same pass), else two empty arrays (sparse batches stay on W^T)."""
     n, p = X.shape
-    none = np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64)
     counts = np.empty(n, np.int64)
     if first_units >= config.SPARSE_MIN_UNITS and X.size:
         cpu_sparse.row_nonzeros(counts, X)
@@ -39,20 +33,26 @@ def compressed_rows_and_masks(X, first_units, batch_rows=None):
             indptr = np.zeros(n + 1, np.int64)
             np.cumsum(counts, out=indptr[1:])
             indices, values = np.empty(total, np.int32), np.empty(total, X.dtype)
-            masks = none
-            if batch_rows is not None and union_ratio(X, batch_rows) <= MAX_UNION_RATIO:
-                masks = tuple(np.empty(shape, np.uint64)
-                              for shape in cpu_tile_lists.mask_shapes(n, p))
-            cpu_sparse.compress_rows(indices, values, *masks, indptr, X)
+            cpu_sparse.compress_rows(indices, values, indptr, X)
             # Column counts only balance the update's chunks: a sample of rows will do.
             sample = indices[:indptr[min(n, BALANCE_ROWS)]]
             colcum = np.zeros(p + 1, np.int64)
             np.cumsum(np.bincount(sample, minlength=p), out=colcum[1:])
-            return (indptr, indices, values, colcum), masks
+            return indptr, indices, values, colcum
     return (np.zeros(0, np.int64), np.zeros(0, np.int32), np.zeros(0, X.dtype),
-            np.zeros(0, np.int64)), none
+            np.zeros(0, np.int64))
 
 
+def tiles_pay(X, first_units, batch_rows):
+    """Whether X's sparse batches of ``batch_rows`` rows should take the
+    zero-skipping tiles, which list each batch from its dense rows
+    (``kernels.cpu_tile_lists.list_rows``) and need no compressed rows: a
+    first layer at least SPARSE_MIN_UNITS wide, X at most SPARSE_DENSITY
+    dense overall, and non-zeros that cluster (``union_ratio`` at most
+    MAX_UNION_RATIO). Each batch is still checked on its own."""
+    return (first_units >= config.SPARSE_MIN_UNITS and X.size > 0
+            and cpu_sparse.count_nonzero(X) <= config.SPARSE_DENSITY * X.size
+            and union_ratio(X, batch_rows) <= MAX_UNION_RATIO)
 
 
 def union_ratio(X, batch_rows):

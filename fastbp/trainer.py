@@ -283,8 +283,9 @@ class Trainer:
     def set_data(self, X, y, sample_weight=None):
         """Train the next epochs on (X, y), of the network's width, keeping the
         network, its device copy's buffers where they fit, the thread tuner and
-        the History; the first layer's plan is made for the new data (or kept,
-        where its compressed rows are exactly the new X: partial_fit). Epoch e
+        the History; the first layer's plan is made for the new data, or kept
+        where its compressed rows are exactly the new X (partial_fit) or where
+        it holds nothing of its data (the zero-skipping tiles'). Epoch e
         still shuffles with (seed, e). sample_weight : the new data's, or None;
         the class_weight given at the start applies to it. Not for a
         checkpointed run, whose checkpoint records one data set."""
@@ -302,6 +303,8 @@ class Trainer:
             return bool(kept)
 
         X = check.features("X", X, self.net.n_inputs, self.net.dtype, unchanged)
+        if not kept and earlier is not None and first_layer.reusable(earlier):
+            kept.append(earlier)  # (X scanned: its plan holds nothing to compare)
         y = self.net.check_targets("y", y, X.shape[0])
         w = sample_weights(self.net, y, sample_weight, self.class_weight)
         if self._held_out:  # early stopping watches a held-out part of this data too

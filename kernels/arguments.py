@@ -57,13 +57,13 @@ CudaWork = namedtuple("CudaWork", "Zs Qs dZs dQs row_loss Xb yb Tb wb dWs dbs")
 # How the first layer runs (``plan``, a kernels.codes FIRST_* code, chosen once
 # by fastbp.first_layer) and, on the CPU, the layouts and data it needs: W^T
 # (p, U_1); W^T and dZ in panels (kernels.cpu_panels); the zero-skipping
-# tiles' lists and the training rows' bit masks (kernels.cpu_tile_lists); the
+# tiles' lists and the batch rows' bits they are made from (kernels.cpu_tile_lists); the
 # compressed training rows (indptr, indices, values) and the running sum of
 # non-zeros per column (colcum); the update rule's state (m, v) laid out as
 # W^T (mT, vT) and as panels (mP, vP) for rules that keep it, and gT, scratch
 # rows (one per thread) for csr_rule_update's column sums. Parts a plan or a
 # rule does not use are empty arrays.
 CpuFirstLayer = namedtuple("CpuFirstLayer", "plan WT WP dZP pixels pixel_counts samples "
-                           "sample_counts pixel_words block_words indptr indices values colcum "
+                           "sample_counts column_bits indptr indices values colcum "
                            "mT vT gT mP vP")
 CudaFirstLayer = namedtuple("CudaFirstLayer", "plan")

@@ -91,7 +91,7 @@ from .cpu_sparse import (
     sparse_sgd_update,
 )
 from .cpu_math import exp as vector_exp
-from .cpu_tile_lists import list_blocks
+from .cpu_tile_lists import list_rows
 from .registry import TWINS
 
 __all__ = list(TWINS)
@@ -891,9 +891,9 @@ def train_steps(params, model, work, first, data, steps, out):
     layouts with the weights, into first.mP, vP or mT, vT).
     The first layer runs as ``first.plan`` says: dense batches on W
     (register-blocked) or on W^T in panels (``cpu_panels``); sparse batches
-    (where the plan has compressed rows and a batch is at most
-    SPARSE_DENSITY dense) on W^T over the compressed rows, or on panel tiles
-    that skip their zeros, listed from the rows' bit masks. Wide layers past
+    (at most SPARSE_DENSITY dense) on W^T over the plan's compressed rows,
+    or on panel tiles that skip their zeros, listed from each batch's dense
+    rows (``list_rows``; the plan has no compressed rows then). Wide layers past
     the first are held in panels for the whole call, with their rule's
     state (``work.WPs``, mPs, vPs, as ``cpu_panels.hidden_layers`` chose):
     all three of their products run as register tiles there, the update
@@ -924,7 +924,7 @@ def train_steps(params, model, work, first, data, steps, out):
     n = order.shape[0]
     p = X.shape[1]
     plan = first.plan
-    listed = plan == FIRST_W_OR_CSR or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
+    listed = plan == FIRST_W_OR_CSR or plan == FIRST_PANELS_OR_CSR  # over compressed rows
     on_panels = plan == FIRST_PANELS or plan == FIRST_PANELS_OR_CSR or plan == FIRST_PANELS_OR_TILES
     masked = plan == FIRST_PANELS_OR_TILES
     fused = Ws[L - 1].shape[0] <= FUSED_OUTPUT_MAX
@@ -937,12 +937,14 @@ def train_steps(params, model, work, first, data, steps, out):
         start = (first_step + s) * batch_size
         nb = min(batch_size, n - start)
         rows = order[start:start + nb]
-        sparse = listed and _batch_nonzeros(indptr, rows) <= SPARSE_DENSITY * nb * p
-        if not sparse:
-            gather_rows(Xb[:nb], X, rows)
-        elif masked:  # the batch's dense rows and the lists of its zero-skipping tiles
-            list_blocks(Xb[:nb], pixels, pixel_counts, samples, sample_counts,
-                        first.pixel_words, first.block_words, indptr, indices, values, rows)
+        if masked:  # the batch's dense rows, and the lists of its zero-skipping tiles
+            nonzeros = list_rows(Xb[:nb], pixels, pixel_counts, samples, sample_counts,
+                                 first.column_bits, X, rows)
+            sparse = nonzeros <= SPARSE_DENSITY * nb * p
+        else:
+            sparse = listed and _batch_nonzeros(indptr, rows) <= SPARSE_DENSITY * nb * p
+            if not sparse:
+                gather_rows(Xb[:nb], X, rows)
         if loss == CROSS_ENTROPY:
             for r in range(nb):
                 yb[r] = labels[rows[r]]
@@ -1001,12 +1003,12 @@ def train_steps(params, model, work, first, data, steps, out):
             done = s
             break
         # The next batch's rows load during the updates, for csr_forward. Not for
-        # list_blocks, which reads them on every thread: the tiles were faster
+        # list_rows, which reads them on every thread: the tiles were faster
         # without the prefetch (docs/speed-log.md).
-        if listed and not masked and s + 1 < n_steps:
+        if listed and s + 1 < n_steps:
             prefetch_rows(indptr, indices, values, order[start + nb:start + nb + batch_size])
         # ... and for gather_rows, where the batch is small enough to stay in cache.
-        if not listed and s + 1 < n_steps and batch_size * p * X.itemsize <= PREFETCH_BATCH_BYTES:
+        if not listed and not masked and s + 1 < n_steps and batch_size * p * X.itemsize <= PREFETCH_BATCH_BYTES:
             prefetch_batch(X, labels, targets, weights, order[start + nb:start + nb + batch_size],
                            loss)
         # Backward (6.27) with the update (6.23), layer L down to 1.

@@ -19,7 +19,7 @@ of units is contiguous:
   with dZ first packed the same way (dZP) so that its rows are whole vectors.
 
 A sparse batch (MNIST) takes tiles of 4 rows x 2 vectors (8 accumulators)
-over lists of what each tile needs (``cpu_tile_lists.list_blocks``): 39 % of
+over lists of what each tile needs (``cpu_tile_lists.list_rows``): 39 % of
 the pixels for a forward tile of 4 MNIST samples (47 % for 8), 28 % of the
 samples for an update tile of 4 pixels (39 % for 8).
 
@@ -527,7 +527,7 @@ def _step_rows(WP, acc, step, t, k0, rows, cols):
 # Zero-skipping tiles (sparse batches: MNIST pixels are 81 % zeros). A tile
 # of 4 samples needs only the pixels that any of them has (39 % of MNIST's;
 # 47 % for 8); a tile of 4 pixels only the samples that have any of them
-# (28 %; 39 % for 8). Each batch lists both (cpu_tile_lists.list_blocks), then the tiles
+# (28 %; 39 % for 8). Each batch lists both (cpu_tile_lists.list_rows), then the tiles
 # run over the lists: the same sums in the same order minus terms that are
 # exactly zero, so the results are bitwise those of panel_forward and
 # panel_sgd_update (for finite weights and dZ: a skipped 0 x inf would be NaN).
@@ -535,7 +535,7 @@ def _step_rows(WP, acc, step, t, k0, rows, cols):
 @njit(**TILES)
 def panel_forward_listed(Z, Q, X, WP, b, act, pixels, pixel_counts):
     """panel_forward skipping the pixels that none of a tile's samples has
-    (``list_blocks``): bitwise the same Z and Q."""
+    (``list_rows``): bitwise the same Z and Q."""
     blocks = (Z.shape[0] + SKIP_ROWS - 1) // SKIP_ROWS
     # Race-free: item w writes only the rows of its block in its panel's columns.
     for w in prange(WP.shape[0] * blocks):
@@ -558,7 +558,7 @@ def _update_tile_listed(acc, X, dZP, t, k0, samples, count, cols):
 @njit(**TILES)
 def panel_sgd_update_listed(WP, b, dZP, dZ, X, lr, n, samples, sample_counts):
     """panel_sgd_update skipping the samples that have none of a tile's
-    pixels (``list_blocks``), and tiles with none at all: bitwise the same WP.
+    pixels (``list_rows``), and tiles with none at all: bitwise the same WP.
     Tiles of SKIP_ROWS pixels: each element's sum is the same whatever the
     tile's height, and 4 pixels leave fewer samples to visit than 8."""
     T, P = WP.shape[0], WP.shape[1]
@@ -630,7 +630,7 @@ def panel_rule_update(WP, mP, vP, dZP, XP, dZ, X, n, rule, lr, hyper, decay):
 def panel_rule_update_listed(WP, mP, vP, dZP, dZ, X, n, rule, lr, hyper, decay, samples,
                              sample_counts):
     """panel_rule_update skipping the samples that have none of a tile's
-    pixels (``list_blocks``): the same sums, and WP, mP, vP equal to
+    pixels (``list_rows``): the same sums, and WP, mP, vP equal to
     rounding (LLVM may contract the rule's arithmetic differently in each
     kernel: Nesterov's is seen to). Every tile applies the rule, those with
     no sample at all with a zero gradient sum."""

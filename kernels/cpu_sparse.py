@@ -23,11 +23,8 @@ from numba.cpython.unsafe.numbers import trailing_zeros
 from numba.extending import intrinsic
 
 from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, prefetch_row, rule_row
-from .cpu_panels import SKIP_ROWS
-from .cpu_tile_lists import WORD
+from .cpu_tile_lists import GROUP, nonzero_bits16
 
-GROUP = 16  # columns compress_rows tests at once: a 16-bit mask ...
-assert GROUP == 16 and SKIP_ROWS == 4  # ... whose nibbles are the tiles' pixel blocks
 
 
 @njit(inline="always", fastmath=FASTMATH)
@@ -216,76 +213,37 @@ def _row_differs(row, indices, values, a, e):
 
 
 @njit(**PARALLEL)
-def compress_rows(indices, values, pixel_words, block_words, indptr, X):
+def compress_rows(indices, values, indptr, X):
     """X in compressed sparse rows: row i's non-zeros are
-    ``values[indptr[i]:indptr[i+1]]`` at columns ``indices[...]``, ascending;
-    and, where pixel_words has rows, the rows' bit masks for the zero-skipping
-    tiles (``cpu_tile_lists``): bit k of pixel_words[i] is set where row i
-    has pixel k, bit q of block_words[i] where it has any of the pixels
-    4q .. 4q+3 (SKIP_ROWS = 4).
+    ``values[indptr[i]:indptr[i+1]]`` at columns ``indices[...]``, ascending.
 
-    indices (int32), values : (nnz,) outputs; pixel_words, block_words :
-    uint64 outputs shaped by ``cpu_tile_lists.mask_shapes``, or (0, 0) (no
-    masks); indptr : (n + 1,) int64, the running sum of ``row_nonzeros``;
-    X : (n, P).
+    indices (int32), values : (nnz,) outputs; indptr : (n + 1,) int64, the
+    running sum of ``row_nonzeros``; X : (n, P).
     """
     n, P = X.shape
     edge = P - P % GROUP
-    masks = pixel_words.shape[0] > 0
-    one = np.uint32(1)
-    # Race-free: iteration i writes only positions indptr[i] .. indptr[i+1]-1
-    # and row i of the masks.
+    one = np.uint16(1)
+    # Race-free: iteration i writes only positions indptr[i] .. indptr[i+1]-1.
     for i in prange(n):
-        if masks:
-            for w in range(pixel_words.shape[1]):
-                pixel_words[i, w] = 0
-            for w in range(block_words.shape[1]):
-                block_words[i, w] = 0
+        row = X[i]
         c = indptr[i]
-        # GROUP columns at a time: their non-zeros as bits (a vector compare),
-        # then one write per set bit, lowest first; all-zero groups cost one test.
+        # GROUP columns at a time: their non-zeros as bits (one vector
+        # compare), then one write per set bit, lowest first; all-zero
+        # groups cost one test.
         for k0 in range(0, edge, GROUP):
-            bits = np.uint32(0)
-            for j in range(GROUP):
-                bits |= np.uint32(X[i, k0 + j] != 0) << np.uint32(j)
-            if masks and bits:
-                _mask_group(pixel_words[i], block_words[i], k0, bits)
+            bits = nonzero_bits16(row, k0)
             while bits:
                 k = k0 + trailing_zeros(bits)
                 indices[c] = k
-                values[c] = X[i, k]
+                values[c] = row[k]
                 c += 1
                 bits &= bits - one
         for k in range(edge, P):
-            a = X[i, k]
+            a = row[k]
             if a != 0:
                 indices[c] = k
                 values[c] = a
                 c += 1
-                if masks:
-                    _mask_pixel(pixel_words[i], block_words[i], k)
-
-
-@njit(inline="always")
-def _mask_group(pixel_row, block_row, k0, bits):
-    """Set the mask bits of the GROUP (16) pixels from k0 (a multiple of 16)
-    whose non-zeros are ``bits``: 16 pixel bits, and 4 block bits, one per 4
-    pixels (a nibble of ``bits`` that is not zero)."""
-    pixel_row[k0 // WORD] |= np.uint64(bits) << np.uint64(k0 % WORD)
-    nibbles = bits | (bits >> np.uint32(1)) | (bits >> np.uint32(2)) | (bits >> np.uint32(3))
-    one, two, four, eight = np.uint32(1), np.uint32(2), np.uint32(4), np.uint32(8)
-    quad = ((nibbles & one) | ((nibbles >> np.uint32(3)) & two)
-            | ((nibbles >> np.uint32(6)) & four) | ((nibbles >> np.uint32(9)) & eight))
-    q0 = k0 // SKIP_ROWS
-    block_row[q0 // WORD] |= np.uint64(quad) << np.uint64(q0 % WORD)
-
-
-@njit(inline="always")
-def _mask_pixel(pixel_row, block_row, k):
-    """Set the mask bits of one non-zero pixel k."""
-    q = k // SKIP_ROWS
-    pixel_row[k // WORD] |= np.uint64(1) << np.uint64(k % WORD)
-    block_row[q // WORD] |= np.uint64(1) << np.uint64(q % WORD)
 
 
 @njit(inline="never")

@@ -92,15 +92,13 @@ def cases(n, P, U, X, dtype):
     # Sparse batches on panels: the batch's rows and its tiles' lists, then
     # the tiles over the lists (train_steps' choice where AVX-512 is).
     lists = cpu_tile_lists.skip_lists(P, n)
-    masks = tuple(np.empty(shape, np.uint64) for shape in cpu_tile_lists.mask_shapes(n, P))
     Xb = np.empty_like(X)
     if listed:
-        cpu_sparse.compress_rows(indices.copy(), values.copy(), *masks, indptr, X)
-        cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, order)
+        cpu_tile_lists.list_rows(Xb, *lists, X, order)
     WP5 = WP.copy()
 
-    def list_blocks():
-        cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, order)
+    def list_rows():
+        cpu_tile_lists.list_rows(Xb, *lists, X, order)
 
     def listed_update():
         cpu_panels.panel_sgd_update_listed(WP5, b, dZP, dZ, Xb, 0.0, n, lists[2], lists[3])
@@ -133,7 +131,7 @@ def cases(n, P, U, X, dtype):
          lambda: cpu_panels.panel_forward(Z, Q, X, WP, b, RELU), np_forward, lambda: Q),
         ("nonzero_rows + sparse_forward", mm, sparse_forward, np_forward, lambda: Q),
         *([("csr_forward (compressed rows)", mm, csr_forward, np_forward, lambda: Q),
-           ("list_blocks (rows + tile lists; vs X[rows])", n * P, list_blocks,
+           ("list_rows (rows + tile lists; vs X[rows])", n * P, list_rows,
             lambda: X[order], lambda: Xb),
            ("panel_forward_listed (zero-skipping tiles)", mm,
             lambda: cpu_panels.panel_forward_listed(Z, Q, Xb, WP, b, RELU, lists[0], lists[1]),

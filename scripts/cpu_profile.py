@@ -57,7 +57,7 @@ CHUNK = 50
 # (which only a --dense run takes).
 VARIANTS = [
     ("full", []),
-    ("batch rows and tile lists (list_blocks)", ["list_blocks("]),
+    ("batch rows and tile lists (list_rows)", ["list_rows("]),
     ("first-layer forward (panel_forward_listed)", ["panel_forward_listed("]),
     ("first-layer update (panel_sgd_update_listed)", ["panel_sgd_update_listed("]),
     ("first-layer rule (panel_rule_update_listed)", ["panel_rule_update_listed("]),

@@ -20,8 +20,8 @@ def module_from(name, source, original):
 
 class DropCalls(ast.NodeTransformer):
     """In the function ``function``: calls whose source starts with one of
-    ``patterns`` become ``pass``, those starting with a key of ``replace``
-    its value; an ``if`` whose test contains ``stop`` (the loop's stop on a
+    ``patterns`` become ``pass`` (or 0, where their result is assigned),
+    those starting with a key of ``replace`` its value; an ``if`` whose test contains ``stop`` (the loop's stop on a
     non-finite cost) becomes ``if False``, so that garbage left by a
     dropped phase does not end the run early."""
 
@@ -40,6 +40,12 @@ class DropCalls(ast.NodeTransformer):
             if text.startswith(old):
                 return ast.parse(new).body[0]
         return ast.Pass() if text.startswith(tuple(self.patterns)) else node
+
+    def visit_Assign(self, node):
+        """A dropped call whose result is kept (``n = list_rows(...)``) gives 0."""
+        if ast.unparse(node.value).startswith(tuple(self.patterns)):
+            node.value = ast.Constant(0)
+        return node
 
     def visit_If(self, node):
         self.generic_visit(node)

@@ -31,10 +31,10 @@ def test_training_plans(data, sizes, without, with_panels, panels, monkeypatch):
          "sparse, narrow layer": sparse(), "sparse, no hidden layer": sparse()}[data]
     plan = first_layer.plan(sizes, np.float32, X, 32)
     assert plan.code == (with_panels if panels else without), plan.name
-    compressed = plan.code in (codes.FIRST_W_OR_CSR, codes.FIRST_PANELS_OR_CSR,
-                               codes.FIRST_PANELS_OR_TILES)
+    # The tiles list each batch from its dense rows: only W^T reads compressed ones.
+    compressed = plan.code in (codes.FIRST_W_OR_CSR, codes.FIRST_PANELS_OR_CSR)
     assert (plan.rows_csr[0].shape == (201,)) == compressed
-    assert (plan.masks[0].shape[0] == 200) == (plan.code == codes.FIRST_PANELS_OR_TILES)
+    assert plan.rows_csr[0].shape == ((201,) if compressed else (0,))
 
 
 def test_inference_plans_and_the_training_loop_follow_the_code(panels):
@@ -46,8 +46,7 @@ def test_inference_plans_and_the_training_loop_follow_the_code(panels):
     assert first_layer.plan([40, 64, 5], np.float32, dense, 32, "once").code == expected
     # A stepper given a plan runs that one: W alone, no compressed rows, on sparse data.
     net = fastbp.Network([40, 64, 5], seed=1)
-    plan = first_layer.Plan(codes.FIRST_W, first_layer._no_rows(np.float32),
-                            first_layer._no_masks())
+    plan = first_layer.Plan(codes.FIRST_W, first_layer._no_rows(np.float32))
     y = np.arange(200) % 5
     stepper = fastbp.backends.make_stepper("cpu", net, *net.checked_layers(), X, y, 32, plan)
     assert stepper.first.plan == codes.FIRST_W and stepper.first.indptr.shape == (0,)

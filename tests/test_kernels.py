@@ -357,7 +357,6 @@ def test_dense_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
     assert np.array_equal(results[0], results[1])
 
 
-NO_MASKS = (np.zeros((0, 0), np.uint64), np.zeros((0, 0), np.uint64))
 
 
 def compressed(X):
@@ -367,14 +366,18 @@ def compressed(X):
     indptr = np.zeros(X.shape[0] + 1, np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], X.dtype)
-    cpu_sparse.compress_rows(indices, values, *NO_MASKS, indptr, X)
+    cpu_sparse.compress_rows(indices, values, indptr, X)
     return indptr, indices, values
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (129, 100), (33, 7)])
-def test_compress_rows_lists_every_non_zero_in_order(n, P):
-    X = sparse_input(n * 3 + P, n, P, "float64")
+def test_compress_rows_lists_every_non_zero_in_order(n, P, dtype):
+    """Each row's non-zeros, found 16 columns at a time by a vector compare
+    (and the columns past the last 16 one at a time): NaN is listed, -0.0 is not."""
+    X = sparse_input(n * 3 + P, n, P, dtype)
     X[0, 0] = np.nan  # NaN must be listed, so divergence stays visible
+    X[n // 2, P // 2] = -0.0
     X[-1] = 0  # an empty row (the last one: its end is the arrays' end)
     indptr, indices, values = compressed(X)
     assert indptr[0] == 0 and indptr[-1] == np.count_nonzero(X)
@@ -397,7 +400,7 @@ def test_compress_rows_writes_nothing_past_a_row_s_last_slot(threads):
     indptr = np.zeros(10, np.int64)
     np.cumsum(counts, out=indptr[1:])
     indices, values = np.full(indptr[-1] + 1, -7, np.int32), np.full(indptr[-1] + 1, -7.0)
-    at_threads(threads, cpu_sparse.compress_rows, indices, values, *NO_MASKS, indptr, X)
+    at_threads(threads, cpu_sparse.compress_rows, indices, values, indptr, X)
     assert indices[-1] == -7 and values[-1] == -7.0
     for i in range(9):
         assert indices[indptr[i]:indptr[i + 1]].tolist() == np.flatnonzero(X[i]).tolist()

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 import fastbp
-from fastbp.kernels import codes, config, cpu_panels, cpu_sparse, cpu_tile_lists, vector_width
+from fastbp.kernels import codes, config, cpu_panels, cpu_tile_lists, vector_width
 from fastbp.kernels.cpu_common import PARALLEL
 
 from conftest import ACTIVATIONS, BATCHES, RTOL, data, rel_err
@@ -162,7 +162,7 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
     n, P, U = 100, 129, 70  # 13 tiles of samples, 17 of pixels, partial panels
     X, W, b, dZ = data(7, (n, P), (U, P), (U,), (n, U), dtype=dtype)
     X *= np.random.default_rng(8).random((n, P)) < 0.2  # for the zero-skipping twins
-    pixels, pixel_counts, samples, sample_counts, _ = listed(X)
+    pixels, pixel_counts, samples, sample_counts, *_ = listed(X)
     results = []
     for threads in (1, numba.config.NUMBA_NUM_THREADS, 3):
         threads = min(threads, numba.config.NUMBA_NUM_THREADS)
@@ -192,43 +192,45 @@ def test_panel_kernels_give_the_same_bits_for_any_thread_count(dtype):
 
 
 def listed(X, rows=None, buffers=None):
-    """X's compressed rows and masks, and the zero-skipping tiles' lists of
-    its batch ``rows`` (default: all, in order) through ``list_blocks``:
-    (pixels, pixel_counts, samples, sample_counts, Xb), Xb being X[rows]
-    written over NaNs; or written into ``buffers`` (such a tuple, sized for
-    at least len(rows)), the batch's rows of Xb returned."""
+    """The zero-skipping tiles' lists of X's batch ``rows`` (default: all, in
+    order) through ``list_rows``: (pixels, pixel_counts, samples,
+    sample_counts, column_bits, Xb, non-zeros), Xb being X[rows] written over
+    NaNs; or written into ``buffers`` (such a tuple less the count, sized
+    for at least len(rows)), the batch's rows of Xb returned."""
     rows = np.arange(X.shape[0]) if rows is None else rows
-    indptr = np.concatenate([[0], np.cumsum((X != 0).sum(axis=1))]).astype(np.int64)
-    indices, values = np.empty(indptr[-1], np.int32), np.empty(indptr[-1], X.dtype)
-    masks = [np.full(shape, 7, np.uint64)  # not zero: the kernel clears them itself
-             for shape in cpu_tile_lists.mask_shapes(X.shape[0], X.shape[1])]
-    cpu_sparse.compress_rows(indices, values, *masks, indptr, X)  # whatever X's density
     if buffers is None:
         buffers = (*cpu_tile_lists.skip_lists(X.shape[1], rows.shape[0]),
                    np.full((rows.shape[0], X.shape[1]), np.nan, X.dtype))
     *lists, Xb = buffers
     Xb = Xb[:rows.shape[0]]
-    cpu_tile_lists.list_blocks(Xb, *lists, *masks, indptr, indices, values, rows)
-    return (*lists, Xb)
+    nonzeros = cpu_tile_lists.list_rows(Xb, *lists, X, rows)
+    return (*lists, Xb, nonzeros)
 
 
-@pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (33, 129), (129, 7), (100, 784)])
-def test_list_blocks_lists_the_pixels_and_samples_each_tile_needs(n, P):
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("n,P", [(1, 1), (7, 33), (33, 129), (129, 7), (100, 784), (40, 48)])
+def test_list_rows_lists_the_pixels_and_samples_each_tile_needs(n, P, dtype):
     """Per 4-sample block, the pixels any of its samples has; per 4-pixel
     block, the samples that have any of its pixels: both ascending, from
-    the whole training set's bit masks, for a shuffled batch, then a shorter
-    one (an epoch's last) in the same buffers, so nothing of the first stays;
-    at every thread count, then one thread (block and word items share a region)."""
+    the batch's dense rows, for a shuffled batch, then a shorter one (an
+    epoch's last) in the same buffers, so nothing of the first stays
+    (neither in the lists nor in the bits past the batch's last sample); at
+    every thread count, then one thread. Also the batch's count of
+    non-zeros, which decides whether it is sparse (-0.0 is a zero)."""
     rng = np.random.default_rng(n + P)
-    X = sparse_input(n * P, 3 * n + 5, P, "float32", density=0.15)
+    X = sparse_input(n * P, 3 * n + 5, P, dtype, density=0.15)
     X[0] = 0  # an empty row
-    buffers = (*cpu_tile_lists.skip_lists(P, n), np.full((n, P), np.nan, np.float32))
+    X[1, P // 2] = -0.0
+    X[2] = rng.random(P) + 0.5  # a full row
+    buffers = (*cpu_tile_lists.skip_lists(P, n), np.full((n, P), np.nan, dtype))
     for m, threads in ((n, numba.config.NUMBA_NUM_THREADS), (max(1, n - 3), 1)):
-        rows = rng.permutation(X.shape[0])[:m]
-        pixels, pixel_counts, samples, sample_counts, Xb = at_threads(threads, listed, X, rows,
-                                                                      buffers)
+        rest = rng.permutation(np.arange(3, X.shape[0]))[:max(0, m - 3)]
+        rows = rng.permutation(np.concatenate([np.arange(min(3, m)), rest]))  # rows 0-2 in it
+        pixels, pixel_counts, samples, sample_counts, _, Xb, nonzeros = at_threads(
+            threads, listed, X, rows, buffers)
         assert np.array_equal(Xb, X[rows])
         nonzero = X[rows] != 0
+        assert nonzeros == nonzero.sum()
         step = cpu_panels.SKIP_ROWS  # the zero-skipping tiles' rows
         for b in range(0, m, step):
             expected = np.flatnonzero(nonzero[b:b + step].any(axis=0))
@@ -249,7 +251,7 @@ def test_zero_skipping_panel_kernels_give_the_bits_of_the_dense_ones(P, U, n, dt
     agreement with the reference as the dense tiles."""
     X = sparse_input(n + P + U, n, P, dtype, density=0.15)
     W, b, dZ = data(n + U, (U, P), (U,), (n, U), dtype=dtype)
-    pixels, pixel_counts, samples, sample_counts, Xb = listed(X)
+    pixels, pixel_counts, samples, sample_counts, _, Xb, _ = listed(X)
     Z, Q = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
     cpu_panels.panel_forward(Z, Q, X, packed(W), b, codes.RELU)
     Z2, Q2 = np.full((n, U), np.nan, dtype), np.full((n, U), np.nan, dtype)
@@ -283,7 +285,7 @@ def test_panel_rule_update_is_the_reference_rule_on_every_weight(P, U, n, dtype,
     W, m, v, dZ = data(n + U + 1, (U, P), (U, P), (U, P), (n, U), dtype=dtype)
     v = np.abs(v)
     expected = reference_rule(rule, W, m, v, dZ.T.astype(np.float64) @ X, n)
-    _, _, samples, sample_counts, Xb = listed(X)
+    _, _, samples, sample_counts, _, Xb, _ = listed(X)
     assert sample_counts[0] == 0
     dZP = np.full(cpu_panels.panel_shape(U, n, dtype), np.nan, dtype)
     none = np.zeros((0, 0, 0), dtype)
@@ -380,7 +382,7 @@ def test_panel_tiles_run_on_512_bit_registers_whatever_the_process_setting():
     for dtype in DTYPES:
         W, b, dZ = data(3, (40, 33), (40,), (9, 40), dtype=dtype)
         X = sparse_input(4, 9, 33, dtype, density=0.15)
-        pixels, pixel_counts, samples, sample_counts, _ = listed(X)
+        pixels, pixel_counts, samples, sample_counts, *_ = listed(X)
         WP = packed(W)
         dZP = np.empty((WP.shape[0], 9, WP.shape[2]), dtype)
         Z = np.empty((9, 40), dtype)
@@ -445,18 +447,18 @@ def test_panel_tiles_sit_on_cache_lines():
     assert tiles and all(", align 64" in rest for rest in tiles), tiles
 
 
-@pytest.mark.parametrize("masks", [True, False], ids=["masks", "no-masks"])
-def test_the_first_layer_moves_between_w_transposed_and_panels(panels, masks):
+@pytest.mark.parametrize("tiles", [True, False], ids=["tiles", "no-tiles"])
+def test_the_first_layer_moves_between_w_transposed_and_panels(panels, tiles):
     """Sparse and dense batches in one call: the weights move between W,
     W^T and panels in the compiled loop (sparse batches stay on panels
-    where the rows' bit masks are there, as CpuStepper makes them, else go
-    to W^T) and still match the reference."""
+    where the plan takes the zero-skipping tiles, as CpuStepper makes it,
+    else go to W^T over the compressed rows) and still match the reference."""
     rng = np.random.default_rng(6)
     X = rng.random((60, 20))
     X[10:50] *= rng.random((40, 20)) < 0.05
     X[50:] *= rng.random((10, 20)) < 0.4
     density = [(X[s:s + 10] != 0).mean() for s in range(0, 60, 10)]
-    assert (X != 0).mean() <= 0.3  # the rows get compressed ...
+    assert (X != 0).mean() <= 0.3  # the rows are sparse overall ...
     # ... and batches 1 and 6 are dense
     assert [d <= 0.3 for d in density] == [False, True, True, True, True, False]
     y = rng.integers(0, 3, 60)
@@ -465,14 +467,17 @@ def test_the_first_layer_moves_between_w_transposed_and_panels(panels, masks):
         stepper = fastbp.backends.make_stepper(device, net, *net.checked_layers(),
                                                np.ascontiguousarray(X), y, 10)
         if device == "cpu":
-            assert stepper.plan.rows_csr[0].shape == (61,)  # rows compressed: sparse batches run
             WP = stepper.first.WP
             assert (WP.shape[0] > 0) == panels
-            assert (stepper.first.pixel_words.shape[0] == 60) == panels
-            if not masks and panels:  # the plan without the tiles: sparse batches on W^T
-                empty = np.zeros((0, 0), np.uint64)
+            expected = codes.FIRST_PANELS_OR_TILES if panels else codes.FIRST_W_OR_CSR
+            assert stepper.plan.code == expected
+            if not tiles and panels:  # the plan without the tiles: sparse batches on W^T
+                rows = fastbp.sparse_rows.compressed_rows(np.ascontiguousarray(X), 40)
                 stepper.first = stepper.first._replace(
-                    plan=codes.FIRST_PANELS_OR_CSR, pixel_words=empty, block_words=empty)
+                    plan=codes.FIRST_PANELS_OR_CSR, **dict(zip(
+                        ("indptr", "indices", "values", "colcum"), rows)))
+            if stepper.first.plan != codes.FIRST_PANELS_OR_TILES:
+                assert stepper.first.indptr.shape == (61,)  # rows compressed: W^T reads them
         stepper.run(np.arange(60), 0, 6, 0.3, np.empty(6), np.empty(6))
         if device == "cpu" and panels:  # the last batch ran on panels: they hold the result
             assert np.array_equal(WP, packed(net.layers[0][0]))
@@ -557,13 +562,13 @@ def test_sparse_batches_on_panels_train_as_the_dense_tiles_would(monkeypatch):
     assert (X != 0).mean() <= 0.7 * config.SPARSE_DENSITY  # the batches are sparse
     net = fastbp.Network([40, 50, 5], seed=4)
     stepper = fastbp.backends.make_stepper("cpu", net, *net.checked_layers(), X, y, 32)
-    assert stepper.plan.code == codes.FIRST_PANELS_OR_TILES  # the rows' masks: the tiles run
+    assert stepper.plan.code == codes.FIRST_PANELS_OR_TILES  # the tiles run
     weights = []
-    for compressed in (True, False):
-        if not compressed:
-            monkeypatch.setattr(fastbp.first_layer, "compressed_rows_and_masks",
-                                lambda X, units, rows: fastbp.sparse_rows.
-                                compressed_rows_and_masks(X, 0, rows))
+    for tiles in (True, False):
+        if not tiles:  # nor compressed rows: every batch dense, on panels
+            monkeypatch.setattr(fastbp.first_layer, "tiles_pay", lambda X, units, rows: False)
+            monkeypatch.setattr(fastbp.first_layer, "compressed_rows",
+                                lambda X, units: fastbp.sparse_rows.compressed_rows(X, 0))
         net = fastbp.Network([40, 50, 5], seed=4)
         fastbp.train(net, X, y, 0.2, 32, 2, device="cpu")
         weights.append([W.copy() for W, _ in net.layers])
@@ -583,9 +588,9 @@ def clustered_rows(n, P, seed=5):
 
 def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels, monkeypatch):
     """union_ratio: the tiles' work over the non-zeros' (about 1 when all
-    rows share their pixels, about 1/d when nothing is shared); compressed_rows_and_masks
-    makes the masks only under MAX_UNION_RATIO (the panels fixture lifts it:
-    put it back)."""
+    rows share their pixels, about 1/d when nothing is shared); tiles_pay
+    only under MAX_UNION_RATIO (the panels fixture lifts it: put it back),
+    and only for sparse data and a wide enough first layer."""
     from fastbp import sparse_rows
     monkeypatch.setattr(sparse_rows, "MAX_UNION_RATIO", MAX_UNION_RATIO)
     X_shared = np.zeros((200, 64), np.float32)
@@ -599,9 +604,9 @@ def test_sparse_batches_take_the_tiles_only_where_the_non_zeros_cluster(panels, 
     assert ratio == sparse_rows.union_ratio(X_random, 100)  # a fixed sample
     X = clustered_rows(300, 40)
     assert sparse_rows.union_ratio(X, 32) <= MAX_UNION_RATIO
-    for rows, made in ((X, True), (X_random, False)):
-        _, masks = sparse_rows.compressed_rows_and_masks(rows, 40, 100)
-        assert (masks[0].shape[0] == rows.shape[0]) == made
+    for rows, units, pays in ((X, 40, True), (X_random, 40, False), (X, 8, False),
+                              (X + 1, 40, False)):
+        assert sparse_rows.tiles_pay(rows, units, 100) == pays
     net = fastbp.Network([40, 50, 5], seed=1)
     stepper = fastbp.backends.make_stepper("cpu", net, *net.checked_layers(), X,
                                            np.zeros(300, np.int64), 32)

@@ -165,6 +165,43 @@ def test_set_data_keeps_the_plan_while_its_compressed_rows_are_the_data_s():
     assert runs["same", False] != runs["changed", False]
 
 
+def test_set_data_keeps_the_tiles_plan_for_any_data_and_still_scans_it(monkeypatch):
+    """The zero-skipping tiles' plan holds nothing of its data (each batch
+    is listed from its own rows): set_data keeps it for the same X and for
+    other data alike, with no compression, but scans each X for NaN and inf,
+    which it still names; the run is bitwise one planned afresh."""
+    from fastbp.kernels import codes, cpu_panels
+    monkeypatch.setattr(cpu_panels, "worthwhile", lambda sizes, dtype: True)
+    monkeypatch.setattr(fastbp.sparse_rows, "MAX_UNION_RATIO", np.inf)
+    X, y = sparse_data()
+    other, y_other = sparse_data(seed=1, n=150)
+    scans = []
+    count = fastbp.checks.cpu_sparse.count_nonfinite
+    monkeypatch.setattr(fastbp.checks.cpu_sparse, "count_nonfinite",
+                        lambda A: scans.append(A.shape) or count(A))
+    runs = {}
+    for fresh in (False, True):
+        net = fastbp.Network([40, 48, 4], seed=1)
+        trainer = fastbp.Trainer(net, X, y, optimizer=fastbp.Adam(lr=0.01), batch_size=32)
+        trainer.fit(1)
+        plan = trainer._plan
+        assert plan.code == codes.FIRST_PANELS_OR_TILES and plan.rows_csr[0].shape == (0,)
+        del scans[:]
+        for data, labels in ((X.copy(), y), (other, y_other)):
+            if fresh:
+                trainer._plan = None  # nothing to reuse: planned afresh
+            trainer.set_data(data, labels)
+            assert (trainer._plan is plan) != fresh
+            trainer.fit(trainer.epoch + 1)
+        assert scans == [X.shape, other.shape]
+        runs[fresh] = [a.tobytes() for W, b in net.layers for a in (W, b)]
+    assert runs[False] == runs[True]
+    bad = X.copy()
+    bad[5, 7] = np.nan
+    with pytest.raises(ValueError, match=r"X\[5, 7\] = nan"):
+        trainer.set_data(bad, y)
+
+
 def test_set_data_skips_the_non_finite_scan_only_for_data_its_plan_holds(monkeypatch):
     """The same X again needs no scan for NaN and inf (the plan's rows were
     made from checked data); NaN or inf anywhere else is still named, and
