@@ -100,6 +100,14 @@ def cases(n, P, U, X, dtype):
     def list_rows():
         cpu_tile_lists.list_rows(Xb, *lists, X, order)
 
+    def pixel_lists(pixels, counts):  # each 4-sample block's pixels, one after another
+        return np.concatenate([pixels[b, :counts[b]] for b in range(counts.shape[0])])
+
+    def np_pixel_lists():
+        nonzero = X[order] != 0
+        return np.concatenate([np.flatnonzero(nonzero[i:i + 4].any(axis=0))
+                               for i in range(0, n, 4)])
+
     def listed_update():
         cpu_panels.panel_sgd_update_listed(WP5, b, dZP, dZ, Xb, 0.0, n, lists[2], lists[3])
 
@@ -131,8 +139,8 @@ def cases(n, P, U, X, dtype):
          lambda: cpu_panels.panel_forward(Z, Q, X, WP, b, RELU), np_forward, lambda: Q),
         ("nonzero_rows + sparse_forward", mm, sparse_forward, np_forward, lambda: Q),
         *([("csr_forward (compressed rows)", mm, csr_forward, np_forward, lambda: Q),
-           ("list_rows (rows + tile lists; vs X[rows])", n * P, list_rows,
-            lambda: X[order], lambda: Xb),
+           ("list_rows (rows + the tiles' lists)", n * P, list_rows,
+            np_pixel_lists, lambda: pixel_lists(lists[0], lists[1])),
            ("panel_forward_listed (zero-skipping tiles)", mm,
             lambda: cpu_panels.panel_forward_listed(Z, Q, Xb, WP, b, RELU, lists[0], lists[1]),
             np_forward, lambda: Q)]
