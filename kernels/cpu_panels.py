@@ -248,6 +248,52 @@ def _real_units(A, t, units):
 
 
 @njit(inline="always")
+def _listed_groups(A, units):
+    """(items' column groups, merged) for panel_forward_listed over
+    ``units`` units: one group per panel, except that where the last panel
+    is half wide (``_columns``) and follows a whole one, the two make one
+    group of 1.5 panels (``merged``; its tiles hold 3 vectors a row). A
+    tile of SKIP_ROWS rows and one vector has 4 accumulators, each waiting
+    on its own last multiply-add: it ran no faster than a tile of two
+    vectors, so a 100-unit layer's forward took as long as a 128-unit
+    one's. (The listed updates, the same way, gained nothing: docs/speed-log.md.)"""
+    width = _width_of(A)
+    T = (units + width - 1) // width
+    merged = T >= 2 and units - (T - 1) * width <= width // 2
+    return (T - 1 if merged else T), merged
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _tile_and_half(dtype_of):
+    """A zeroed SKIP_ROWS x 1.5-panel-width tile (``_listed_groups``)."""
+    width = _width_of(dtype_of)
+    acc = carray(stack_buffer(_CELLS, dtype_of.dtype), (SKIP_ROWS, width + width // 2))
+    for r in range(SKIP_ROWS):
+        for c in range(width + width // 2):
+            acc[r, c] = 0
+    return acc
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _add_outer4_and_half(acc, x0, x1, x2, x3, V, t, row):
+    """_add_outer4 over panel t's row and the first half of panel t + 1's,
+    side by side in a 1.5-panel tile (panel_forward_listed's last group)."""
+    width = _width_of(V)
+    for c in range(width):
+        v = V[t, row, c]
+        acc[0, c] += x0 * v
+        acc[1, c] += x1 * v
+        acc[2, c] += x2 * v
+        acc[3, c] += x3 * v
+    for c in range(width // 2):
+        v = V[t + 1, row, c]
+        acc[0, width + c] += x0 * v
+        acc[1, width + c] += x1 * v
+        acc[2, width + c] += x2 * v
+        acc[3, width + c] += x3 * v
+
+
+@njit(inline="always")
 def _clamped(i0, last):
     """Eight row indices from i0, those past ``last`` repeating it: a tile at
     the edge computes padding rows from real data, and its epilogue drops them."""
@@ -282,6 +328,15 @@ def _forward_tile4(acc, X, WP, t, i0, pixels, cols):
     i_0, i_1, i_2, i_3 = min(i0, last), min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last)
     for k in pixels:
         _add_outer4(acc, X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k], WP, t, k, cols)
+
+
+@njit(inline="always", fastmath=FASTMATH)
+def _forward_tile4_and_half(acc, X, WP, t, i0, pixels):
+    """_forward_tile4 over panels t and t + 1 (half), in a 1.5-panel tile."""
+    last = X.shape[0] - 1
+    i_0, i_1, i_2, i_3 = min(i0, last), min(i0 + 1, last), min(i0 + 2, last), min(i0 + 3, last)
+    for k in pixels:
+        _add_outer4_and_half(acc, X[i_0, k], X[i_1, k], X[i_2, k], X[i_3, k], WP, t, k)
 
 
 @njit(**TILES)
@@ -536,13 +591,22 @@ def _step_rows(WP, acc, step, t, k0, rows, cols):
 def panel_forward_listed(Z, Q, X, WP, b, act, pixels, pixel_counts):
     """panel_forward skipping the pixels that none of a tile's samples has
     (``list_rows``): bitwise the same Z and Q."""
-    blocks = (Z.shape[0] + SKIP_ROWS - 1) // SKIP_ROWS
-    # Race-free: item w writes only the rows of its block in its panel's columns.
-    for w in prange(WP.shape[0] * blocks):
+    n, U = Z.shape
+    width = _width_of(WP)
+    blocks = (n + SKIP_ROWS - 1) // SKIP_ROWS
+    groups, merged = _listed_groups(WP, U)
+    # Race-free: item w writes only the rows of its block in its group's columns.
+    for w in prange(groups * blocks):
         _wide_vectors()
-        blk = w % blocks
-        _forward_item(Z, Q, X, WP, b, act, w // blocks, blk * SKIP_ROWS,
-                      pixels[blk, :pixel_counts[blk]], SKIP_ROWS)
+        t, blk = w // blocks, w % blocks
+        listed = pixels[blk, :pixel_counts[blk]]
+        if merged and t == groups - 1:
+            i0 = blk * SKIP_ROWS
+            acc = _tile_and_half(WP)
+            _forward_tile4_and_half(acc, X, WP, t, i0, listed)
+            _store_rows(Z, Q, acc, b, act, i0, min(SKIP_ROWS, n - i0), t * width, U - t * width)
+        else:
+            _forward_item(Z, Q, X, WP, b, act, t, blk * SKIP_ROWS, listed, SKIP_ROWS)
 
 
 @njit(inline="always", fastmath=FASTMATH)
