@@ -149,17 +149,28 @@ def list_rows(Xb, pixels, pixel_counts, samples, sample_counts, column_bits, X, 
     blocks = (nb + SKIP_ROWS - 1) // SKIP_ROWS
     nonzeros = 0
     # Race-free: item b writes only its rows of Xb, its samples' columns of
-    # column_bits and its row of pixels; the count is an integer prange reduction.
+    # column_bits and its row of pixels; the count is an integer prange
+    # reduction, so the body is one call (tests/test_prange_reductions.py).
     for b in prange(blocks):
-        i0, i1 = b * SKIP_ROWS, min(nb, (b + 1) * SKIP_ROWS)
-        if i1 < nb:
-            _prefetch_rows(X, rows, i1, min(nb, i1 + SKIP_ROWS))
-        nonzeros += _rows_and_bits(Xb, column_bits, X, rows, i0, i1)
-        pixel_counts[b] = _pixels_of(pixels[b], column_bits, i0, i1)
+        nonzeros += _block_item(Xb, pixels, pixel_counts, column_bits, X, rows, b)
     # Race-free: item g writes only the lists (and counts) of its 4 pixel blocks.
     for g in prange(column_bits.shape[0]):
         _samples_of_group(samples, sample_counts, column_bits[g], nb, g)
     return nonzeros
+
+
+@njit(inline="never")
+def _block_item(Xb, pixels, pixel_counts, column_bits, X, rows, b):
+    """list_rows' item for the samples 4b .. 4b+3: the next block's rows
+    asked for, these rows copied and their bits, their pixel list; returns
+    their non-zeros."""
+    nb = Xb.shape[0]
+    i0, i1 = b * SKIP_ROWS, min(nb, (b + 1) * SKIP_ROWS)
+    if i1 < nb:
+        _prefetch_rows(X, rows, i1, min(nb, i1 + SKIP_ROWS))
+    count = _rows_and_bits(Xb, column_bits, X, rows, i0, i1)
+    pixel_counts[b] = _pixels_of(pixels[b], column_bits, i0, i1)
+    return count
 
 
 @njit(inline="always")
