@@ -38,8 +38,9 @@ def skip_lists(inputs, batch_rows):
 @intrinsic
 def nonzero_bits16(typingctx, array, index):
     """Bit j set where array[index + j] != 0 (or NaN), j < 16: one vector
-    compare and a mask move (the same loop in Python, bit by bit, took 6x as
-    long: docs/speed-log.md). array : 1-d, contiguous, at least index + 16 long."""
+    compare and a mask move (the same test as a Numba loop, bit by bit,
+    took 6x as long: docs/speed-log.md). array : 1-d, contiguous, at least
+    index + 16 long."""
     def codegen(context, builder, signature, args):
         aryty = signature.args[0]
         ary = context.make_array(aryty)(context, builder, args[0])
