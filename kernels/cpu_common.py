@@ -47,14 +47,20 @@ step = njit(inline="always", fastmath=FASTMATH)(optim.step)
 adam_rate = njit(inline="always")(optim.adam_rate)  # float64, as scikit-learn computes it
 
 
+def element_pointer(context, builder, signature, args):
+    """For an intrinsic's codegen whose first two arguments are an array and
+    an index: the address of array[index]."""
+    aryty = signature.args[0]
+    ary = context.make_array(aryty)(context, builder, args[0])
+    return cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+
+
 @intrinsic
 def prefetch(typingctx, array, index):
     """Ask the CPU to start loading ``array[index]``'s cache line into L1
     (LLVM's prefetch: read, high locality); no result, never faults."""
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
+        ptr = element_pointer(context, builder, signature, args)
         i8p, i32 = ir.IntType(8).as_pointer(), ir.IntType(32)
         fn = builder.module.declare_intrinsic(
             "llvm.prefetch", [i8p], ir.FunctionType(ir.VoidType(), [i8p, i32, i32, i32]))

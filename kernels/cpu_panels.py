@@ -279,12 +279,7 @@ def _add_outer4_and_half(acc, x0, x1, x2, x3, V, t, row):
     """_add_outer4 over panel t's row and the first half of panel t + 1's,
     side by side in a 1.5-panel tile (panel_forward_listed's last group)."""
     width = _width_of(V)
-    for c in range(width):
-        v = V[t, row, c]
-        acc[0, c] += x0 * v
-        acc[1, c] += x1 * v
-        acc[2, c] += x2 * v
-        acc[3, c] += x3 * v
+    _add_outer4(acc, x0, x1, x2, x3, V, t, row, width)
     for c in range(width // 2):
         v = V[t + 1, row, c]
         acc[0, width + c] += x0 * v

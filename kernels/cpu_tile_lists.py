@@ -13,7 +13,7 @@ from numba.core import cgutils
 from numba.core import types as nbtypes
 from numba.extending import intrinsic
 
-from .cpu_common import PARALLEL, prefetch
+from .cpu_common import PARALLEL, element_pointer, prefetch
 from .cpu_panels import SKIP_ROWS
 
 GROUP = 16  # pixels (or samples) tested at once: a 16-bit mask ...
@@ -42,13 +42,10 @@ def nonzero_bits16(typingctx, array, index):
     took 6x as long: docs/speed-log.md). array : 1-d, contiguous, at least
     index + 16 long."""
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
-        element = context.get_value_type(aryty.dtype)
-        vector = ir.VectorType(element, GROUP)
-        values = builder.load(builder.bitcast(ptr, vector.as_pointer()),
-                              align=aryty.dtype.bitwidth // 8)
+        dtype = signature.args[0].dtype
+        vector = ir.VectorType(context.get_value_type(dtype), GROUP)
+        ptr = element_pointer(context, builder, signature, args)
+        values = builder.load(builder.bitcast(ptr, vector.as_pointer()), align=dtype.bitwidth // 8)
         bits = builder.fcmp_unordered("!=", values, ir.Constant(vector, None))
         return builder.bitcast(bits, ir.IntType(GROUP))
     return nbtypes.uint16(array, index), codegen
@@ -60,11 +57,9 @@ def nibble_bits16(typingctx, array, index, nibble):
     zero, j < 16: a vector shift, mask and compare. array : 1-d, contiguous,
     uint16, at least index + 16 long."""
     def codegen(context, builder, signature, args):
-        aryty = signature.args[0]
-        ary = context.make_array(aryty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, aryty, ary, [args[1]])
         i16 = ir.IntType(16)
         vector = ir.VectorType(i16, GROUP)
+        ptr = element_pointer(context, builder, signature, args)
         values = builder.load(builder.bitcast(ptr, vector.as_pointer()), align=2)
         shift = builder.trunc(builder.mul(args[2], ir.Constant(args[2].type, SKIP_ROWS)), i16)
         first = builder.insert_element(ir.Constant(vector, None), shift, ir.Constant(i16, 0))
@@ -85,9 +80,7 @@ def store_set_bits16(typingctx, out, index, bits, base):
     uint32; bits : an unsigned integer, of which the low 16 count;
     base < 2**32 - 16."""
     def codegen(context, builder, signature, args):
-        outty = signature.args[0]
-        ary = context.make_array(outty)(context, builder, args[0])
-        ptr = cgutils.get_item_pointer(context, builder, outty, ary, [args[1]])
+        ptr = element_pointer(context, builder, signature, args)
         i32 = ir.IntType(32)
         vector = ir.VectorType(i32, GROUP)
         mask = ir.VectorType(ir.IntType(1), GROUP)
