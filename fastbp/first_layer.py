@@ -95,5 +95,7 @@ def reusable(plan):
     """Whether ``plan`` may run other data of the same width than it was
     made for, unchecked: the zero-skipping tiles' plan holds nothing of its
     data (each batch is listed, and tested for sparsity, on its own), so it
-    stays right for any X; only the choice of it was made on its data."""
+    stays right for any X; only the choice of it was made on its data, and
+    is not made again (a dense X then lists each batch for nothing before
+    its dense path: a cost, not an error)."""
     return plan.code == codes.FIRST_PANELS_OR_TILES

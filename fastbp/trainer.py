@@ -141,7 +141,7 @@ class Trainer:
     ... run one more epoch each (``partial_fit``-style) and give bitwise the
     weights and History of one ``train(epochs=...)`` call. What a run costs
     to set up is paid here once: the checks and conversions of the data,
-    the first layer's plan (compressed rows, tile masks), the work buffers
+    the first layer's plan (compressed rows where it needs them), the work buffers
     and the device's copy of the data; ``set_data`` trains on new data of
     the same width, keeping the rest.
 

@@ -932,6 +932,7 @@ def train_steps(params, model, work, first, data, steps, out):
     # Wide hidden layers and their state in panels (cpu_panels.hidden_layers)
     # for the whole chunk: nothing else reads their W meanwhile.
     _hold_hidden(WPs, mPs, vPs, Ws, mWs, vWs, True)
+    cached_batches = batch_size * p * X.itemsize <= PREFETCH_BATCH_BYTES
     done = n_steps
     for s in range(n_steps):
         start = (first_step + s) * batch_size
@@ -1008,7 +1009,7 @@ def train_steps(params, model, work, first, data, steps, out):
         if listed and s + 1 < n_steps:
             prefetch_rows(indptr, indices, values, order[start + nb:start + nb + batch_size])
         # ... and for gather_rows, where the batch is small enough to stay in cache.
-        if not listed and not masked and s + 1 < n_steps and batch_size * p * X.itemsize <= PREFETCH_BATCH_BYTES:
+        if not listed and not masked and s + 1 < n_steps and cached_batches:
             prefetch_batch(X, labels, targets, weights, order[start + nb:start + nb + batch_size],
                            loss)
         # Backward (6.27) with the update (6.23), layer L down to 1.

@@ -86,7 +86,7 @@ def panel_width(dtype):
 def worthwhile(sizes, dtype):
     """Whether train_steps (and inference) should run the first layer of a
     net of these layer sizes on panels (dense batches; sparse ones too where
-    fastbp/sparse_rows.py makes the rows' masks): where Numba may use 512-bit
+    ``fastbp.sparse_rows.tiles_pay``): where Numba may use 512-bit
     vectors (``vector_width.available``: the tiles ask for them per function,
     ``_wide_vectors``), when the net has a hidden layer (the first layer is
     not the output layer), and when padding its units to the tiles'

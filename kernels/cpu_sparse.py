@@ -26,7 +26,6 @@ from .cpu_common import FASTMATH, PARALLEL, SERIAL, activate, prefetch_row, rule
 from .cpu_tile_lists import GROUP, nonzero_bits16
 
 
-
 @njit(inline="always", fastmath=FASTMATH)
 def _add_scaled_rows(out, M, rows, values, count, scale):
     """``out += scale * sum_m values[m] * M[rows[m], :]`` for m < count.

@@ -7,7 +7,7 @@ of them. CPU-only pieces of ``train_steps``; the conventions of
 """
 
 import numpy as np
-from llvmlite import ir
+from llvmlite import binding, ir
 from numba import njit, prange
 from numba.core import cgutils
 from numba.core import types as nbtypes
@@ -35,6 +35,13 @@ def skip_lists(inputs, batch_rows):
             np.zeros((groups, -(-batch_rows // GROUP) * GROUP), np.uint16))
 
 
+def _vector_row(array, dtypes):
+    """Whether an intrinsic's array argument is 1-d, C-contiguous and of one
+    of ``dtypes``: its vector loads and stores assume it (else no typing)."""
+    return (isinstance(array, nbtypes.Array) and array.ndim == 1 and array.layout == "C"
+            and array.dtype in dtypes)
+
+
 @intrinsic
 def nonzero_bits16(typingctx, array, index):
     """Bit j set where array[index + j] != 0 (or NaN), j < 16: one vector
@@ -48,6 +55,8 @@ def nonzero_bits16(typingctx, array, index):
         values = builder.load(builder.bitcast(ptr, vector.as_pointer()), align=dtype.bitwidth // 8)
         bits = builder.fcmp_unordered("!=", values, ir.Constant(vector, None))
         return builder.bitcast(bits, ir.IntType(GROUP))
+    if not _vector_row(array, (nbtypes.float32, nbtypes.float64)):
+        return None
     return nbtypes.uint16(array, index), codegen
 
 
@@ -68,12 +77,15 @@ def nibble_bits16(typingctx, array, index, nibble):
         nibbles = builder.and_(builder.lshr(values, shifts), ir.Constant(vector, [15] * GROUP))
         bits = builder.icmp_unsigned("!=", nibbles, ir.Constant(vector, None))
         return builder.bitcast(bits, i16)
+    if not _vector_row(array, (nbtypes.uint16,)):
+        return None
     return nbtypes.uint16(array, index, nibble), codegen
 
 
 @intrinsic
-def store_set_bits16(typingctx, out, index, bits, base):
-    """out[index:index + count_bits(bits)] = base + j for the set bits j of
+def store_set_bits_compressed(typingctx, out, index, bits, base):
+    """store_set_bits16 where LLVM has vector.compress:
+    out[index:index + count_bits(bits)] = base + j for the set bits j of
     the 16-bit ``bits``, ascending: one vector compress (vpcompressd with
     AVX-512, LLVM's expansion elsewhere) and one store of 16 elements, so
     out needs 15 elements of slack past its last. out : 1-d, contiguous,
@@ -98,7 +110,25 @@ def store_set_bits16(typingctx, out, index, bits, base):
                                          ir.Constant(vector, None)])
         builder.store(packed, builder.bitcast(ptr, vector.as_pointer()), align=4)
         return context.get_dummy_value()
+    if not _vector_row(out, (nbtypes.uint32,)):
+        return None
     return nbtypes.void(out, index, bits, base), codegen
+
+
+@njit(inline="always")
+def store_set_bits_one_by_one(out, index, bits, base):
+    """store_set_bits16 a write per set bit, where LLVM (before 19) has no
+    vector.compress: the same entries (and none of the slack)."""
+    c = index
+    for j in range(GROUP):
+        if (bits >> j) & 1:
+            out[c] = base + j
+            c += 1
+
+
+# vector.compress came with LLVM 19 (older llvmlite builds have none).
+store_set_bits16 = (store_set_bits_compressed if binding.llvm_version_info >= (19,)
+                    else store_set_bits_one_by_one)
 
 
 @intrinsic

@@ -21,9 +21,10 @@ def module_from(name, source, original):
 class DropCalls(ast.NodeTransformer):
     """In the function ``function``: calls whose source starts with one of
     ``patterns`` become ``pass`` (or 0, where their result is assigned),
-    those starting with a key of ``replace`` its value; an ``if`` whose test contains ``stop`` (the loop's stop on a
-    non-finite cost) becomes ``if False``, so that garbage left by a
-    dropped phase does not end the run early."""
+    those starting with a key of ``replace`` its value; an ``if`` whose test
+    contains ``stop`` (the loop's stop on a non-finite cost) becomes ``if
+    False``, so that garbage left by a dropped phase does not end the run
+    early."""
 
     def __init__(self, patterns, replace, function="train_steps", stop="isfinite("):
         self.patterns, self.replace = patterns, replace

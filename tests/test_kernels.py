@@ -20,7 +20,6 @@ def assert_dense_layer(Z, Q, Q_prev, W, b, act, dtype):
     assert rel_err(Q, reference.activation(Z_ref, act)) <= RTOL[dtype]
 
 
-
 @pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("act", ACTIVATIONS)
 @pytest.mark.parametrize("n", BATCHES)
@@ -355,8 +354,6 @@ def test_dense_sgd_update_is_6_23_for_any_thread_count(P, U, n, dtype):
         assert rel_err(W2, W_ref) <= RTOL[dtype]
         results.append(W2)
     assert np.array_equal(results[0], results[1])
-
-
 
 
 def compressed(X):

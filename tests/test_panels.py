@@ -6,6 +6,7 @@ import re
 import numba
 import numpy as np
 import pytest
+from llvmlite import binding as llvm_binding
 
 import fastbp
 from fastbp.kernels import codes, config, cpu_panels, cpu_tile_lists, vector_width
@@ -205,6 +206,33 @@ def listed(X, rows=None, buffers=None):
     Xb = Xb[:rows.shape[0]]
     nonzeros = cpu_tile_lists.list_rows(Xb, *lists, X, rows)
     return (*lists, Xb, nonzeros)
+
+
+@pytest.mark.skipif(llvm_binding.llvm_version_info < (19,), reason="no vector.compress")
+def test_the_lists_are_written_alike_with_and_without_a_vector_compress():
+    """store_set_bits16 is LLVM's vector.compress where the LLVM has it
+    (19+), a write per set bit elsewhere: the same entries, the set bits'
+    positions from base, ascending, appended one mask after another."""
+    def appender(write):
+        count_bits = cpu_tile_lists.count_bits
+
+        @numba.njit
+        def append(masks, base):
+            out = np.full(masks.shape[0] * 16 + 15, 7, np.uint32)
+            c = 0
+            for m in range(masks.shape[0]):
+                write(out, c, masks[m], base + 16 * m)
+                c += count_bits(masks[m])
+            return out[:c]
+        return append
+
+    masks = np.random.default_rng(3).integers(0, 1 << 16, 40).astype(np.uint16)
+    masks[:3] = 0, 0xFFFF, 0x8001
+    compressed = appender(cpu_tile_lists.store_set_bits_compressed)(masks, 5)
+    expected = [5 + 16 * m + j for m in range(40) for j in range(16) if masks[m] >> j & 1]
+    assert compressed.tolist() == expected
+    one_by_one = appender(cpu_tile_lists.store_set_bits_one_by_one)(masks, 5)
+    assert np.array_equal(one_by_one, compressed)
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
